@@ -1,0 +1,76 @@
+# flyte-connect: build, run and test.
+#
+#   make run     build the server and the example connectors, serve on :8000 (metrics :9090)
+#   make test    everything a change must pass (installs what it needs on a fresh machine)
+#   make bench   benchmarks
+
+CARGO       ?= cargo
+PYTHON      ?= python3
+WASM_TARGET := wasm32-wasip2
+TARGET_DIR  := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target)
+
+# Example connectors (example-connectors/*) and test-only components (tests/components/*).
+CONNECTORS      := $(notdir $(wildcard example-connectors/*))
+TEST_COMPONENTS := $(notdir $(wildcard tests/components/*))
+
+CONNECTOR_DIR      := connectors
+TEST_COMPONENT_DIR := $(TARGET_DIR)/test-components
+SERVER_BIN         := $(TARGET_DIR)/release/flyte-connect
+VENV               := .venv
+
+.PHONY: all build connectors test-components run test test-rust test-python lint fmt bench wasm-target clean
+
+all: build connectors
+
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+build:
+	$(CARGO) build --release -p flyte-connect
+
+# Each example connector becomes connectors/NAME.wasm.
+connectors: wasm-target
+	$(CARGO) build --profile wasm --target $(WASM_TARGET) $(addprefix -p ,$(CONNECTORS))
+	@mkdir -p $(CONNECTOR_DIR)
+	@for c in $(CONNECTORS); do cp $(TARGET_DIR)/$(WASM_TARGET)/wasm/$$c.wasm $(CONNECTOR_DIR)/$$c.wasm; done
+	@ls -l $(CONNECTOR_DIR)/*.wasm
+
+# Every component the tests load: the examples plus the misbehaving test components.
+test-components: connectors
+	$(CARGO) build --profile wasm --target $(WASM_TARGET) $(addprefix -p ,$(TEST_COMPONENTS))
+	@mkdir -p $(TEST_COMPONENT_DIR)
+	@for c in $(TEST_COMPONENTS); do cp $(TARGET_DIR)/$(WASM_TARGET)/wasm/$$c.wasm $(TEST_COMPONENT_DIR)/$$c.wasm; done
+	@cp $(CONNECTOR_DIR)/*.wasm $(TEST_COMPONENT_DIR)/
+
+run: build connectors
+	$(SERVER_BIN) c0 --port 8000 --prometheus_port 9090 --plugin-dir $(CONNECTOR_DIR)
+
+$(VENV)/.installed: tests/python/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	@touch $@
+
+export FLYTE_CONNECT_BIN        := $(abspath $(SERVER_BIN))
+export FLYTE_CONNECT_COMPONENTS := $(abspath $(TEST_COMPONENT_DIR))
+
+test: lint test-rust test-python
+
+test-rust: build test-components
+	$(CARGO) test --release --workspace --exclude flyte-connector-sdk $(addprefix --exclude ,$(CONNECTORS) $(TEST_COMPONENTS))
+	$(CARGO) test --release -p flyte-connector-sdk
+
+test-python: build test-components $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q tests/python
+
+lint:
+	$(CARGO) fmt --all --check
+
+fmt:
+	$(CARGO) fmt --all
+
+bench: build test-components
+	$(CARGO) bench -p flyte-connect-e2e
+
+clean:
+	rm -rf $(CONNECTOR_DIR) $(VENV)
+	$(CARGO) clean

@@ -1,0 +1,240 @@
+//! What a connector is to the rest of the host: the operations it serves and
+//! the plain values that cross into and out of it.
+//!
+//! Nothing here knows protobuf or wasmtime. The gRPC services convert protobuf
+//! messages into these types; the runtime converts them into guest calls.
+
+use std::{collections::BTreeMap, fmt, sync::Arc};
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+/// A task type a connector serves. Connectors are registered under it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskCategory {
+    /// Task type name, as in `TaskTemplate.type`.
+    pub name: String,
+    /// Task type version, as in `TaskTemplate.task_type_version`.
+    pub version: i32,
+}
+
+impl fmt::Display for TaskCategory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (v{})", self.name, self.version)
+    }
+}
+
+/// A connector's name and the task types it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorInfo {
+    /// Display name; connectors are grouped under it in `ListConnectors`.
+    pub name: String,
+    /// Task types served.
+    pub task_categories: Vec<TaskCategory>,
+}
+
+/// `flyteidl2.core.TaskExecution.Phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Not set.
+    Undefined,
+    /// Accepted, waiting to start.
+    Queued,
+    /// Running on the external service.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Aborted.
+    Aborted,
+    /// Failed for good.
+    Failed,
+    /// Starting up.
+    Initializing,
+    /// Waiting for resources on the external service.
+    WaitingForResources,
+    /// Failed in a way a retry may fix.
+    RetryableFailed,
+}
+
+/// A link shown next to the task in the Flyte UI.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskLog {
+    /// Label of the link.
+    pub name: String,
+    /// Where it points.
+    pub uri: String,
+    /// Whether the target is ready to be opened.
+    pub ready: bool,
+    /// Icon shown beside the link.
+    pub icon_uri: String,
+    /// Show the link while the task is still pending.
+    pub show_while_pending: bool,
+    /// Hide the link once the task has finished.
+    pub hide_once_finished: bool,
+}
+
+/// One named output a connector produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// Output name.
+    pub name: String,
+    /// The value as JSON.
+    pub value: Value,
+    /// `flyteidl2.core.LiteralType` as proto3 JSON, when the connector gave one.
+    pub literal_type: Option<Value>,
+}
+
+/// The state of a task on the external service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    /// Where the task stands.
+    pub phase: Phase,
+    /// Human-readable status.
+    pub message: String,
+    /// Links for the UI.
+    pub log_links: Vec<TaskLog>,
+    /// Outputs, once there are any.
+    pub outputs: Option<Vec<Output>>,
+    /// Extra information for the client, a JSON object.
+    pub custom_info: Option<serde_json::Map<String, Value>>,
+}
+
+/// Secrets and configs of the task's connection, merged (configs win).
+pub type ConnectionMap = BTreeMap<String, String>;
+
+/// Everything a connector needs to start a task.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    /// Input name → value.
+    pub inputs: serde_json::Map<String, Value>,
+    /// Input name → `LiteralType` as proto3 JSON.
+    pub input_types: serde_json::Map<String, Value>,
+    /// The `TaskTemplate` as proto3 JSON.
+    pub template: Value,
+    /// Where outputs should be written.
+    pub output_prefix: String,
+    /// `TaskExecutionMetadata` as proto3 JSON (`{}` when absent).
+    pub task_execution_metadata: Value,
+    /// Merged connection secrets and configs.
+    pub connection: ConnectionMap,
+}
+
+/// Poll a task.
+#[derive(Debug, Clone)]
+pub struct GetRequest {
+    /// The task's type.
+    pub task_category: TaskCategory,
+    /// What `create` returned.
+    pub resource_meta: Vec<u8>,
+    /// Where outputs should be written.
+    pub output_prefix: String,
+    /// Merged connection secrets and configs.
+    pub connection: ConnectionMap,
+}
+
+/// Cancel a task.
+#[derive(Debug, Clone)]
+pub struct DeleteRequest {
+    /// The task's type.
+    pub task_category: TaskCategory,
+    /// What `create` returned.
+    pub resource_meta: Vec<u8>,
+    /// Merged connection secrets and configs.
+    pub connection: ConnectionMap,
+}
+
+/// Ask for a task's metrics.
+#[derive(Debug, Clone)]
+pub struct MetricsRequest {
+    /// The task's type.
+    pub task_category: TaskCategory,
+    /// What `create` returned.
+    pub resource_meta: Vec<u8>,
+    /// Metric queries.
+    pub queries: Vec<String>,
+    /// Start of the window, RFC 3339.
+    pub start_time: Option<String>,
+    /// End of the window, RFC 3339.
+    pub end_time: Option<String>,
+    /// Resolution, proto3 duration string.
+    pub step: Option<String>,
+}
+
+/// One metric series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricResult {
+    /// The metric's name.
+    pub metric: String,
+    /// Its data, a JSON object.
+    pub data: serde_json::Map<String, Value>,
+}
+
+/// Ask for a page of a task's logs.
+#[derive(Debug, Clone)]
+pub struct LogsRequest {
+    /// The task's type.
+    pub task_category: TaskCategory,
+    /// What `create` returned.
+    pub resource_meta: Vec<u8>,
+    /// Maximum number of lines (0: the connector decides).
+    pub lines: u64,
+    /// Page token; empty for the first page.
+    pub token: String,
+}
+
+/// A page of log lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsPage {
+    /// The lines.
+    pub lines: Vec<String>,
+    /// Token of the next page; empty when there is none.
+    pub next_token: String,
+}
+
+/// Why a connector call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectorError {
+    /// The connector reported a failure of its own or of its external service.
+    #[error("{0}")]
+    Failed(String),
+    /// The connector says the request cannot be served as sent.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The connector does not implement the operation.
+    #[error("not implemented by this connector")]
+    NotImplemented,
+    /// The connector crashed: a trap, a panic, running out of memory.
+    #[error("connector crashed: {0}")]
+    Crashed(String),
+    /// The call ran past its deadline and was stopped.
+    #[error("connector call exceeded its deadline of {0:?}")]
+    DeadlineExceeded(std::time::Duration),
+    /// Every call slot is taken; try again later.
+    #[error("all {0} connector call slots are busy")]
+    Busy(usize),
+}
+
+/// A loaded connector. The registry holds these; the gRPC services call them.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// Name and task types.
+    fn info(&self) -> &ConnectorInfo;
+    /// Where the connector came from (a file path), for logs and the start-up table.
+    fn source(&self) -> &str;
+    /// Start a task; returns the resource meta the client stores.
+    async fn create(&self, request: CreateRequest) -> Result<Vec<u8>, ConnectorError>;
+    /// Report a task's state.
+    async fn get(&self, request: GetRequest) -> Result<Resource, ConnectorError>;
+    /// Cancel a task.
+    async fn delete(&self, request: DeleteRequest) -> Result<(), ConnectorError>;
+    /// Report a task's metrics.
+    async fn get_metrics(
+        &self,
+        request: MetricsRequest,
+    ) -> Result<Vec<MetricResult>, ConnectorError>;
+    /// Report a page of a task's logs.
+    async fn get_logs(&self, request: LogsRequest) -> Result<LogsPage, ConnectorError>;
+}
+
+/// A shared handle to a loaded connector.
+pub type SharedConnector = Arc<dyn Connector>;

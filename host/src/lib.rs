@@ -1,0 +1,31 @@
+//! flyte-connect: a Flyte 2 connector service that runs each connector as a
+//! WebAssembly component.
+//!
+//! A request flows one way through these modules:
+//! [`service`] (gRPC) → [`registry`] (which connector) → [`convert`]
+//! (protobuf literals to JSON) → [`runtime`] (a fresh wasm instance) →
+//! [`convert`] → response. [`connector`] holds the plain types in between.
+//!
+//! - [`cli`]: the command line, compatible with the Python server's.
+//! - [`server`]: assembles the gRPC services, health, reflection, metrics
+//!   endpoint and shutdown into a [`ConnectorService`].
+//! - [`discovery`]: finds components in plugin folders and `--modules`.
+//! - [`manifest`]: a plugin's `NAME.toml` (allowed hosts, limits, env).
+//! - [`metrics`]: the Prometheus metrics.
+//! - [`proto`]: the generated flyteidl2 types.
+
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod connector;
+pub mod convert;
+pub mod discovery;
+pub mod manifest;
+pub mod metrics;
+pub mod proto;
+pub mod registry;
+pub mod runtime;
+pub mod server;
+pub mod service;
+
+pub use server::{ConnectorService, ServerConfig};

@@ -1,0 +1,176 @@
+//! Prometheus metrics, with the names and labels of the Python connector
+//! server so existing dashboards keep working, plus a few of our own, all
+//! under the `flyte_connector_` prefix.
+
+mod summary;
+
+use std::time::Duration;
+
+use prometheus::{CounterVec, Encoder, IntCounter, IntGauge, Opts, Registry, TextEncoder};
+
+use self::summary::SummaryVec;
+
+/// The operations the request metrics are recorded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// CreateTask.
+    Create,
+    /// GetTask.
+    Get,
+    /// DeleteTask.
+    Delete,
+}
+
+impl Operation {
+    /// The `operation` label value, and the verb in error messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Get => "get",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// The service's metrics and the registry they are exported from.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    success: CounterVec,
+    failure: CounterVec,
+    latency: SummaryVec,
+    input_bytes: SummaryVec,
+    /// Guest calls in flight.
+    pub calls_in_flight: IntGauge,
+    /// Components loaded (at start and by reloads).
+    pub components_loaded: IntCounter,
+    /// Guest calls that trapped, panicked, ran out of memory or time.
+    pub guest_crashes: IntCounter,
+}
+
+impl Metrics {
+    /// Creates the metrics in a registry of their own.
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let success = CounterVec::new(
+            Opts::new(
+                "flyte_connector_requests_success_total",
+                "Total number of successful requests",
+            ),
+            &["task_type", "operation"],
+        )?;
+        let failure = CounterVec::new(
+            Opts::new(
+                "flyte_connector_requests_failure_total",
+                "Total number of failed requests",
+            ),
+            &["task_type", "operation", "error_code"],
+        )?;
+        let latency = SummaryVec::new(
+            "flyte_connector_request_latency_seconds",
+            "Time spent processing connector request",
+            &["task_type", "operation"],
+        )?;
+        let input_bytes = SummaryVec::new(
+            "flyte_connector_input_literal_bytes",
+            "Size of input literal",
+            &["task_type"],
+        )?;
+        let calls_in_flight = IntGauge::new(
+            "flyte_connector_guest_calls_in_flight",
+            "Connector calls running in a WebAssembly instance right now",
+        )?;
+        let components_loaded = IntCounter::new(
+            "flyte_connector_components_loaded_total",
+            "Connector components compiled and loaded",
+        )?;
+        let guest_crashes = IntCounter::new(
+            "flyte_connector_guest_crashes_total",
+            "Connector calls that trapped, panicked, ran out of memory or past their deadline",
+        )?;
+        registry.register(Box::new(success.clone()))?;
+        registry.register(Box::new(failure.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(input_bytes.clone()))?;
+        registry.register(Box::new(calls_in_flight.clone()))?;
+        registry.register(Box::new(components_loaded.clone()))?;
+        registry.register(Box::new(guest_crashes.clone()))?;
+        Ok(Self {
+            registry,
+            success,
+            failure,
+            latency,
+            input_bytes,
+            calls_in_flight,
+            components_loaded,
+            guest_crashes,
+        })
+    }
+
+    /// Records a request that succeeded.
+    pub fn record_success(&self, task_type: &str, operation: Operation, elapsed: Duration) {
+        self.success
+            .with_label_values(&[task_type, operation.label()])
+            .inc();
+        self.latency
+            .observe(&[task_type, operation.label()], elapsed.as_secs_f64());
+    }
+
+    /// Records a request that failed with an HTTP-style `error_code` ("404", "500", ...).
+    pub fn record_failure(
+        &self,
+        task_type: &str,
+        operation: Operation,
+        error_code: &str,
+        elapsed: Duration,
+    ) {
+        self.failure
+            .with_label_values(&[task_type, operation.label(), error_code])
+            .inc();
+        self.latency
+            .observe(&[task_type, operation.label()], elapsed.as_secs_f64());
+    }
+
+    /// Records the encoded size of a CreateTask request's inputs.
+    pub fn record_input_bytes(&self, task_type: &str, bytes: usize) {
+        self.input_bytes.observe(&[task_type], bytes as f64);
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!("cannot encode metrics: {err}");
+        }
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_export_sum_and_count_like_prometheus_client() {
+        let metrics = Metrics::new().expect("metrics");
+        metrics.record_success("echo", Operation::Create, Duration::from_millis(250));
+        metrics.record_input_bytes("echo", 42);
+        let text = metrics.render();
+        assert!(
+            text.contains("# TYPE flyte_connector_request_latency_seconds summary"),
+            "{text}"
+        );
+        assert!(text.contains(r#"flyte_connector_request_latency_seconds_count{operation="create",task_type="echo"} 1"#), "{text}");
+        assert!(text.contains(r#"flyte_connector_request_latency_seconds_sum{operation="create",task_type="echo"} 0.25"#), "{text}");
+        assert!(
+            text.contains(r#"flyte_connector_input_literal_bytes_sum{task_type="echo"} 42"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"flyte_connector_requests_success_total{operation="create",task_type="echo"} 1"#
+            ),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! Host bindings of the `flyte:connector/plugin` world (`wit/`), and the
+//! conversions between its types and the host's [`crate::connector`] types.
+//!
+//! JSON travels as text across the boundary; it is parsed here, so a guest
+//! that returns malformed JSON fails its call with a clear message.
+
+use serde_json::Value;
+
+use crate::connector::{
+    self, ConnectorError, ConnectorInfo, LogsPage, MetricResult, Output, Phase, Resource,
+    TaskCategory, TaskLog,
+};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "flyte:connector/plugin",
+    exports: { default: async },
+});
+
+use flyte::connector::types as wit;
+
+fn category_to_wit(category: &TaskCategory) -> wit::TaskCategory {
+    wit::TaskCategory {
+        name: category.name.clone(),
+        version: category.version,
+    }
+}
+
+fn connection_to_wit(connection: &connector::ConnectionMap) -> Vec<(String, String)> {
+    connection
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+pub(super) fn create_request(request: &connector::CreateRequest) -> wit::CreateRequest {
+    wit::CreateRequest {
+        inputs: Value::Object(request.inputs.clone()).to_string(),
+        input_types: Value::Object(request.input_types.clone()).to_string(),
+        template: request.template.to_string(),
+        output_prefix: request.output_prefix.clone(),
+        task_execution_metadata: request.task_execution_metadata.to_string(),
+        connection: connection_to_wit(&request.connection),
+    }
+}
+
+pub(super) fn get_request(request: &connector::GetRequest) -> wit::GetRequest {
+    wit::GetRequest {
+        task_category: category_to_wit(&request.task_category),
+        resource_meta: request.resource_meta.clone(),
+        output_prefix: request.output_prefix.clone(),
+        connection: connection_to_wit(&request.connection),
+    }
+}
+
+pub(super) fn delete_request(request: &connector::DeleteRequest) -> wit::DeleteRequest {
+    wit::DeleteRequest {
+        task_category: category_to_wit(&request.task_category),
+        resource_meta: request.resource_meta.clone(),
+        connection: connection_to_wit(&request.connection),
+    }
+}
+
+pub(super) fn metrics_request(request: &connector::MetricsRequest) -> wit::MetricsRequest {
+    wit::MetricsRequest {
+        task_category: category_to_wit(&request.task_category),
+        resource_meta: request.resource_meta.clone(),
+        queries: request.queries.clone(),
+        start_time: request.start_time.clone(),
+        end_time: request.end_time.clone(),
+        step: request.step.clone(),
+    }
+}
+
+pub(super) fn logs_request(request: &connector::LogsRequest) -> wit::LogsRequest {
+    wit::LogsRequest {
+        task_category: category_to_wit(&request.task_category),
+        resource_meta: request.resource_meta.clone(),
+        lines: request.lines,
+        token: request.token.clone(),
+    }
+}
+
+pub(super) fn info(metadata: wit::Metadata) -> ConnectorInfo {
+    ConnectorInfo {
+        name: metadata.name,
+        task_categories: metadata
+            .task_categories
+            .into_iter()
+            .map(|c| TaskCategory {
+                name: c.name,
+                version: c.version,
+            })
+            .collect(),
+    }
+}
+
+pub(super) fn error(error: wit::Error) -> ConnectorError {
+    match error {
+        wit::Error::Failed(message) => ConnectorError::Failed(message),
+        wit::Error::InvalidRequest(message) => ConnectorError::InvalidRequest(message),
+        wit::Error::NotImplemented => ConnectorError::NotImplemented,
+    }
+}
+
+/// Parses JSON the guest returned; `what` names it in the error.
+fn parse_json(text: &str, what: &str) -> Result<Value, ConnectorError> {
+    serde_json::from_str(text).map_err(|err| {
+        ConnectorError::Failed(format!("connector returned invalid JSON for {what}: {err}"))
+    })
+}
+
+fn parse_object(text: &str, what: &str) -> Result<serde_json::Map<String, Value>, ConnectorError> {
+    match parse_json(text, what)? {
+        Value::Object(map) => Ok(map),
+        other => Err(ConnectorError::Failed(format!(
+            "connector returned {what} that is not a JSON object: {other}"
+        ))),
+    }
+}
+
+fn phase(phase: wit::Phase) -> Phase {
+    match phase {
+        wit::Phase::Undefined => Phase::Undefined,
+        wit::Phase::Queued => Phase::Queued,
+        wit::Phase::Running => Phase::Running,
+        wit::Phase::Succeeded => Phase::Succeeded,
+        wit::Phase::Aborted => Phase::Aborted,
+        wit::Phase::Failed => Phase::Failed,
+        wit::Phase::Initializing => Phase::Initializing,
+        wit::Phase::WaitingForResources => Phase::WaitingForResources,
+        wit::Phase::RetryableFailed => Phase::RetryableFailed,
+    }
+}
+
+pub(super) fn resource(resource: wit::Resource) -> Result<Resource, ConnectorError> {
+    let outputs = resource
+        .outputs
+        .map(|outputs| {
+            outputs
+                .into_iter()
+                .map(|o| {
+                    let value = parse_json(&o.value, &format!("output {:?}", o.name))?;
+                    let literal_type = o
+                        .literal_type
+                        .map(|t| {
+                            parse_json(&t, &format!("the literal type of output {:?}", o.name))
+                        })
+                        .transpose()?;
+                    Ok(Output {
+                        name: o.name,
+                        value,
+                        literal_type,
+                    })
+                })
+                .collect::<Result<Vec<_>, ConnectorError>>()
+        })
+        .transpose()?;
+    let custom_info = resource
+        .custom_info
+        .map(|text| parse_object(&text, "custom_info"))
+        .transpose()?;
+    Ok(Resource {
+        phase: phase(resource.phase),
+        message: resource.message,
+        log_links: resource
+            .log_links
+            .into_iter()
+            .map(|l| TaskLog {
+                name: l.name,
+                uri: l.uri,
+                ready: l.ready,
+                icon_uri: l.icon_uri,
+                show_while_pending: l.show_while_pending,
+                hide_once_finished: l.hide_once_finished,
+            })
+            .collect(),
+        outputs,
+        custom_info,
+    })
+}
+
+pub(super) fn metric_results(
+    results: Vec<wit::MetricResult>,
+) -> Result<Vec<MetricResult>, ConnectorError> {
+    results
+        .into_iter()
+        .map(|r| {
+            let data = parse_object(&r.data, &format!("the data of metric {:?}", r.metric))?;
+            Ok(MetricResult {
+                metric: r.metric,
+                data,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn logs_page(page: wit::LogsPage) -> LogsPage {
+    LogsPage {
+        lines: page.lines,
+        next_token: page.next_token,
+    }
+}

@@ -1,0 +1,140 @@
+//! A connector's stdout and stderr: each complete line goes to the host's
+//! log through `tracing`, and the last lines are kept so a crash can say what
+//! the guest printed before it died (a Rust panic prints its message there).
+
+use std::{
+    collections::VecDeque,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
+};
+
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::{
+    async_trait,
+    cli::{IsTerminal, StdoutStream},
+    p2::{OutputStream, Pollable, StreamError},
+};
+
+/// Longest line logged as is; longer ones are cut.
+const MAX_LINE: usize = 8 * 1024;
+/// How many recent lines are kept for crash reports.
+const KEPT_LINES: usize = 8;
+
+#[derive(Default)]
+struct State {
+    partial: Vec<u8>,
+    recent: VecDeque<String>,
+}
+
+/// One call's guest output. Clones share the same buffer.
+#[derive(Clone)]
+pub(super) struct GuestLog {
+    connector: Arc<str>,
+    operation: &'static str,
+    state: Arc<Mutex<State>>,
+}
+
+impl GuestLog {
+    pub(super) fn new(connector: Arc<str>, operation: &'static str) -> Self {
+        Self {
+            connector,
+            operation,
+            state: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while logging leaves nothing half-updated that matters.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        let mut state = self.lock();
+        for &byte in bytes {
+            if byte == b'\n' {
+                let line = std::mem::take(&mut state.partial);
+                self.emit(&mut state, &line);
+            } else if state.partial.len() < MAX_LINE {
+                state.partial.push(byte);
+            }
+        }
+    }
+
+    fn emit(&self, state: &mut State, line: &[u8]) {
+        let line = String::from_utf8_lossy(line).trim_end().to_owned();
+        if line.is_empty() {
+            return;
+        }
+        tracing::info!(target: "connector", connector = %self.connector, operation = self.operation, "{line}");
+        if state.recent.len() == KEPT_LINES {
+            state.recent.pop_front();
+        }
+        state.recent.push_back(line);
+    }
+
+    /// Flushes a trailing unterminated line and returns the last lines printed.
+    pub(super) fn finish(&self) -> Vec<String> {
+        let mut state = self.lock();
+        let line = std::mem::take(&mut state.partial);
+        self.emit(&mut state, &line);
+        state.recent.iter().cloned().collect()
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    // Written straight through, not via a buffering adapter, so nothing the
+    // guest printed is lost when it traps right after.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for GuestLog {
+    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
+        GuestLog::write(self, &bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(64 * 1024)
+    }
+}
+
+#[async_trait]
+impl Pollable for GuestLog {
+    async fn ready(&mut self) {}
+}
+
+impl AsyncWrite for GuestLog {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.write(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,307 @@
+//! Assembles the service: loads the connectors, then serves the two
+//! connector services, gRPC health and reflection on one port and the
+//! Prometheus metrics on another, until a signal or `--timeout`.
+
+use std::{
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::{
+    discovery,
+    metrics::Metrics,
+    proto::{
+        self,
+        connector::{
+            async_connector_service_server::AsyncConnectorServiceServer,
+            connector_metadata_service_server::ConnectorMetadataServiceServer,
+        },
+    },
+    registry::Registry,
+    runtime::{Runtime, RuntimeConfig},
+    service::{AsyncConnector, ConnectorMetadata},
+};
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub host: IpAddr,
+    /// gRPC port (0 picks a free one).
+    pub port: u16,
+    /// Metrics port (0 picks a free one).
+    pub prometheus_port: u16,
+    /// Stop after this long.
+    pub timeout: Option<Duration>,
+    /// `--modules` entries.
+    pub modules: Vec<String>,
+    /// `--plugin-dir` folders; empty means `FLYTE_CONNECTOR_PATH` or `./connectors`.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Runtime sizing and limits.
+    pub runtime: RuntimeConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([0, 0, 0, 0]),
+            port: 8000,
+            prometheus_port: 9090,
+            timeout: None,
+            modules: Vec::new(),
+            plugin_dirs: Vec::new(),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+/// The connector service: run it from async code with [`ConnectorService::run`],
+/// or from sync code with [`ConnectorService::run_blocking`].
+pub struct ConnectorService {
+    config: ServerConfig,
+}
+
+impl ConnectorService {
+    /// A service that will serve with `config`.
+    pub fn new(config: ServerConfig) -> Self {
+        Self { config }
+    }
+
+    /// Serves until SIGINT/SIGTERM or the configured timeout, then finishes
+    /// the calls in flight and returns.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let timeout = self.config.timeout;
+        self.run_until(shutdown_signal(timeout)).await
+    }
+
+    /// Builds a Tokio runtime and runs [`ConnectorService::run`] on it.
+    pub fn run_blocking(self) -> anyhow::Result<()> {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("flyte-connect")
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(self.run())
+    }
+
+    /// Serves until `shutdown` completes, then finishes the calls in flight.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let config = self.config;
+        tracing::info!("starting the connector service");
+        let runtime =
+            Runtime::new(config.runtime.clone()).context("cannot start the WebAssembly runtime")?;
+        let metrics = Metrics::new().context("cannot create the metrics")?;
+
+        let cwd = std::env::current_dir().context("cannot read the working directory")?;
+        let env_path = std::env::var(discovery::PLUGIN_PATH_ENV).ok();
+        let folders = discovery::plugin_folders(&config.plugin_dirs, env_path.as_deref(), &cwd);
+        let registry =
+            discovery::load_registry(&runtime, &metrics, &config.modules, &folders, &cwd).await?;
+        println!("{}", connector_table(&registry));
+        if registry.is_empty() {
+            tracing::warn!(
+                "no connectors loaded: pass --modules or put components in a plugin folder"
+            );
+        }
+        // Senders stay alive for as long as the server runs; hot reload will
+        // publish new registries through this channel.
+        let (_registry_publisher, registry_view) = watch::channel(registry);
+
+        let grpc_listener = TcpListener::bind(SocketAddr::new(config.host, config.port))
+            .await
+            .with_context(|| {
+                format!("cannot listen on {}:{} for gRPC", config.host, config.port)
+            })?;
+        let metrics_listener =
+            TcpListener::bind(SocketAddr::new(config.host, config.prometheus_port))
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {}:{} for metrics",
+                        config.host, config.prometheus_port
+                    )
+                })?;
+        tracing::info!("gRPC server listening on {}", grpc_listener.local_addr()?);
+        tracing::info!(
+            "metrics served on http://{}/metrics",
+            metrics_listener.local_addr()?
+        );
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<AsyncConnectorServiceServer<AsyncConnector>>()
+            .await;
+        health
+            .set_serving::<ConnectorMetadataServiceServer<ConnectorMetadata>>()
+            .await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("cannot build the reflection service")?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .context("cannot build the reflection service")?;
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopping = {
+            let health = health.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing calls in flight");
+                health
+                    .set_not_serving::<AsyncConnectorServiceServer<AsyncConnector>>()
+                    .await;
+                health
+                    .set_not_serving::<ConnectorMetadataServiceServer<ConnectorMetadata>>()
+                    .await;
+                let _ = stop_tx.send(true);
+            }
+        };
+        tokio::spawn(stopping);
+
+        let grpc = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(AsyncConnectorServiceServer::new(AsyncConnector::new(
+                registry_view.clone(),
+                metrics.clone(),
+            )))
+            .add_service(ConnectorMetadataServiceServer::new(ConnectorMetadata::new(
+                registry_view,
+            )))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc_listener),
+                stopped(stop_rx.clone()),
+            );
+        let metrics_http =
+            serve_metrics(metrics_listener, metrics, runtime.clone(), stopped(stop_rx));
+
+        let (grpc_result, metrics_result) = tokio::join!(grpc, metrics_http);
+        grpc_result.context("gRPC server failed")?;
+        metrics_result.context("metrics server failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves once the stop flag is raised.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// SIGINT, SIGTERM, or the end of `timeout`.
+async fn shutdown_signal(timeout: Option<Duration>) {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {err}");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!("cannot listen for SIGTERM: {err}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let deadline = async {
+        match timeout {
+            Some(timeout) => tokio::time::sleep(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+        () = deadline => tracing::info!("--timeout reached"),
+    }
+}
+
+/// Serves `GET /metrics` in the Prometheus text format.
+async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Metrics,
+    runtime: Runtime,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            let in_flight = runtime.calls_in_flight();
+            async move {
+                metrics
+                    .calls_in_flight
+                    .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
+                (
+                    [(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The start-up table: each connector and the task types it serves.
+fn connector_table(registry: &Arc<Registry>) -> String {
+    const TITLE: &str = "Connector Metadata";
+    let rows: Vec<(String, String)> = registry
+        .connectors()
+        .into_iter()
+        .map(|(name, categories)| {
+            let types = categories
+                .iter()
+                .map(|c| format!("{} ({})", c.name, c.version))
+                .collect::<Vec<_>>()
+                .join(" ");
+            (name, types)
+        })
+        .collect();
+    let header = (
+        "Connector Name".to_owned(),
+        "Supported Task Types".to_owned(),
+    );
+    let width = |pick: fn(&(String, String)) -> &String| {
+        rows.iter()
+            .chain(std::iter::once(&header))
+            .map(|r| pick(r).chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (w1, w2) = (width(|r| &r.0), width(|r| &r.1));
+    let line = |l: &str, m: &str, r: &str| {
+        format!("{l}{}{m}{}{r}", "─".repeat(w1 + 2), "─".repeat(w2 + 2))
+    };
+    let row = |a: &str, b: &str| format!("│ {a:<w1$} │ {b:<w2$} │");
+    let mut out = vec![
+        format!("{TITLE:^total$}", total = w1 + w2 + 7),
+        line("┌", "┬", "┐"),
+        row(&header.0, &header.1),
+        line("├", "┼", "┤"),
+    ];
+    out.extend(rows.iter().map(|(a, b)| row(a, b)));
+    out.push(line("└", "┴", "┘"));
+    out.join("\n")
+}

@@ -1,0 +1,141 @@
+//! Every way an RPC can fail, and the one place each becomes a gRPC status
+//! and a metrics `error_code`.
+
+use tonic::{Code, Status};
+
+use crate::{connector::ConnectorError, convert::ConvertError};
+
+/// Why an RPC failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No connector serves the task type (name given).
+    #[error("Cannot find connector for task type: {0}.")]
+    NotFound(String),
+    /// No connector has this name (GetConnector).
+    #[error("Cannot find connector for name: {0}.")]
+    UnknownConnector(String),
+    /// The request cannot be served as sent.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// An input literal cannot be given to a connector.
+    #[error("invalid inputs: {0}")]
+    InvalidInput(ConvertError),
+    /// The connector failed, or returned something that cannot be sent back.
+    #[error("failed to {operation} {task_type} task with error:\n {error}.")]
+    Connector {
+        /// `create`, `get`, `delete`, `get metrics of`, `get logs of`.
+        operation: &'static str,
+        /// The task type.
+        task_type: String,
+        /// What went wrong.
+        error: ConnectorError,
+    },
+    /// The connector's outputs do not convert to literals.
+    #[error("failed to {operation} {task_type} task with error:\n {error}.")]
+    InvalidOutput {
+        /// The operation.
+        operation: &'static str,
+        /// The task type.
+        task_type: String,
+        /// What cannot be converted.
+        error: ConvertError,
+    },
+}
+
+impl ServiceError {
+    /// The gRPC status code.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::NotFound(_) | Self::UnknownConnector(_) => Code::NotFound,
+            Self::InvalidArgument(_) | Self::InvalidInput(_) => Code::InvalidArgument,
+            Self::InvalidOutput { .. } => Code::Internal,
+            Self::Connector { error, .. } => match error {
+                ConnectorError::Failed(_) | ConnectorError::Crashed(_) => Code::Internal,
+                ConnectorError::InvalidRequest(_) => Code::InvalidArgument,
+                ConnectorError::NotImplemented => Code::Unimplemented,
+                ConnectorError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+                ConnectorError::Busy(_) => Code::ResourceExhausted,
+            },
+        }
+    }
+
+    /// The HTTP-style `error_code` label of the failure metric, as the
+    /// Python server reports it ("404", "500"), extended for the cases it
+    /// cannot tell apart.
+    pub fn metrics_code(&self) -> &'static str {
+        match self.code() {
+            Code::NotFound => "404",
+            Code::InvalidArgument => "400",
+            Code::Unimplemented => "501",
+            Code::ResourceExhausted => "503",
+            Code::DeadlineExceeded => "504",
+            _ => "500",
+        }
+    }
+
+    /// Whether the guest itself misbehaved (trap, panic, out of memory or time).
+    pub fn is_guest_crash(&self) -> bool {
+        matches!(
+            self,
+            Self::Connector {
+                error: ConnectorError::Crashed(_) | ConnectorError::DeadlineExceeded(_),
+                ..
+            }
+        )
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Self {
+        Status::new(error.code(), error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_match_the_python_server() {
+        assert_eq!(
+            ServiceError::NotFound("nope".into()).to_string(),
+            "Cannot find connector for task type: nope."
+        );
+        let failed = ServiceError::Connector {
+            operation: "create",
+            task_type: "fail".into(),
+            error: ConnectorError::Failed("the external service said no".into()),
+        };
+        assert_eq!(
+            failed.to_string(),
+            "failed to create fail task with error:\n the external service said no."
+        );
+        assert_eq!(failed.code(), Code::Internal);
+        assert_eq!(failed.metrics_code(), "500");
+    }
+
+    #[test]
+    fn connector_errors_map_to_precise_codes() {
+        let code = |error| {
+            ServiceError::Connector {
+                operation: "get",
+                task_type: "t".into(),
+                error,
+            }
+            .code()
+        };
+        assert_eq!(code(ConnectorError::NotImplemented), Code::Unimplemented);
+        assert_eq!(
+            code(ConnectorError::InvalidRequest("x".into())),
+            Code::InvalidArgument
+        );
+        assert_eq!(code(ConnectorError::Busy(4)), Code::ResourceExhausted);
+        assert_eq!(
+            code(ConnectorError::DeadlineExceeded(
+                std::time::Duration::from_secs(1)
+            )),
+            Code::DeadlineExceeded
+        );
+        assert_eq!(code(ConnectorError::Crashed("trap".into())), Code::Internal);
+    }
+}

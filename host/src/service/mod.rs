@@ -1,0 +1,34 @@
+//! The two gRPC services. Each RPC decodes its request, finds the connector,
+//! converts values, calls it, and converts the answer back; every failure is
+//! turned into a `tonic::Status` (and a metrics label) in [`ServiceError`].
+
+mod connector_service;
+mod error;
+mod metadata_service;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::{
+    connector::{SharedConnector, TaskCategory},
+    registry::Registry,
+};
+
+pub use connector_service::AsyncConnector;
+pub use error::ServiceError;
+pub use metadata_service::ConnectorMetadata;
+
+/// The registry as the services see it: a snapshot that a reload can replace.
+pub type RegistryView = watch::Receiver<Arc<Registry>>;
+
+fn find_connector(
+    registry: &RegistryView,
+    category: &TaskCategory,
+) -> Result<SharedConnector, ServiceError> {
+    registry
+        .borrow()
+        .get(category)
+        .cloned()
+        .ok_or_else(|| ServiceError::NotFound(category.name.clone()))
+}

@@ -1,0 +1,84 @@
+//! Faulty connector: misbehaves on demand, to test how the host contains it.
+//!
+//! The task type picks the fault `create` shows:
+//!
+//! | task type | `create` |
+//! | --- | --- |
+//! | `panic` | panics (the guest traps) |
+//! | `fail` | fails: `Error::Failed` |
+//! | `invalid` | rejects the request: `Error::InvalidRequest` |
+//! | `sleep` | spins forever, until the host's deadline stops it |
+//! | `memory` | allocates until the host's memory cap stops it |
+//! | `inspect` | succeeds, keeping what it was given (connection, env) in its meta |
+//!
+//! `get` succeeds with no outputs, reporting the meta as `custom_info`, and
+//! `delete` succeeds, for any task type and any JSON resource meta. Metrics
+//! and logs are not implemented.
+
+use flyte_connector_sdk::prelude::*;
+use flyte_connector_sdk::serde_json::{self, Value};
+
+/// The faulty connector.
+pub struct Faulty;
+
+impl Connector for Faulty {
+    /// Any JSON: `create` never returns one, so tests make their own.
+    type Meta = Value;
+
+    fn metadata() -> Metadata {
+        Metadata::new("Faulty Connector")
+            .task_type("panic")
+            .task_type("fail")
+            .task_type("invalid")
+            .task_type("sleep")
+            .task_type("memory")
+            .task_type("inspect")
+    }
+
+    fn create(task: TaskRequest) -> Result<Value, Error> {
+        match task.task_type() {
+            "panic" => panic!("faulty connector panicked on purpose"),
+            "fail" => Err(Error::failed("the external service said no")),
+            "invalid" => Err(Error::invalid_request(
+                "the faulty connector rejects every request",
+            )),
+            "sleep" => loop {
+                std::hint::black_box(());
+            },
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![1; 16 * 1024 * 1024]));
+                }
+            }
+            "inspect" => {
+                let connection: serde_json::Map<String, Value> = task
+                    .connection()
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), Value::from(v)))
+                    .collect();
+                let env: serde_json::Map<String, Value> =
+                    std::env::vars().map(|(k, v)| (k, Value::from(v))).collect();
+                Ok(serde_json::json!({ "connection": connection, "env": env }))
+            }
+            other => Err(Error::invalid_request(format!(
+                "the faulty connector does not serve task type `{other}`"
+            ))),
+        }
+    }
+
+    fn get(meta: Value, _ctx: &Context) -> Result<Resource, Error> {
+        let resource = Resource::succeeded();
+        if meta.is_object() {
+            resource.custom_info(meta)
+        } else {
+            Ok(resource)
+        }
+    }
+
+    fn delete(_meta: Value, _ctx: &Context) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+flyte_connector_sdk::export_connector!(Faulty);

@@ -1,0 +1,8 @@
+//! End-to-end tests: each starts the real `flyte-connect` binary on free
+//! loopback ports with real components and talks to it as a client would.
+
+mod cli;
+mod errors;
+mod lifecycle;
+mod observability;
+mod tasks;

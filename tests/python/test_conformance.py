@@ -1,0 +1,716 @@
+"""Conformance of the flyte-connect binary, seen through the published Flyte client.
+
+The only gRPC client used here is the published `flyteidl2` Python stubs plus
+`grpcio` (and `grpcio-health-checking` for the standard health service): if
+these tests pass, a Flyte deployment talking to the Python connector server
+(`c0` from the `flyte` package) can talk to flyte-connect instead.
+
+The server under test is started once per session:
+
+    flyte-connect c0 --port PORT --prometheus_port MPORT --plugin-dir COMPONENTS
+
+- binary:      $FLYTE_CONNECT_BIN        (default <repo>/target/release/flyte-connect)
+- components:  $FLYTE_CONNECT_COMPONENTS (default <repo>/connectors), which must
+               hold echo.wasm and faulty.wasm (the example connectors).
+
+Where flyte-connect answers more precisely than the Python server (UNIMPLEMENTED
+instead of UNKNOWN, INVALID_ARGUMENT for a request without a template, NOT_FOUND
+for unknown types on the metrics/logs calls and GetConnector), the test asserts
+flyte-connect's documented behaviour (shared DESIGN.md) and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+import grpc
+import pytest
+from flyteidl2.connector import connector_pb2, service_pb2_grpc
+from flyteidl2.core import (
+    execution_pb2,
+    identifier_pb2,
+    interface_pb2,
+    literals_pb2,
+    security_pb2,
+    tasks_pb2,
+    types_pb2,
+)
+from flyteidl2.task import common_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVER_BIN = Path(os.environ.get("FLYTE_CONNECT_BIN", REPO_ROOT / "target" / "release" / "flyte-connect"))
+COMPONENTS_DIR = Path(os.environ.get("FLYTE_CONNECT_COMPONENTS", REPO_ROOT / "connectors"))
+REQUIRED_COMPONENTS = ("echo.wasm", "faulty.wasm")
+
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+RPC_TIMEOUT_S = 30.0
+
+ASYNC_SERVICE = "flyteidl2.connector.AsyncConnectorService"
+METADATA_SERVICE = "flyteidl2.connector.ConnectorMetadataService"
+
+ECHO_CONNECTOR = "Echo Connector"
+FAULTY_CONNECTOR = "Faulty Connector"
+
+# The exact text of the Python server's `_handle_exception` (flyte/connectors/_server.py):
+#   f"Cannot find connector for task type: {task_type}."
+#   f"failed to {operation} {task_type} task with error:\n {e}."
+NOT_FOUND_MESSAGE = "Cannot find connector for task type: {}."
+CONNECTOR_ERROR_MESSAGE = "failed to {} {} task with error:\n {}."
+
+
+# --------------------------------------------------------------------------------------
+# Server process
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    grpc_port: int
+    metrics_port: int
+    log_path: Path
+    channel: grpc.Channel
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def _free_ports(count: int) -> List[int]:
+    """Distinct free loopback ports, picked by binding to port 0."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _tail(text: str, lines: int = 60) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_until_serving(server: Server) -> None:
+    health = health_pb2_grpc.HealthStub(server.channel)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    last_error = "no answer yet"
+    while time.monotonic() < deadline:
+        rc = server.process.poll()
+        if rc is not None:
+            pytest.fail(f"flyte-connect exited with code {rc} during start-up; output:\n{_tail(server.log())}")
+        try:
+            resp = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+            if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+            last_error = f"health status {health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}"
+        except grpc.RpcError as e:
+            last_error = f"{e.code()}: {e.details()}"
+        time.sleep(0.2)
+    pytest.fail(
+        f"flyte-connect did not become SERVING within {START_TIMEOUT_S:.0f}s ({last_error}); "
+        f"output:\n{_tail(server.log())}"
+    )
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    if not (SERVER_BIN.is_file() and os.access(SERVER_BIN, os.X_OK)):
+        pytest.fail(f"flyte-connect binary not found at {SERVER_BIN} (set FLYTE_CONNECT_BIN or build it first)")
+    missing = [name for name in REQUIRED_COMPONENTS if not (COMPONENTS_DIR / name).is_file()]
+    if missing:
+        pytest.fail(f"missing components in {COMPONENTS_DIR}: {', '.join(missing)} (set FLYTE_CONNECT_COMPONENTS)")
+
+    grpc_port, metrics_port = _free_ports(2)
+    workdir = tmp_path_factory.mktemp("flyte-connect")
+    log_path = workdir / "server.log"
+    env = dict(os.environ)
+    env.pop("FLYTE_CONNECTOR_PATH", None)  # only the folder we pass may be loaded
+
+    cmd = [
+        str(SERVER_BIN),
+        "c0",
+        "--port",
+        str(grpc_port),
+        "--prometheus_port",
+        str(metrics_port),
+        "--plugin-dir",
+        str(COMPONENTS_DIR),
+    ]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+    srv = Server(process, grpc_port, metrics_port, log_path, channel)
+    try:
+        _wait_until_serving(srv)
+        yield srv
+    finally:
+        channel.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                rc = process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                pytest.fail(f"flyte-connect did not stop within {STOP_TIMEOUT_S:.0f}s of SIGTERM")
+        else:
+            rc = process.returncode
+    assert rc == 0, f"flyte-connect exited with code {rc} after SIGTERM; output:\n{_tail(srv.log())}"
+
+
+@pytest.fixture
+def connectors(server: Server) -> service_pb2_grpc.AsyncConnectorServiceStub:
+    return service_pb2_grpc.AsyncConnectorServiceStub(server.channel)
+
+
+@pytest.fixture
+def metadata(server: Server) -> service_pb2_grpc.ConnectorMetadataServiceStub:
+    return service_pb2_grpc.ConnectorMetadataServiceStub(server.channel)
+
+
+@pytest.fixture
+def health(server: Server) -> health_pb2_grpc.HealthStub:
+    return health_pb2_grpc.HealthStub(server.channel)
+
+
+# --------------------------------------------------------------------------------------
+# Building Flyte messages
+# --------------------------------------------------------------------------------------
+
+SimpleType = types_pb2.SimpleType
+
+
+def simple_type(t: int) -> types_pb2.LiteralType:
+    return types_pb2.LiteralType(simple=t)
+
+
+def list_type(element: types_pb2.LiteralType) -> types_pb2.LiteralType:
+    return types_pb2.LiteralType(collection_type=element)
+
+
+def map_type(value: types_pb2.LiteralType) -> types_pb2.LiteralType:
+    return types_pb2.LiteralType(map_value_type=value)
+
+
+def primitive(**kwargs) -> literals_pb2.Literal:
+    return literals_pb2.Literal(scalar=literals_pb2.Scalar(primitive=literals_pb2.Primitive(**kwargs)))
+
+
+def int_literal(v: int) -> literals_pb2.Literal:
+    return primitive(integer=v)
+
+
+def float_literal(v: float) -> literals_pb2.Literal:
+    return primitive(float_value=v)
+
+
+def str_literal(v: str) -> literals_pb2.Literal:
+    return primitive(string_value=v)
+
+
+def bool_literal(v: bool) -> literals_pb2.Literal:
+    return primitive(boolean=v)
+
+
+def list_literal(items: List[literals_pb2.Literal]) -> literals_pb2.Literal:
+    return literals_pb2.Literal(collection=literals_pb2.LiteralCollection(literals=items))
+
+
+def map_literal(items: Dict[str, literals_pb2.Literal]) -> literals_pb2.Literal:
+    return literals_pb2.Literal(map=literals_pb2.LiteralMap(literals=items))
+
+
+# (name, declared type, literal, the JSON value the connector sees)
+Var = Tuple[str, types_pb2.LiteralType, literals_pb2.Literal, object]
+
+ECHO_VARIABLES: List[Var] = [
+    ("an_int", simple_type(SimpleType.INTEGER), int_literal(42), 42),
+    ("a_float", simple_type(SimpleType.FLOAT), float_literal(1.5), 1.5),
+    ("a_string", simple_type(SimpleType.STRING), str_literal("héllo, \"world\""), "héllo, \"world\""),
+    ("a_bool", simple_type(SimpleType.BOOLEAN), bool_literal(True), True),
+    (
+        "int_list",
+        list_type(simple_type(SimpleType.INTEGER)),
+        list_literal([int_literal(1), int_literal(-2), int_literal(3)]),
+        [1, -2, 3],
+    ),
+    (
+        # 2.0 is a whole number: it must come back as a float literal, not an integer.
+        "float_map",
+        map_type(simple_type(SimpleType.FLOAT)),
+        map_literal({"a": float_literal(0.25), "b": float_literal(2.0)}),
+        {"a": 0.25, "b": 2.0},
+    ),
+]
+
+
+def variable_map(variables: List[Var]) -> interface_pb2.VariableMap:
+    return interface_pb2.VariableMap(
+        variables=[
+            interface_pb2.VariableEntry(key=name, value=interface_pb2.Variable(type=lt, description=name))
+            for name, lt, _, _ in variables
+        ]
+    )
+
+
+def task_template(task_type: str, variables: List[Var] = (), version: int = 0) -> tasks_pb2.TaskTemplate:
+    variables = list(variables)
+    return tasks_pb2.TaskTemplate(
+        id=identifier_pb2.Identifier(
+            resource_type=identifier_pb2.TASK,
+            project="conformance",
+            domain="development",
+            name=f"conformance.{task_type}",
+            version="v1",
+        ),
+        type=task_type,
+        task_type_version=version,
+        interface=interface_pb2.TypedInterface(inputs=variable_map(variables), outputs=variable_map(variables)),
+    )
+
+
+def task_inputs(variables: List[Var]) -> common_pb2.Inputs:
+    return common_pb2.Inputs(literals=[common_pb2.NamedLiteral(name=name, value=lit) for name, _, lit, _ in variables])
+
+
+def create_request(
+    task_type: str,
+    variables: List[Var] = (),
+    version: int = 0,
+    connection: security_pb2.Connection | None = None,
+) -> connector_pb2.CreateTaskRequest:
+    variables = list(variables)
+    req = connector_pb2.CreateTaskRequest(
+        template=task_template(task_type, variables, version),
+        inputs=task_inputs(variables),
+        output_prefix="s3://conformance-bucket/outputs/run-1/a0",
+    )
+    if connection is not None:
+        req.connection.CopyFrom(connection)
+    return req
+
+
+def category(name: str, version: int = 0) -> connector_pb2.TaskCategory:
+    return connector_pb2.TaskCategory(name=name, version=version)
+
+
+def expect_rpc_error(call: Callable[[], object], code: grpc.StatusCode) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    err = info.value
+    assert err.code() == code, f"expected {code}, got {err.code()}: {err.details()!r}"
+    return err
+
+
+def echo_round_trip(
+    stub: service_pb2_grpc.AsyncConnectorServiceStub,
+    variables: List[Var] = ECHO_VARIABLES,
+    connection: security_pb2.Connection | None = None,
+) -> connector_pb2.Resource:
+    created = stub.CreateTask(create_request("echo", variables, connection=connection), timeout=RPC_TIMEOUT_S)
+    assert created.resource_meta, "CreateTask returned empty resource_meta"
+    got = stub.GetTask(
+        connector_pb2.GetTaskRequest(
+            resource_meta=created.resource_meta,
+            task_category=category("echo"),
+            output_prefix="s3://conformance-bucket/outputs/run-1/a0",
+            connection=connection,
+        ),
+        timeout=RPC_TIMEOUT_S,
+    )
+    stub.DeleteTask(
+        connector_pb2.DeleteTaskRequest(
+            resource_meta=created.resource_meta, task_category=category("echo"), connection=connection
+        ),
+        timeout=RPC_TIMEOUT_S,
+    )
+    return got.resource
+
+
+def assert_outputs_equal_inputs(resource: connector_pb2.Resource, variables: List[Var]) -> None:
+    assert resource.phase == execution_pb2.TaskExecution.SUCCEEDED, (
+        f"phase {execution_pb2.TaskExecution.Phase.Name(resource.phase)}, message {resource.message!r}"
+    )
+    outputs = {nl.name: nl.value for nl in resource.outputs.literals}
+    expected = {name: lit for name, _, lit, _ in variables}
+    assert sorted(outputs) == sorted(expected)
+    for name, lit in expected.items():
+        assert outputs[name] == lit, f"output {name!r}: expected {lit}, got {outputs[name]}"
+
+
+# --------------------------------------------------------------------------------------
+# Prometheus text format
+# --------------------------------------------------------------------------------------
+
+_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?\s*$")
+_LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+
+
+def parse_metrics(text: str) -> List[Tuple[str, Dict[str, str], float]]:
+    samples = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = _SAMPLE_RE.match(line)
+        if not m:
+            continue
+        name, raw_labels, value = m.groups()
+        labels = {}
+        if raw_labels:
+            for k, v in _LABEL_RE.findall(raw_labels):
+                labels[k] = v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+        try:
+            samples.append((name, labels, float(value)))
+        except ValueError:
+            continue
+    return samples
+
+
+def scrape(server: Server) -> List[Tuple[str, Dict[str, str], float]]:
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                assert resp.status == 200
+                return parse_metrics(resp.read().decode("utf-8"))
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def sample_value(samples, name: str, **labels: str) -> float:
+    """The value of the sample with exactly these labels (0 when absent)."""
+    values = [v for n, ls, v in samples if n == name and ls == labels]
+    assert len(values) <= 1, f"duplicate samples for {name}{labels}"
+    return values[0] if values else 0.0
+
+
+# --------------------------------------------------------------------------------------
+# Tests: health and start-up
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", ["", ASYNC_SERVICE, METADATA_SERVICE])
+def test_health_check_reports_serving(health: health_pb2_grpc.HealthStub, service: str):
+    resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=RPC_TIMEOUT_S)
+    assert resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_startup_output_lists_loaded_connectors_and_task_types(server: Server):
+    # Python prints a rich table "Connector Metadata" with rows like
+    # "Echo Connector │ echo (0)"; the exact drawing is not part of the contract.
+    out = server.log()
+    for text in (ECHO_CONNECTOR, FAULTY_CONNECTOR, "echo", "panic", "fail", "invalid"):
+        assert text in out, f"{text!r} missing from start-up output:\n{_tail(out)}"
+
+
+# --------------------------------------------------------------------------------------
+# Tests: the async connector service, happy path
+# --------------------------------------------------------------------------------------
+
+
+def test_echo_round_trip_returns_inputs_as_outputs(connectors):
+    resource = echo_round_trip(connectors)
+    assert_outputs_equal_inputs(resource, ECHO_VARIABLES)
+
+
+@pytest.mark.parametrize("name,lt,lit,native", ECHO_VARIABLES, ids=[v[0] for v in ECHO_VARIABLES])
+def test_echo_round_trip_preserves_each_literal_kind(connectors, name, lt, lit, native):
+    variables = [(name, lt, lit, native)]
+    assert_outputs_equal_inputs(echo_round_trip(connectors, variables), variables)
+
+
+def test_echo_round_trip_preserves_int64_precision(connectors):
+    big = 2**53 + 1  # not representable as a double
+    variables = [
+        ("big", simple_type(SimpleType.INTEGER), int_literal(big), big),
+        ("min", simple_type(SimpleType.INTEGER), int_literal(-(2**63)), -(2**63)),
+    ]
+    assert_outputs_equal_inputs(echo_round_trip(connectors, variables), variables)
+
+
+def test_echo_round_trip_without_inputs(connectors):
+    resource = echo_round_trip(connectors, [])
+    assert_outputs_equal_inputs(resource, [])
+
+
+def test_echo_accepts_connection_secrets_and_configs(connectors):
+    connection = security_pb2.Connection(
+        task_type="echo",
+        secrets={"token": "s3cr3t", "shared": "from-secrets"},
+        configs={"region": "us-east-1", "shared": "from-configs"},
+    )
+    resource = echo_round_trip(connectors, ECHO_VARIABLES, connection=connection)
+    assert_outputs_equal_inputs(resource, ECHO_VARIABLES)
+
+
+def test_delete_echo_task_succeeds(connectors):
+    created = connectors.CreateTask(create_request("echo", ECHO_VARIABLES), timeout=RPC_TIMEOUT_S)
+    resp = connectors.DeleteTask(
+        connector_pb2.DeleteTaskRequest(resource_meta=created.resource_meta, task_category=category("echo")),
+        timeout=RPC_TIMEOUT_S,
+    )
+    assert resp == connector_pb2.DeleteTaskResponse()
+
+
+def test_echo_task_logs_list_each_input_as_json(connectors):
+    created = connectors.CreateTask(create_request("echo", ECHO_VARIABLES), timeout=RPC_TIMEOUT_S)
+    parts = list(
+        connectors.GetTaskLogs(
+            connector_pb2.GetTaskLogsRequest(
+                resource_meta=created.resource_meta, task_category=category("echo"), lines=100
+            ),
+            timeout=RPC_TIMEOUT_S,
+        )
+    )
+    assert parts, "GetTaskLogs streamed nothing"
+    lines: List[str] = []
+    for part in parts:
+        kind = part.WhichOneof("part")
+        if kind == "header":
+            assert part.header.token == "", f"unexpected continuation token {part.header.token!r}"
+        elif kind == "body":
+            if part.body.lines:
+                lines.extend(line.message for line in part.body.lines)
+            else:
+                lines.extend(part.body.results)
+    assert len(lines) == len(ECHO_VARIABLES), f"log lines: {lines}"
+    seen = {}
+    for line in lines:
+        name, sep, raw = line.rstrip("\n").partition("=")
+        assert sep, f"log line without '=': {line!r}"
+        seen[name] = json.loads(raw)
+    assert seen == {name: native for name, _, _, native in ECHO_VARIABLES}
+
+
+def test_echo_task_metrics_answer_each_query(connectors):
+    created = connectors.CreateTask(create_request("echo", ECHO_VARIABLES), timeout=RPC_TIMEOUT_S)
+    queries = ["cpu_utilization", "memory_bytes{pod=\"a0\"}"]
+    resp = connectors.GetTaskMetrics(
+        connector_pb2.GetTaskMetricsRequest(
+            resource_meta=created.resource_meta,
+            task_category=category("echo"),
+            queries=queries,
+            start_time=timestamp_pb2.Timestamp(seconds=1_700_000_000),
+            end_time=timestamp_pb2.Timestamp(seconds=1_700_000_600),
+            step=duration_pb2.Duration(seconds=60),
+        ),
+        timeout=RPC_TIMEOUT_S,
+    )
+    assert [r.metric for r in resp.results] == queries
+
+
+# --------------------------------------------------------------------------------------
+# Tests: errors
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("operation", ["create", "get", "delete"])
+def test_unknown_task_type_is_not_found(connectors, operation):
+    task_type = f"no-such-type-{operation}"
+    calls = {
+        "create": lambda: connectors.CreateTask(create_request(task_type, ECHO_VARIABLES), timeout=RPC_TIMEOUT_S),
+        "get": lambda: connectors.GetTask(
+            connector_pb2.GetTaskRequest(resource_meta=b"{}", task_category=category(task_type)),
+            timeout=RPC_TIMEOUT_S,
+        ),
+        "delete": lambda: connectors.DeleteTask(
+            connector_pb2.DeleteTaskRequest(resource_meta=b"{}", task_category=category(task_type)),
+            timeout=RPC_TIMEOUT_S,
+        ),
+    }
+    err = expect_rpc_error(calls[operation], grpc.StatusCode.NOT_FOUND)
+    assert err.details() == NOT_FOUND_MESSAGE.format(task_type)
+
+
+@pytest.mark.parametrize("operation", ["create", "get"])
+def test_unknown_task_type_version_is_not_found(connectors, operation):
+    # The registry key is (name, version); like Python, the message names the type only.
+    calls = {
+        "create": lambda: connectors.CreateTask(create_request("echo", ECHO_VARIABLES, version=7), timeout=RPC_TIMEOUT_S),
+        "get": lambda: connectors.GetTask(
+            connector_pb2.GetTaskRequest(resource_meta=b"{}", task_category=category("echo", 7)),
+            timeout=RPC_TIMEOUT_S,
+        ),
+    }
+    err = expect_rpc_error(calls[operation], grpc.StatusCode.NOT_FOUND)
+    assert err.details() == NOT_FOUND_MESSAGE.format("echo")
+
+
+@pytest.mark.parametrize("call", ["metrics", "logs"])
+def test_unknown_task_type_on_metrics_and_logs_is_not_found(connectors, call):
+    # Python answers UNKNOWN here ("Unexpected <class '...FlyteConnectorNotFound'>: ...").
+    task_type = f"no-such-type-{call}"
+    if call == "metrics":
+        fn = lambda: connectors.GetTaskMetrics(  # noqa: E731
+            connector_pb2.GetTaskMetricsRequest(resource_meta=b"{}", task_category=category(task_type), queries=["q"]),
+            timeout=RPC_TIMEOUT_S,
+        )
+    else:
+        fn = lambda: list(  # noqa: E731
+            connectors.GetTaskLogs(
+                connector_pb2.GetTaskLogsRequest(resource_meta=b"{}", task_category=category(task_type)),
+                timeout=RPC_TIMEOUT_S,
+            )
+        )
+    err = expect_rpc_error(fn, grpc.StatusCode.NOT_FOUND)
+    assert err.details() == NOT_FOUND_MESSAGE.format(task_type)
+
+
+def test_connector_error_is_internal_with_python_message(connectors):
+    err = expect_rpc_error(
+        lambda: connectors.CreateTask(create_request("fail", ECHO_VARIABLES), timeout=RPC_TIMEOUT_S),
+        grpc.StatusCode.INTERNAL,
+    )
+    assert err.details() == CONNECTOR_ERROR_MESSAGE.format("create", "fail", "the external service said no")
+
+
+def test_connector_panic_is_internal_and_server_keeps_serving(connectors):
+    expect_rpc_error(
+        lambda: connectors.CreateTask(create_request("panic", ECHO_VARIABLES), timeout=RPC_TIMEOUT_S),
+        grpc.StatusCode.INTERNAL,
+    )
+    # The trap failed that call only: the same server still runs other tasks.
+    assert_outputs_equal_inputs(echo_round_trip(connectors), ECHO_VARIABLES)
+    # ...and the faulty component itself can be called again.
+    expect_rpc_error(
+        lambda: connectors.CreateTask(create_request("panic", ECHO_VARIABLES), timeout=RPC_TIMEOUT_S),
+        grpc.StatusCode.INTERNAL,
+    )
+
+
+def test_connector_rejecting_request_is_invalid_argument(connectors):
+    expect_rpc_error(
+        lambda: connectors.CreateTask(create_request("invalid", ECHO_VARIABLES), timeout=RPC_TIMEOUT_S),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+
+def test_create_without_template_is_invalid_argument(connectors):
+    # Python answers NOT_FOUND "Cannot find connector for task type: ." here.
+    expect_rpc_error(
+        lambda: connectors.CreateTask(
+            connector_pb2.CreateTaskRequest(inputs=task_inputs(ECHO_VARIABLES), output_prefix="s3://b/o"),
+            timeout=RPC_TIMEOUT_S,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+
+@pytest.mark.parametrize("task_type", ["fail", "panic", "invalid"])
+@pytest.mark.parametrize("call", ["metrics", "logs"])
+def test_faulty_connector_metrics_and_logs_are_unimplemented(connectors, call, task_type):
+    # Python answers UNKNOWN "Unexpected <class 'NotImplementedError'>: " here.
+    if call == "metrics":
+        fn = lambda: connectors.GetTaskMetrics(  # noqa: E731
+            connector_pb2.GetTaskMetricsRequest(resource_meta=b"{}", task_category=category(task_type), queries=["q"]),
+            timeout=RPC_TIMEOUT_S,
+        )
+    else:
+        fn = lambda: list(  # noqa: E731
+            connectors.GetTaskLogs(
+                connector_pb2.GetTaskLogsRequest(resource_meta=b"{}", task_category=category(task_type)),
+                timeout=RPC_TIMEOUT_S,
+            )
+        )
+    expect_rpc_error(fn, grpc.StatusCode.UNIMPLEMENTED)
+
+
+# --------------------------------------------------------------------------------------
+# Tests: the metadata service
+# --------------------------------------------------------------------------------------
+
+
+def _categories(connector: connector_pb2.Connector) -> set:
+    return {(c.name, c.version) for c in connector.supported_task_categories}
+
+
+def test_list_connectors_groups_task_types_by_connector(metadata):
+    resp = metadata.ListConnectors(connector_pb2.ListConnectorsRequest(), timeout=RPC_TIMEOUT_S)
+    by_name = {c.name: c for c in resp.connectors}
+    assert len(by_name) == len(resp.connectors), "a connector name is listed twice"
+    assert ECHO_CONNECTOR in by_name and FAULTY_CONNECTOR in by_name, sorted(by_name)
+    assert _categories(by_name[ECHO_CONNECTOR]) == {("echo", 0)}
+    assert {name for name, _ in _categories(by_name[FAULTY_CONNECTOR])} == {"panic", "fail", "invalid", "sleep", "memory", "inspect"}
+
+
+def test_get_connector_returns_echo_connector(metadata):
+    resp = metadata.GetConnector(connector_pb2.GetConnectorRequest(name=ECHO_CONNECTOR), timeout=RPC_TIMEOUT_S)
+    assert resp.connector.name == ECHO_CONNECTOR
+    assert _categories(resp.connector) == {("echo", 0)}
+    listed = metadata.ListConnectors(connector_pb2.ListConnectorsRequest(), timeout=RPC_TIMEOUT_S)
+    assert resp.connector in list(listed.connectors)
+
+
+def test_get_unknown_connector_is_not_found(metadata):
+    # Python answers UNKNOWN "Unexpected <class '...FlyteConnectorNotFound'>: Cannot find connector for name: nope."
+    expect_rpc_error(
+        lambda: metadata.GetConnector(connector_pb2.GetConnectorRequest(name="nope"), timeout=RPC_TIMEOUT_S),
+        grpc.StatusCode.NOT_FOUND,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Tests: Prometheus metrics
+# --------------------------------------------------------------------------------------
+
+SUCCESS = "flyte_connector_requests_success_total"
+FAILURE = "flyte_connector_requests_failure_total"
+LATENCY_COUNT = "flyte_connector_request_latency_seconds_count"
+INPUT_BYTES_COUNT = "flyte_connector_input_literal_bytes_count"
+
+
+def test_metrics_count_successful_requests_per_operation(server, connectors):
+    before = scrape(server)
+    echo_round_trip(connectors)
+    after = scrape(server)
+    for op in ("create", "get", "delete"):
+        labels = {"task_type": "echo", "operation": op}
+        assert sample_value(after, SUCCESS, **labels) >= sample_value(before, SUCCESS, **labels) + 1, op
+        assert sample_value(after, LATENCY_COUNT, **labels) >= sample_value(before, LATENCY_COUNT, **labels) + 1, op
+    assert sample_value(after, INPUT_BYTES_COUNT, task_type="echo") >= (
+        sample_value(before, INPUT_BYTES_COUNT, task_type="echo") + 1
+    )
+
+
+def test_metrics_count_unknown_task_type_as_404(server, connectors):
+    task_type = "no-such-type-metrics-404"
+    expect_rpc_error(
+        lambda: connectors.CreateTask(create_request(task_type, ECHO_VARIABLES), timeout=RPC_TIMEOUT_S),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    samples = scrape(server)
+    assert sample_value(samples, FAILURE, task_type=task_type, operation="create", error_code="404") == 1
+    assert sample_value(samples, SUCCESS, task_type=task_type, operation="create") == 0
+
+
+def test_metrics_count_connector_failure_as_500(server, connectors):
+    before = scrape(server)
+    expect_rpc_error(
+        lambda: connectors.CreateTask(create_request("fail", ECHO_VARIABLES), timeout=RPC_TIMEOUT_S),
+        grpc.StatusCode.INTERNAL,
+    )
+    after = scrape(server)
+    labels = {"task_type": "fail", "operation": "create", "error_code": "500"}
+    assert sample_value(after, FAILURE, **labels) >= sample_value(before, FAILURE, **labels) + 1
