@@ -62,8 +62,12 @@ test-rust: build test-components
 test-python: build test-components $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q tests/python
 
+# Formatting, and wire compatibility with the published flyteidl2 schema
+# (the checker lives in the shared tools beside this repository).
+PROTO_COMPAT := ../shared/tools/proto-compat
 lint:
 	$(CARGO) fmt --all --check
+	@if [ -x $(PROTO_COMPAT) ]; then $(PROTO_COMPAT) proto; else echo "proto-compat: $(PROTO_COMPAT) not found, skipped"; fi
 
 fmt:
 	$(CARGO) fmt --all

@@ -503,7 +503,11 @@ mod tests {
             Some(&json!({"simple": "INTEGER"}))
         );
         let names: Vec<_> = outputs.iter().map(|(name, _)| name).collect();
-        assert_eq!(names, ["i", "f", "s", "none", "list", "t", "file"], "insertion order");
+        assert_eq!(
+            names,
+            ["i", "f", "s", "none", "list", "t", "file"],
+            "insertion order"
+        );
 
         outputs.insert("i", "replaced").unwrap();
         assert_eq!(outputs.len(), 7);

@@ -248,17 +248,23 @@ fn simple_from_json(
             }))
         }
         SimpleType::Error => {
+            // `{"error": {"failed_node_id", "message"}}`, as inputs show it, or the inner object.
             let error = value.get("error").unwrap_or(value);
-            let field = |name: &str| {
-                error
-                    .get(name)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
+            let Some(error) = error.as_object() else {
+                return Err(mismatch(
+                    path,
+                    "an error object {\"failed_node_id\", \"message\"}",
+                    value,
+                ));
+            };
+            let field = |name: &str| match error.get(name) {
+                None => Ok(String::new()),
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(other) => Err(mismatch(&format!("{path}.{name}"), "a string", other)),
             };
             scalar_literal(scalar::Value::Error(core::Error {
-                failed_node_id: field("failed_node_id"),
-                message: field("message"),
+                failed_node_id: field("failed_node_id")?,
+                message: field("message")?,
             }))
         }
         // Flyte 2 carries dataclasses, pydantic models and dicts as msgpack.

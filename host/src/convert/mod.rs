@@ -148,3 +148,6 @@ pub fn message_to_json<M: serde::Serialize>(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz;
