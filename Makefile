@@ -62,18 +62,20 @@ test-rust: build test-components
 test-python: build test-components $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q tests/python
 
-# Formatting, and wire compatibility with the published flyteidl2 schema
+# Formatting, clippy, and wire compatibility with the published flyteidl2 schema
 # (the checker lives in the shared tools beside this repository).
 PROTO_COMPAT := ../shared/tools/proto-compat
-lint:
+lint: wasm-target
 	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release -p flyte-connect -p flyte-connect-e2e -p flyte-connector-sdk --all-targets -- -D warnings
+	$(CARGO) clippy --profile wasm --target $(WASM_TARGET) $(addprefix -p ,$(CONNECTORS) $(TEST_COMPONENTS)) -- -D warnings
 	@if [ -x $(PROTO_COMPAT) ]; then $(PROTO_COMPAT) proto; else echo "proto-compat: $(PROTO_COMPAT) not found, skipped"; fi
 
 fmt:
 	$(CARGO) fmt --all
 
 bench: build test-components
-	$(CARGO) bench -p flyte-connect-e2e
+	$(CARGO) bench -p flyte-connect-e2e --bench service
 
 clean:
 	rm -rf $(CONNECTOR_DIR) $(VENV)

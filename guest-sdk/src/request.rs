@@ -243,6 +243,27 @@ impl TaskRequest {
         &self.input_types
     }
 
+    /// The type of each output the task's interface declares: output name ->
+    /// `flyteidl2.core.LiteralType` as proto3 JSON. Keep the ones you need in
+    /// your meta and pass them to [`Outputs::insert_typed`](crate::Outputs::insert_typed)
+    /// in `get`, so each output comes back exactly as declared.
+    pub fn output_types(&self) -> Map<String, Value> {
+        self.template
+            .pointer("/interface/outputs/variables")
+            .and_then(Value::as_array)
+            .map(|variables| {
+                variables
+                    .iter()
+                    .filter_map(|entry| {
+                        let name = entry.get("key")?.as_str()?;
+                        let literal_type = entry.pointer("/value/type")?;
+                        Some((name.to_owned(), literal_type.clone()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The task template (`flyteidl2.core.TaskTemplate`) as proto3 JSON,
     /// with every field the client set: `custom`, `config`, `sql`,
     /// `container`, `metadata`, `interface`, ...
@@ -475,6 +496,29 @@ mod tests {
             [("token", "t0"), ("region", "us")].into_iter().collect(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn output_types_come_from_the_interface() {
+        let task = TaskRequest::from_parts(
+            "{}",
+            "{}",
+            r#"{"type": "t", "interface": {"outputs": {"variables": [
+                {"key": "rows", "value": {"type": {"simple": "INTEGER"}}},
+                {"key": "weights", "value": {"type": {"mapValueType": {"simple": "FLOAT"}}}}
+            ]}}}"#,
+            String::new(),
+            "{}",
+            Connection::new(),
+        )
+        .unwrap();
+        let types = task.output_types();
+        assert_eq!(types["rows"], json!({"simple": "INTEGER"}));
+        assert_eq!(
+            types["weights"],
+            json!({"mapValueType": {"simple": "FLOAT"}})
+        );
+        assert!(request().output_types().is_empty());
     }
 
     #[derive(Debug, Deserialize, PartialEq)]

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::Context as _;
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::{
     discovery,
@@ -184,7 +184,8 @@ impl ConnectorService {
                 registry_view,
             )))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc_listener),
+                // Without TCP_NODELAY a small response can wait ~40 ms for a delayed ACK.
+                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
                 stopped(stop_rx.clone()),
             );
         let metrics_http =

@@ -267,3 +267,147 @@ async fn manifest_env_reaches_the_component_and_nothing_else_does() {
     let seen = inspect(&server, None).await;
     assert_eq!(seen["env"], serde_json::json!({"REGION": "eu-west"}));
 }
+
+#[tokio::test]
+async fn the_whole_template_reaches_the_connector_as_proto3_json() {
+    use flyte_connect::proto::core::{
+        ExtendedResources, GpuAccelerator, Identifier, RetryStrategy, SecurityContext, Sql,
+        TaskMetadata, TaskTemplate, sql::Dialect, task_template::Target,
+    };
+    let plugins = Workspace::with_components(&["faulty"]);
+    let server = Server::start(
+        &["--plugin-dir", &plugins.path().display().to_string()],
+        plugins.path(),
+    );
+    let custom: pbjson_types::Struct = serde_json::from_value(
+        serde_json::json!({"warehouse": "w1", "nested": {"retries": 3.0, "on": true}}),
+    )
+    .expect("a struct");
+    let template = TaskTemplate {
+        id: Some(Identifier {
+            project: "p".into(),
+            name: "my_task".into(),
+            ..Default::default()
+        }),
+        r#type: "inspect".into(),
+        metadata: Some(TaskMetadata {
+            retries: Some(RetryStrategy {
+                retries: 2,
+                ..Default::default()
+            }),
+            timeout: Some(pbjson_types::Duration {
+                seconds: 90,
+                nanos: 0,
+            }),
+            tags: [("team".to_owned(), "data".to_owned())].into(),
+            ..Default::default()
+        }),
+        custom: Some(custom),
+        config: [("region".to_owned(), "eu".to_owned())].into(),
+        target: Some(Target::Sql(Sql {
+            statement: "SELECT 1".into(),
+            dialect: Dialect::Ansi as i32,
+        })),
+        security_context: Some(SecurityContext::default()),
+        extended_resources: Some(ExtendedResources {
+            gpu_accelerator: Some(GpuAccelerator {
+                device: "nvidia-l4".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut tasks = server.tasks().await;
+    let meta = tasks
+        .create_task(CreateTaskRequest {
+            template: Some(template),
+            output_prefix: "s3://bucket/out".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateTask")
+        .into_inner()
+        .resource_meta;
+    let seen: serde_json::Value = serde_json::from_slice(&meta).expect("inspect's meta is JSON");
+    let template = &seen["template"];
+    assert_eq!(template["type"], "inspect");
+    assert_eq!(template["id"]["name"], "my_task");
+    assert_eq!(
+        template["custom"],
+        serde_json::json!({"warehouse": "w1", "nested": {"retries": 3.0, "on": true}})
+    );
+    assert_eq!(template["config"], serde_json::json!({"region": "eu"}));
+    assert_eq!(
+        template["sql"],
+        serde_json::json!({"statement": "SELECT 1", "dialect": "ANSI"})
+    );
+    assert_eq!(template["metadata"]["retries"]["retries"], 2);
+    assert_eq!(template["metadata"]["timeout"], "90s");
+    assert_eq!(
+        template["metadata"]["tags"],
+        serde_json::json!({"team": "data"})
+    );
+    assert_eq!(
+        template["extendedResources"]["gpuAccelerator"]["device"],
+        "nvidia-l4"
+    );
+    assert_eq!(seen["output_prefix"], "s3://bucket/out");
+}
+
+#[tokio::test]
+async fn an_input_that_cannot_be_converted_is_invalid_argument_naming_it() {
+    use flyte_connect::proto::{
+        core::{Binary, Literal, Scalar, TaskTemplate, literal, scalar},
+        task::{Inputs, NamedLiteral},
+    };
+    let plugins = Workspace::with_components(&["echo"]);
+    let server = Server::start(
+        &["--plugin-dir", &plugins.path().display().to_string()],
+        plugins.path(),
+    );
+    let garbage_msgpack = Literal {
+        value: Some(literal::Value::Scalar(Box::new(Scalar {
+            value: Some(scalar::Value::Binary(Binary {
+                value: vec![0x92, 0x01],
+                tag: "msgpack".into(),
+            })),
+        }))),
+        ..Default::default()
+    };
+    for (name, literal) in [
+        ("empty", Literal::default()),
+        ("bad_msgpack", garbage_msgpack),
+    ] {
+        let status = server
+            .tasks()
+            .await
+            .create_task(CreateTaskRequest {
+                inputs: Some(Inputs {
+                    literals: vec![NamedLiteral {
+                        name: name.into(),
+                        value: Some(literal),
+                    }],
+                    ..Default::default()
+                }),
+                template: Some(TaskTemplate {
+                    r#type: "echo".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect_err("unconvertible input");
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{}",
+            status.message()
+        );
+        assert!(
+            status.message().contains(&format!("input \"{name}\"")),
+            "{}",
+            status.message()
+        );
+    }
+}

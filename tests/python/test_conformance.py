@@ -5,13 +5,8 @@ The only gRPC client used here is the published `flyteidl2` Python stubs plus
 these tests pass, a Flyte deployment talking to the Python connector server
 (`c0` from the `flyte` package) can talk to flyte-connect instead.
 
-The server under test is started once per session:
-
-    flyte-connect c0 --port PORT --prometheus_port MPORT --plugin-dir COMPONENTS
-
-- binary:      $FLYTE_CONNECT_BIN        (default <repo>/target/release/flyte-connect)
-- components:  $FLYTE_CONNECT_COMPONENTS (default <repo>/connectors), which must
-               hold echo.wasm and faulty.wasm (the example connectors).
+The server under test is started once per session by the `server` fixture in
+conftest.py (binary and components: see there).
 
 Where flyte-connect answers more precisely than the Python server (UNIMPLEMENTED
 instead of UNKNOWN, INVALID_ARGUMENT for a request without a template, NOT_FOUND
@@ -22,41 +17,39 @@ flyte-connect's documented behaviour (shared DESIGN.md) and says so.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
 import time
 import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import grpc
 import pytest
-from flyteidl2.connector import connector_pb2, service_pb2_grpc
-from flyteidl2.core import (
-    execution_pb2,
-    identifier_pb2,
-    interface_pb2,
-    literals_pb2,
-    security_pb2,
-    tasks_pb2,
-    types_pb2,
+from conftest import (
+    RPC_TIMEOUT_S,
+    Server,
+    SimpleType,
+    Var,
+    assert_outputs_equal_inputs,
+    bool_literal,
+    category,
+    create_request,
+    echo_round_trip,
+    expect_rpc_error,
+    float_literal,
+    int_literal,
+    list_literal,
+    list_type,
+    map_literal,
+    map_type,
+    simple_type,
+    str_literal,
+    tail,
+    task_inputs,
 )
-from flyteidl2.task import common_pb2
+from flyteidl2.connector import connector_pb2
+from flyteidl2.core import security_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVER_BIN = Path(os.environ.get("FLYTE_CONNECT_BIN", REPO_ROOT / "target" / "release" / "flyte-connect"))
-COMPONENTS_DIR = Path(os.environ.get("FLYTE_CONNECT_COMPONENTS", REPO_ROOT / "connectors"))
-REQUIRED_COMPONENTS = ("echo.wasm", "faulty.wasm")
-
-START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 30.0
-RPC_TIMEOUT_S = 30.0
 
 ASYNC_SERVICE = "flyteidl2.connector.AsyncConnectorService"
 METADATA_SERVICE = "flyteidl2.connector.ConnectorMetadataService"
@@ -72,176 +65,10 @@ CONNECTOR_ERROR_MESSAGE = "failed to {} {} task with error:\n {}."
 
 
 # --------------------------------------------------------------------------------------
-# Server process
+# Echo inputs
 # --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    grpc_port: int
-    metrics_port: int
-    log_path: Path
-    channel: grpc.Channel
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-
-def _free_ports(count: int) -> List[int]:
-    """Distinct free loopback ports, picked by binding to port 0."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _tail(text: str, lines: int = 60) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _wait_until_serving(server: Server) -> None:
-    health = health_pb2_grpc.HealthStub(server.channel)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    last_error = "no answer yet"
-    while time.monotonic() < deadline:
-        rc = server.process.poll()
-        if rc is not None:
-            pytest.fail(f"flyte-connect exited with code {rc} during start-up; output:\n{_tail(server.log())}")
-        try:
-            resp = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-            if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-            last_error = f"health status {health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}"
-        except grpc.RpcError as e:
-            last_error = f"{e.code()}: {e.details()}"
-        time.sleep(0.2)
-    pytest.fail(
-        f"flyte-connect did not become SERVING within {START_TIMEOUT_S:.0f}s ({last_error}); "
-        f"output:\n{_tail(server.log())}"
-    )
-
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    if not (SERVER_BIN.is_file() and os.access(SERVER_BIN, os.X_OK)):
-        pytest.fail(f"flyte-connect binary not found at {SERVER_BIN} (set FLYTE_CONNECT_BIN or build it first)")
-    missing = [name for name in REQUIRED_COMPONENTS if not (COMPONENTS_DIR / name).is_file()]
-    if missing:
-        pytest.fail(f"missing components in {COMPONENTS_DIR}: {', '.join(missing)} (set FLYTE_CONNECT_COMPONENTS)")
-
-    grpc_port, metrics_port = _free_ports(2)
-    workdir = tmp_path_factory.mktemp("flyte-connect")
-    log_path = workdir / "server.log"
-    env = dict(os.environ)
-    env.pop("FLYTE_CONNECTOR_PATH", None)  # only the folder we pass may be loaded
-
-    cmd = [
-        str(SERVER_BIN),
-        "c0",
-        "--port",
-        str(grpc_port),
-        "--prometheus_port",
-        str(metrics_port),
-        "--plugin-dir",
-        str(COMPONENTS_DIR),
-    ]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-    srv = Server(process, grpc_port, metrics_port, log_path, channel)
-    try:
-        _wait_until_serving(srv)
-        yield srv
-    finally:
-        channel.close()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                rc = process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                pytest.fail(f"flyte-connect did not stop within {STOP_TIMEOUT_S:.0f}s of SIGTERM")
-        else:
-            rc = process.returncode
-    assert rc == 0, f"flyte-connect exited with code {rc} after SIGTERM; output:\n{_tail(srv.log())}"
-
-
-@pytest.fixture
-def connectors(server: Server) -> service_pb2_grpc.AsyncConnectorServiceStub:
-    return service_pb2_grpc.AsyncConnectorServiceStub(server.channel)
-
-
-@pytest.fixture
-def metadata(server: Server) -> service_pb2_grpc.ConnectorMetadataServiceStub:
-    return service_pb2_grpc.ConnectorMetadataServiceStub(server.channel)
-
-
-@pytest.fixture
-def health(server: Server) -> health_pb2_grpc.HealthStub:
-    return health_pb2_grpc.HealthStub(server.channel)
-
-
-# --------------------------------------------------------------------------------------
-# Building Flyte messages
-# --------------------------------------------------------------------------------------
-
-SimpleType = types_pb2.SimpleType
-
-
-def simple_type(t: int) -> types_pb2.LiteralType:
-    return types_pb2.LiteralType(simple=t)
-
-
-def list_type(element: types_pb2.LiteralType) -> types_pb2.LiteralType:
-    return types_pb2.LiteralType(collection_type=element)
-
-
-def map_type(value: types_pb2.LiteralType) -> types_pb2.LiteralType:
-    return types_pb2.LiteralType(map_value_type=value)
-
-
-def primitive(**kwargs) -> literals_pb2.Literal:
-    return literals_pb2.Literal(scalar=literals_pb2.Scalar(primitive=literals_pb2.Primitive(**kwargs)))
-
-
-def int_literal(v: int) -> literals_pb2.Literal:
-    return primitive(integer=v)
-
-
-def float_literal(v: float) -> literals_pb2.Literal:
-    return primitive(float_value=v)
-
-
-def str_literal(v: str) -> literals_pb2.Literal:
-    return primitive(string_value=v)
-
-
-def bool_literal(v: bool) -> literals_pb2.Literal:
-    return primitive(boolean=v)
-
-
-def list_literal(items: List[literals_pb2.Literal]) -> literals_pb2.Literal:
-    return literals_pb2.Literal(collection=literals_pb2.LiteralCollection(literals=items))
-
-
-def map_literal(items: Dict[str, literals_pb2.Literal]) -> literals_pb2.Literal:
-    return literals_pb2.Literal(map=literals_pb2.LiteralMap(literals=items))
-
 
 # (name, declared type, literal, the JSON value the connector sees)
-Var = Tuple[str, types_pb2.LiteralType, literals_pb2.Literal, object]
-
 ECHO_VARIABLES: List[Var] = [
     ("an_int", simple_type(SimpleType.INTEGER), int_literal(42), 42),
     ("a_float", simple_type(SimpleType.FLOAT), float_literal(1.5), 1.5),
@@ -261,100 +88,6 @@ ECHO_VARIABLES: List[Var] = [
         {"a": 0.25, "b": 2.0},
     ),
 ]
-
-
-def variable_map(variables: List[Var]) -> interface_pb2.VariableMap:
-    return interface_pb2.VariableMap(
-        variables=[
-            interface_pb2.VariableEntry(key=name, value=interface_pb2.Variable(type=lt, description=name))
-            for name, lt, _, _ in variables
-        ]
-    )
-
-
-def task_template(task_type: str, variables: List[Var] = (), version: int = 0) -> tasks_pb2.TaskTemplate:
-    variables = list(variables)
-    return tasks_pb2.TaskTemplate(
-        id=identifier_pb2.Identifier(
-            resource_type=identifier_pb2.TASK,
-            project="conformance",
-            domain="development",
-            name=f"conformance.{task_type}",
-            version="v1",
-        ),
-        type=task_type,
-        task_type_version=version,
-        interface=interface_pb2.TypedInterface(inputs=variable_map(variables), outputs=variable_map(variables)),
-    )
-
-
-def task_inputs(variables: List[Var]) -> common_pb2.Inputs:
-    return common_pb2.Inputs(literals=[common_pb2.NamedLiteral(name=name, value=lit) for name, _, lit, _ in variables])
-
-
-def create_request(
-    task_type: str,
-    variables: List[Var] = (),
-    version: int = 0,
-    connection: security_pb2.Connection | None = None,
-) -> connector_pb2.CreateTaskRequest:
-    variables = list(variables)
-    req = connector_pb2.CreateTaskRequest(
-        template=task_template(task_type, variables, version),
-        inputs=task_inputs(variables),
-        output_prefix="s3://conformance-bucket/outputs/run-1/a0",
-    )
-    if connection is not None:
-        req.connection.CopyFrom(connection)
-    return req
-
-
-def category(name: str, version: int = 0) -> connector_pb2.TaskCategory:
-    return connector_pb2.TaskCategory(name=name, version=version)
-
-
-def expect_rpc_error(call: Callable[[], object], code: grpc.StatusCode) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    err = info.value
-    assert err.code() == code, f"expected {code}, got {err.code()}: {err.details()!r}"
-    return err
-
-
-def echo_round_trip(
-    stub: service_pb2_grpc.AsyncConnectorServiceStub,
-    variables: List[Var] = ECHO_VARIABLES,
-    connection: security_pb2.Connection | None = None,
-) -> connector_pb2.Resource:
-    created = stub.CreateTask(create_request("echo", variables, connection=connection), timeout=RPC_TIMEOUT_S)
-    assert created.resource_meta, "CreateTask returned empty resource_meta"
-    got = stub.GetTask(
-        connector_pb2.GetTaskRequest(
-            resource_meta=created.resource_meta,
-            task_category=category("echo"),
-            output_prefix="s3://conformance-bucket/outputs/run-1/a0",
-            connection=connection,
-        ),
-        timeout=RPC_TIMEOUT_S,
-    )
-    stub.DeleteTask(
-        connector_pb2.DeleteTaskRequest(
-            resource_meta=created.resource_meta, task_category=category("echo"), connection=connection
-        ),
-        timeout=RPC_TIMEOUT_S,
-    )
-    return got.resource
-
-
-def assert_outputs_equal_inputs(resource: connector_pb2.Resource, variables: List[Var]) -> None:
-    assert resource.phase == execution_pb2.TaskExecution.SUCCEEDED, (
-        f"phase {execution_pb2.TaskExecution.Phase.Name(resource.phase)}, message {resource.message!r}"
-    )
-    outputs = {nl.name: nl.value for nl in resource.outputs.literals}
-    expected = {name: lit for name, _, lit, _ in variables}
-    assert sorted(outputs) == sorted(expected)
-    for name, lit in expected.items():
-        assert outputs[name] == lit, f"output {name!r}: expected {lit}, got {outputs[name]}"
 
 
 # --------------------------------------------------------------------------------------
@@ -422,7 +155,7 @@ def test_startup_output_lists_loaded_connectors_and_task_types(server: Server):
     # "Echo Connector │ echo (0)"; the exact drawing is not part of the contract.
     out = server.log()
     for text in (ECHO_CONNECTOR, FAULTY_CONNECTOR, "echo", "panic", "fail", "invalid"):
-        assert text in out, f"{text!r} missing from start-up output:\n{_tail(out)}"
+        assert text in out, f"{text!r} missing from start-up output:\n{tail(out)}"
 
 
 # --------------------------------------------------------------------------------------
@@ -431,7 +164,7 @@ def test_startup_output_lists_loaded_connectors_and_task_types(server: Server):
 
 
 def test_echo_round_trip_returns_inputs_as_outputs(connectors):
-    resource = echo_round_trip(connectors)
+    resource = echo_round_trip(connectors, ECHO_VARIABLES)
     assert_outputs_equal_inputs(resource, ECHO_VARIABLES)
 
 
@@ -592,7 +325,7 @@ def test_connector_panic_is_internal_and_server_keeps_serving(connectors):
         grpc.StatusCode.INTERNAL,
     )
     # The trap failed that call only: the same server still runs other tasks.
-    assert_outputs_equal_inputs(echo_round_trip(connectors), ECHO_VARIABLES)
+    assert_outputs_equal_inputs(echo_round_trip(connectors, ECHO_VARIABLES), ECHO_VARIABLES)
     # ...and the faulty component itself can be called again.
     expect_rpc_error(
         lambda: connectors.CreateTask(create_request("panic", ECHO_VARIABLES), timeout=RPC_TIMEOUT_S),
@@ -683,7 +416,7 @@ INPUT_BYTES_COUNT = "flyte_connector_input_literal_bytes_count"
 
 def test_metrics_count_successful_requests_per_operation(server, connectors):
     before = scrape(server)
-    echo_round_trip(connectors)
+    echo_round_trip(connectors, ECHO_VARIABLES)
     after = scrape(server)
     for op in ("create", "get", "delete"):
         labels = {"task_type": "echo", "operation": op}

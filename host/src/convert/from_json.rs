@@ -146,14 +146,16 @@ pub fn literal_from_json(
             if let Some(format) = format {
                 dataset_type.format = format;
             }
-            Ok(scalar_literal(scalar::Value::StructuredDataset(
-                StructuredDataset {
+            Ok(with_hash(
+                scalar_literal(scalar::Value::StructuredDataset(StructuredDataset {
                     uri,
                     metadata: Some(StructuredDatasetMetadata {
                         structured_dataset_type: Some(dataset_type),
                     }),
-                },
-            )))
+                })),
+                value,
+                path,
+            )?)
         }
         literal_type::Type::Schema(schema_type) => {
             let (uri, _) = uri_and_format(value, path, "a schema")?;
@@ -335,12 +337,27 @@ fn blob_from_json(
                 )
             })? as i32;
     }
-    Ok(scalar_literal(scalar::Value::Blob(Blob {
-        metadata: Some(BlobMetadata {
-            r#type: Some(blob_type),
-        }),
-        uri,
-    })))
+    with_hash(
+        scalar_literal(scalar::Value::Blob(Blob {
+            metadata: Some(BlobMetadata {
+                r#type: Some(blob_type),
+            }),
+            uri,
+        })),
+        value,
+        path,
+    )
+}
+
+/// Sets `Literal.hash` (a caller-supplied cache key) from the value's
+/// `"hash"` field, when it has one.
+fn with_hash(mut literal: Literal, value: &Value, path: &str) -> Result<Literal, ConvertError> {
+    match value.get("hash") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(hash)) => literal.hash = hash.clone(),
+        Some(other) => return Err(mismatch(&format!("{path}.hash"), "a string", other)),
+    }
+    Ok(literal)
 }
 
 /// The first variant the value converts to; `null` prefers a `NONE` variant.

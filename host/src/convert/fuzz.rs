@@ -233,15 +233,14 @@ proptest! {
         // well-typed literals (collections and maps of one element type) have
         // a type that describes every element.
         prop_assume!(is_homogeneous(&literal));
-        if let Ok(json) = literal_to_json(&literal, "x") {
-            if let Ok(back) = literal_from_json(&json, &infer_type(&literal), "x") {
+        if let Ok(json) = literal_to_json(&literal, "x")
+            && let Ok(back) = literal_from_json(&json, &infer_type(&literal), "x") {
                 let again = literal_to_json(&back, "x");
                 prop_assert!(again.is_ok());
                 if let Ok(again) = again {
                     prop_assert!(json_equal(&json, &again), "{json} != {again}");
                 }
             }
-        }
     }
 
     #[test]

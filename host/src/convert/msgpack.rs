@@ -3,6 +3,7 @@
 
 use base64::Engine as _;
 use rmpv::Value as Msgpack;
+use serde::Deserialize as _;
 use serde_json::{Map, Value};
 
 use super::to_json::float_to_json;
@@ -11,15 +12,16 @@ use super::to_json::float_to_json;
 pub(super) const TAG: &str = "msgpack";
 
 /// Decodes msgpack bytes to JSON. Map keys that are not strings become their
-/// JSON text (`1` → `"1"`); raw bytes become base64 strings.
-pub(super) fn decode(mut bytes: &[u8]) -> Result<Value, String> {
-    let value = rmpv::decode::read_value(&mut bytes)
+/// JSON text (`1` → `"1"`); raw bytes become base64 strings. Malformed input
+/// (reserved markers, truncation, trailing bytes, nesting past the decoder's
+/// depth limit) is an error.
+pub(super) fn decode(bytes: &[u8]) -> Result<Value, String> {
+    let mut reader = std::io::Cursor::new(bytes);
+    let value = Msgpack::deserialize(&mut rmp_serde::Deserializer::new(&mut reader))
         .map_err(|err| format!("invalid msgpack binary: {err}"))?;
-    if !bytes.is_empty() {
-        return Err(format!(
-            "invalid msgpack binary: {} trailing bytes",
-            bytes.len()
-        ));
+    let trailing = bytes.len() as u64 - reader.position();
+    if trailing > 0 {
+        return Err(format!("invalid msgpack binary: {trailing} trailing bytes"));
     }
     to_json(value)
 }
@@ -67,4 +69,37 @@ fn to_json(value: Msgpack) -> Result<Value, String> {
 /// Encodes JSON as msgpack.
 pub(super) fn encode(value: &Value) -> Result<Vec<u8>, String> {
     rmp_serde::to_vec(value).map_err(|err| format!("cannot encode as msgpack: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_msgpack_is_an_error() {
+        for bytes in [
+            &[0xc1][..],                     // reserved marker
+            &[0x92, 0x01],                   // array of two with one element
+            &[0x01, 0x02],                   // trailing byte
+            &[0xdd, 0xff, 0xff, 0xff, 0xff], // huge array, no elements
+            &[0xc6, 0xff, 0xff, 0xff, 0xff], // huge binary, no bytes
+        ] {
+            assert!(decode(bytes).is_err(), "{bytes:?} decoded");
+        }
+        let mut deep = vec![0x91; 5000];
+        deep.push(0xc0);
+        assert!(
+            decode(&deep).is_err(),
+            "nesting past the depth limit decoded"
+        );
+    }
+
+    #[test]
+    fn non_string_keys_and_binaries_have_a_json_form() {
+        assert_eq!(
+            decode(&[0x81, 0x01, 0xa1, b'a']),
+            Ok(serde_json::json!({"1": "a"}))
+        );
+        assert_eq!(decode(&[0xc4, 2, 0, 255]), Ok(serde_json::json!("AP8=")));
+    }
 }

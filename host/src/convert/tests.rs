@@ -294,3 +294,75 @@ fn inputs_use_declared_types_and_report_bad_literals() {
     let err = inputs_to_json(&inputs, None).expect_err("empty literal");
     assert_eq!(err.path, "input \"broken\"");
 }
+
+#[test]
+fn cache_keys_of_files_and_dataframes_travel_with_them() {
+    let mut file = scalar_lit(scalar::Value::Blob(Blob {
+        metadata: Some(BlobMetadata {
+            r#type: Some(BlobType {
+                format: "csv".into(),
+                dimensionality: BlobDimensionality::Single as i32,
+            }),
+        }),
+        uri: "s3://bucket/f.csv".into(),
+    }));
+    file.hash = "sha256:5f2b".into();
+    assert_round_trip(
+        file,
+        json!({"uri": "s3://bucket/f.csv", "format": "csv", "dimensionality": "SINGLE", "hash": "sha256:5f2b"}),
+    );
+    let mut frame = scalar_lit(scalar::Value::StructuredDataset(StructuredDataset {
+        uri: "s3://bucket/t".into(),
+        metadata: Some(StructuredDatasetMetadata {
+            structured_dataset_type: Some(StructuredDatasetType {
+                format: "parquet".into(),
+                ..Default::default()
+            }),
+        }),
+    }));
+    frame.hash = "sha256:c0de".into();
+    assert_round_trip(
+        frame,
+        json!({"uri": "s3://bucket/t", "format": "parquet", "hash": "sha256:c0de"}),
+    );
+}
+
+#[test]
+fn generic_structs_schemas_errors_and_offloaded_literals_are_shown_as_objects() {
+    let generic = scalar_lit(scalar::Value::Generic(
+        serde_json::from_value(json!({"a": 1.5, "b": [true, null], "c": {"d": "e"}}))
+            .expect("struct"),
+    ));
+    assert_eq!(
+        literal_to_json(&generic, "x").ok(),
+        Some(json!({"a": 1.5, "b": [true, null], "c": {"d": "e"}}))
+    );
+    let error = scalar_lit(scalar::Value::Error(crate::proto::core::Error {
+        failed_node_id: "n1".into(),
+        message: "boom".into(),
+    }));
+    assert_round_trip(
+        error,
+        json!({"error": {"failed_node_id": "n1", "message": "boom"}}),
+    );
+    let schema = scalar_lit(scalar::Value::Schema(crate::proto::core::Schema {
+        uri: "s3://bucket/schema".into(),
+        r#type: Some(Default::default()),
+    }));
+    assert_round_trip(schema, json!({"uri": "s3://bucket/schema"}));
+    let offloaded = Literal {
+        value: Some(literal::Value::OffloadedMetadata(
+            crate::proto::core::LiteralOffloadedMetadata {
+                uri: "s3://bucket/big.pb".into(),
+                size_bytes: 1 << 40,
+                inferred_type: Some(simple(SimpleType::Integer)),
+            },
+        )),
+        ..Default::default()
+    };
+    assert_eq!(
+        literal_to_json(&offloaded, "x").ok(),
+        Some(json!({"uri": "s3://bucket/big.pb", "size_bytes": 1u64 << 40}))
+    );
+    assert_eq!(infer_type(&offloaded), simple(SimpleType::Integer));
+}

@@ -9,7 +9,22 @@ use crate::proto::core::{self, blob_type::BlobDimensionality, literal, primitive
 /// Converts one literal; `path` names it in errors.
 pub fn literal_to_json(literal: &core::Literal, path: &str) -> Result<Value, ConvertError> {
     match &literal.value {
-        Some(literal::Value::Scalar(scalar)) => scalar_to_json(scalar, path),
+        Some(literal::Value::Scalar(scalar)) => {
+            let mut value = scalar_to_json(scalar, path)?;
+            // A file's, directory's or dataframe's cache key travels with it,
+            // so a connector that passes it on keeps the user's caching.
+            let carries_hash = matches!(
+                scalar.value,
+                Some(scalar::Value::Blob(_) | scalar::Value::StructuredDataset(_))
+            );
+            if carries_hash
+                && !literal.hash.is_empty()
+                && let Value::Object(object) = &mut value
+            {
+                object.insert("hash".to_owned(), Value::String(literal.hash.clone()));
+            }
+            Ok(value)
+        }
         Some(literal::Value::Collection(collection)) => collection
             .literals
             .iter()

@@ -139,10 +139,21 @@ impl Caller {
         let store = self.new_store(log.clone());
         let pre = self.pre.clone();
         let timeout = self.limits.timeout;
+        let label = Arc::clone(&self.label);
         let run = async move {
             let mut store = store;
+            let started = Instant::now();
             let plugin = pre.instantiate_async(&mut store).await?;
-            body(&mut store, &plugin).await
+            let instantiated = started.elapsed();
+            let answer = body(&mut store, &plugin).await;
+            tracing::debug!(
+                connector = %label,
+                operation,
+                instantiate_us = instantiated.as_micros() as u64,
+                total_us = started.elapsed().as_micros() as u64,
+                "guest call"
+            );
+            answer
         };
         let task = self.shared.guest_threads.handle.spawn(async move {
             let outcome = tokio::time::timeout(timeout, run).await;

@@ -9,7 +9,7 @@
 //! | `invalid` | rejects the request: `Error::InvalidRequest` |
 //! | `sleep` | spins forever, until the host's deadline stops it |
 //! | `memory` | allocates until the host's memory cap stops it |
-//! | `inspect` | succeeds, keeping what it was given (connection, env) in its meta |
+//! | `inspect` | succeeds, keeping everything it was given (template, inputs, connection, env, ...) in its meta |
 //!
 //! `get` succeeds with no outputs, reporting the meta as `custom_info`, and
 //! `delete` succeeds, for any task type and any JSON resource meta. Metrics
@@ -59,7 +59,15 @@ impl Connector for Faulty {
                     .collect();
                 let env: serde_json::Map<String, Value> =
                     std::env::vars().map(|(k, v)| (k, Value::from(v))).collect();
-                Ok(serde_json::json!({ "connection": connection, "env": env }))
+                Ok(serde_json::json!({
+                    "connection": connection,
+                    "env": env,
+                    "template": task.template(),
+                    "inputs": task.inputs_json(),
+                    "input_types": task.input_types(),
+                    "output_prefix": task.output_prefix(),
+                    "execution_metadata": task.execution_metadata(),
+                }))
             }
             other => Err(Error::invalid_request(format!(
                 "the faulty connector does not serve task type `{other}`"
