@@ -1,6 +1,6 @@
 //! `flyte-connect`: the connector service binary.
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use flyte_connect::{ConnectorService, cli::Cli};
 use tracing_subscriber::EnvFilter;
@@ -15,6 +15,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = match cli.into_config() {
         Ok(config) => config,

@@ -152,7 +152,6 @@ pub fn spawn(
         .current_dir(cwd)
         .env_remove("FLYTE_CONNECTOR_PATH")
         .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -175,30 +174,12 @@ pub fn spawn(
         let lines_tx = lines_tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let line = strip_ansi(&line);
                 output.push(&line);
                 let _ = lines_tx.send(line);
             }
         });
     }
     (child, output, lines_rx)
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn address_after(line: &str, marker: &str) -> Option<SocketAddr> {

@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 use super::{RegistryView, ServiceError, find_connector};
 use crate::{
     connector::{
-        ConnectionMap, CreateRequest, DeleteRequest, GetRequest, LogsRequest, MetricsRequest,
-        Phase, Resource, TaskCategory,
+        ConnectionMap, ConnectorError, CreateRequest, DeleteRequest, GetRequest, LogsRequest,
+        MetricsRequest, Phase, Resource, SharedConnector, TaskCategory,
     },
     convert,
     metrics::{Metrics, Operation},
@@ -62,6 +62,17 @@ impl AsyncConnector {
         tracing::warn!(task_type, operation, code = ?error.code(), "{error}");
     }
 
+    /// The task category a request names and the connector serving it.
+    fn resolve(
+        &self,
+        category: Option<&pb::TaskCategory>,
+        rpc: &str,
+    ) -> Result<(TaskCategory, SharedConnector), ServiceError> {
+        let category = task_category(category, rpc)?;
+        let connector = find_connector(&self.registry, &category)?;
+        Ok((category, connector))
+    }
+
     async fn create(
         &self,
         request: pb::CreateTaskRequest,
@@ -96,17 +107,12 @@ impl AsyncConnector {
                 connection: merge_connection(request.connection.as_ref()),
             })
             .await
-            .map_err(|error| ServiceError::Connector {
-                operation: "create",
-                task_type: category.name.clone(),
-                error,
-            })?;
+            .map_err(connector_failed("create", &category.name))?;
         Ok(pb::CreateTaskResponse { resource_meta })
     }
 
     async fn get(&self, request: pb::GetTaskRequest) -> Result<pb::GetTaskResponse, ServiceError> {
-        let category = task_category(request.task_category.as_ref(), "GetTask")?;
-        let connector = find_connector(&self.registry, &category)?;
+        let (category, connector) = self.resolve(request.task_category.as_ref(), "GetTask")?;
         let resource = connector
             .get(GetRequest {
                 task_category: category.clone(),
@@ -115,11 +121,7 @@ impl AsyncConnector {
                 connection: merge_connection(request.connection.as_ref()),
             })
             .await
-            .map_err(|error| ServiceError::Connector {
-                operation: "get",
-                task_type: category.name.clone(),
-                error,
-            })?;
+            .map_err(connector_failed("get", &category.name))?;
         let resource =
             resource_to_proto(resource).map_err(|error| ServiceError::InvalidOutput {
                 operation: "get",
@@ -135,8 +137,7 @@ impl AsyncConnector {
         &self,
         request: pb::DeleteTaskRequest,
     ) -> Result<pb::DeleteTaskResponse, ServiceError> {
-        let category = task_category(request.task_category.as_ref(), "DeleteTask")?;
-        let connector = find_connector(&self.registry, &category)?;
+        let (category, connector) = self.resolve(request.task_category.as_ref(), "DeleteTask")?;
         connector
             .delete(DeleteRequest {
                 task_category: category.clone(),
@@ -144,11 +145,7 @@ impl AsyncConnector {
                 connection: merge_connection(request.connection.as_ref()),
             })
             .await
-            .map_err(|error| ServiceError::Connector {
-                operation: "delete",
-                task_type: category.name,
-                error,
-            })?;
+            .map_err(connector_failed("delete", &category.name))?;
         Ok(pb::DeleteTaskResponse {})
     }
 
@@ -156,8 +153,8 @@ impl AsyncConnector {
         &self,
         request: pb::GetTaskMetricsRequest,
     ) -> Result<pb::GetTaskMetricsResponse, ServiceError> {
-        let category = task_category(request.task_category.as_ref(), "GetTaskMetrics")?;
-        let connector = find_connector(&self.registry, &category)?;
+        let (category, connector) =
+            self.resolve(request.task_category.as_ref(), "GetTaskMetrics")?;
         let as_text = |value: Option<Value>| value.and_then(|v| v.as_str().map(str::to_owned));
         let results = connector
             .get_metrics(MetricsRequest {
@@ -173,11 +170,7 @@ impl AsyncConnector {
                 step: as_text(request.step.and_then(|d| serde_json::to_value(d).ok())),
             })
             .await
-            .map_err(|error| ServiceError::Connector {
-                operation: "get metrics for",
-                task_type: category.name.clone(),
-                error,
-            })?;
+            .map_err(connector_failed("get metrics for", &category.name))?;
         let results = results
             .into_iter()
             .map(|result| {
@@ -199,8 +192,7 @@ impl AsyncConnector {
         &self,
         request: pb::GetTaskLogsRequest,
     ) -> Result<Vec<pb::GetTaskLogsResponse>, ServiceError> {
-        let category = task_category(request.task_category.as_ref(), "GetTaskLogs")?;
-        let connector = find_connector(&self.registry, &category)?;
+        let (category, connector) = self.resolve(request.task_category.as_ref(), "GetTaskLogs")?;
         let page = connector
             .get_logs(LogsRequest {
                 task_category: category.clone(),
@@ -209,11 +201,7 @@ impl AsyncConnector {
                 token: request.token,
             })
             .await
-            .map_err(|error| ServiceError::Connector {
-                operation: "get logs for",
-                task_type: category.name,
-                error,
-            })?;
+            .map_err(connector_failed("get logs for", &category.name))?;
         let header = pb::GetTaskLogsResponse {
             part: Some(pb::get_task_logs_response::Part::Header(
                 pb::GetTaskLogsResponseHeader {
@@ -242,6 +230,24 @@ impl AsyncConnector {
         };
         Ok(vec![header, body])
     }
+}
+
+/// Turns a connector's error into the service error for `operation` on `task_type`.
+fn connector_failed(
+    operation: &'static str,
+    task_type: &str,
+) -> impl FnOnce(ConnectorError) -> ServiceError {
+    let task_type = task_type.to_owned();
+    move |error| ServiceError::Connector {
+        operation,
+        task_type,
+        error,
+    }
+}
+
+/// The task type name a request names, for metrics and logs ("" when absent).
+fn category_name(category: Option<&pb::TaskCategory>) -> String {
+    category.map(|c| c.name.clone()).unwrap_or_default()
 }
 
 /// The task category of a get/delete/metrics/logs request.
@@ -355,11 +361,7 @@ impl pb::async_connector_service_server::AsyncConnectorService for AsyncConnecto
     ) -> Result<Response<pb::GetTaskResponse>, Status> {
         let started = Instant::now();
         let request = request.into_inner();
-        let task_type = request
-            .task_category
-            .as_ref()
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
+        let task_type = category_name(request.task_category.as_ref());
         let result = self.get(request).await;
         self.finish(&task_type, Operation::Get, started, result)
     }
@@ -370,11 +372,7 @@ impl pb::async_connector_service_server::AsyncConnectorService for AsyncConnecto
     ) -> Result<Response<pb::DeleteTaskResponse>, Status> {
         let started = Instant::now();
         let request = request.into_inner();
-        let task_type = request
-            .task_category
-            .as_ref()
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
+        let task_type = category_name(request.task_category.as_ref());
         let result = self.delete(request).await;
         self.finish(&task_type, Operation::Delete, started, result)
     }
@@ -384,11 +382,7 @@ impl pb::async_connector_service_server::AsyncConnectorService for AsyncConnecto
         request: Request<pb::GetTaskMetricsRequest>,
     ) -> Result<Response<pb::GetTaskMetricsResponse>, Status> {
         let request = request.into_inner();
-        let task_type = request
-            .task_category
-            .as_ref()
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
+        let task_type = category_name(request.task_category.as_ref());
         self.metrics_of(request)
             .await
             .map(Response::new)
@@ -405,11 +399,7 @@ impl pb::async_connector_service_server::AsyncConnectorService for AsyncConnecto
         request: Request<pb::GetTaskLogsRequest>,
     ) -> Result<Response<Self::GetTaskLogsStream>, Status> {
         let request = request.into_inner();
-        let task_type = request
-            .task_category
-            .as_ref()
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
+        let task_type = category_name(request.task_category.as_ref());
         match self.logs_of(request).await {
             Ok(parts) => {
                 let stream: LogStream = Box::pin(tokio_stream::iter(parts.into_iter().map(Ok)));
