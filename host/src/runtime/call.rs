@@ -170,14 +170,6 @@ impl Caller {
                 "the call was lost: {join_error}"
             ))),
         }
-        .inspect_err(|err| {
-            if matches!(
-                err,
-                ConnectorError::Crashed(_) | ConnectorError::DeadlineExceeded(_)
-            ) {
-                tracing::warn!(connector = %self.label, operation, "{err}");
-            }
-        })
     }
 
     fn new_store(&self, log: GuestLog) -> Store<CallState> {
