@@ -15,7 +15,8 @@ use crate::proto::core::{
     primitive, scalar,
 };
 
-fn scalar_literal(value: scalar::Value) -> Literal {
+/// A literal holding one scalar.
+pub(super) fn scalar_literal(value: scalar::Value) -> Literal {
     Literal {
         value: Some(literal::Value::Scalar(Box::new(Scalar {
             value: Some(value),
@@ -24,7 +25,8 @@ fn scalar_literal(value: scalar::Value) -> Literal {
     }
 }
 
-fn primitive_literal(value: primitive::Value) -> Literal {
+/// A literal holding one primitive.
+pub(super) fn primitive_literal(value: primitive::Value) -> Literal {
     scalar_literal(scalar::Value::Primitive(Primitive { value: Some(value) }))
 }
 
@@ -146,7 +148,7 @@ pub fn literal_from_json(
             if let Some(format) = format {
                 dataset_type.format = format;
             }
-            Ok(with_hash(
+            with_hash(
                 scalar_literal(scalar::Value::StructuredDataset(StructuredDataset {
                     uri,
                     metadata: Some(StructuredDatasetMetadata {
@@ -155,7 +157,7 @@ pub fn literal_from_json(
                 })),
                 value,
                 path,
-            )?)
+            )
         }
         literal_type::Type::Schema(schema_type) => {
             let (uri, _) = uri_and_format(value, path, "a schema")?;

@@ -5,12 +5,12 @@
 use proptest::prelude::*;
 use serde_json::Value;
 
-use super::*;
+use super::{from_json::scalar_literal, *};
 use crate::proto::core::{
     Binary, Blob, BlobMetadata, BlobType, EnumType, Error as ErrorLiteral, Literal,
-    LiteralCollection, LiteralMap, LiteralOffloadedMetadata, LiteralType, Primitive, Scalar,
-    Schema, StructuredDataset, StructuredDatasetMetadata, StructuredDatasetType, Union, UnionType,
-    Void, literal, literal_type, primitive, scalar,
+    LiteralCollection, LiteralMap, LiteralOffloadedMetadata, LiteralType, Primitive, Schema,
+    StructuredDataset, StructuredDatasetMetadata, StructuredDatasetType, Union, UnionType, Void,
+    literal, literal_type, primitive, scalar,
 };
 
 fn any_f64() -> impl Strategy<Value = f64> {
@@ -37,15 +37,6 @@ fn any_primitive() -> impl Strategy<Value = primitive::Value> {
             pbjson_types::Duration { seconds, nanos }
         )),
     ]
-}
-
-fn scalar_literal(value: scalar::Value) -> Literal {
-    Literal {
-        value: Some(literal::Value::Scalar(Box::new(Scalar {
-            value: Some(value),
-        }))),
-        ..Default::default()
-    }
 }
 
 fn any_leaf() -> impl Strategy<Value = Literal> {

@@ -5,26 +5,15 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::*;
+use super::{
+    from_json::{primitive_literal, scalar_literal},
+    *,
+};
 use crate::proto::core::{
     Binary, Blob, BlobMetadata, BlobType, Literal, LiteralCollection, LiteralMap, LiteralType,
-    Primitive, Scalar, SimpleType, StructuredDataset, StructuredDatasetMetadata,
-    StructuredDatasetType, UnionType, Void, blob_type::BlobDimensionality, literal, literal_type,
-    primitive, scalar,
+    Primitive, SimpleType, StructuredDataset, StructuredDatasetMetadata, StructuredDatasetType,
+    UnionType, Void, blob_type::BlobDimensionality, literal, literal_type, primitive, scalar,
 };
-
-fn scalar_lit(value: scalar::Value) -> Literal {
-    Literal {
-        value: Some(literal::Value::Scalar(Box::new(Scalar {
-            value: Some(value),
-        }))),
-        ..Default::default()
-    }
-}
-
-fn prim(value: primitive::Value) -> Literal {
-    scalar_lit(scalar::Value::Primitive(Primitive { value: Some(value) }))
-}
 
 fn collection(items: Vec<Literal>) -> Literal {
     Literal {
@@ -55,7 +44,7 @@ fn simple(t: SimpleType) -> LiteralType {
 }
 
 fn msgpack_of(value: &Value) -> Literal {
-    scalar_lit(scalar::Value::Binary(Binary {
+    scalar_literal(scalar::Value::Binary(Binary {
         value: rmp_serde::to_vec(value).expect("encode"),
         tag: "msgpack".into(),
     }))
@@ -76,29 +65,47 @@ fn assert_round_trip(literal: Literal, expected_json: Value) {
 
 #[test]
 fn primitives_round_trip_exactly() {
-    assert_round_trip(prim(primitive::Value::Integer(i64::MIN)), json!(i64::MIN));
-    assert_round_trip(prim(primitive::Value::Integer(i64::MAX)), json!(i64::MAX));
-    assert_round_trip(prim(primitive::Value::FloatValue(-0.5)), json!(-0.5));
-    assert_round_trip(prim(primitive::Value::FloatValue(2.0)), json!(2.0));
     assert_round_trip(
-        prim(primitive::Value::FloatValue(f64::INFINITY)),
+        primitive_literal(primitive::Value::Integer(i64::MIN)),
+        json!(i64::MIN),
+    );
+    assert_round_trip(
+        primitive_literal(primitive::Value::Integer(i64::MAX)),
+        json!(i64::MAX),
+    );
+    assert_round_trip(
+        primitive_literal(primitive::Value::FloatValue(-0.5)),
+        json!(-0.5),
+    );
+    assert_round_trip(
+        primitive_literal(primitive::Value::FloatValue(2.0)),
+        json!(2.0),
+    );
+    assert_round_trip(
+        primitive_literal(primitive::Value::FloatValue(f64::INFINITY)),
         json!("Infinity"),
     );
     assert_round_trip(
-        prim(primitive::Value::FloatValue(f64::NEG_INFINITY)),
+        primitive_literal(primitive::Value::FloatValue(f64::NEG_INFINITY)),
         json!("-Infinity"),
     );
     assert_round_trip(
-        prim(primitive::Value::StringValue("日本語 ✓ \u{0}".into())),
+        primitive_literal(primitive::Value::StringValue("日本語 ✓ \u{0}".into())),
         json!("日本語 ✓ \u{0}"),
     );
-    assert_round_trip(prim(primitive::Value::Boolean(false)), json!(false));
-    assert_round_trip(scalar_lit(scalar::Value::NoneType(Void {})), Value::Null);
+    assert_round_trip(
+        primitive_literal(primitive::Value::Boolean(false)),
+        json!(false),
+    );
+    assert_round_trip(
+        scalar_literal(scalar::Value::NoneType(Void {})),
+        Value::Null,
+    );
 }
 
 #[test]
 fn nan_survives_the_trip() {
-    let (json, back) = round_trip(&prim(primitive::Value::FloatValue(f64::NAN)));
+    let (json, back) = round_trip(&primitive_literal(primitive::Value::FloatValue(f64::NAN)));
     assert_eq!(json, json!("NaN"));
     let Some(literal::Value::Scalar(s)) = back.value else {
         panic!("not a scalar")
@@ -114,7 +121,7 @@ fn nan_survives_the_trip() {
 
 #[test]
 fn datetimes_and_durations_use_rfc3339_and_proto3_strings() {
-    let datetime = prim(primitive::Value::Datetime(pbjson_types::Timestamp {
+    let datetime = primitive_literal(primitive::Value::Datetime(pbjson_types::Timestamp {
         seconds: 1_700_000_000,
         nanos: 123_456_789,
     }));
@@ -122,7 +129,7 @@ fn datetimes_and_durations_use_rfc3339_and_proto3_strings() {
     assert_eq!(json, json!("2023-11-14T22:13:20.123456789+00:00"));
     assert_eq!(back, datetime);
     assert_round_trip(
-        prim(primitive::Value::Duration(pbjson_types::Duration {
+        primitive_literal(primitive::Value::Duration(pbjson_types::Duration {
             seconds: 1,
             nanos: 500_000_000,
         })),
@@ -141,15 +148,18 @@ fn nested_collections_and_maps_round_trip() {
             (
                 "a",
                 collection(vec![
-                    prim(primitive::Value::Integer(1)),
-                    prim(primitive::Value::Integer(2)),
+                    primitive_literal(primitive::Value::Integer(1)),
+                    primitive_literal(primitive::Value::Integer(2)),
                 ]),
             ),
-            ("b", collection(vec![prim(primitive::Value::Integer(3))])),
+            (
+                "b",
+                collection(vec![primitive_literal(primitive::Value::Integer(3))]),
+            ),
         ]),
         json!({"a": [1, 2], "b": [3]}),
     );
-    let mut deep = prim(primitive::Value::StringValue("bottom".into()));
+    let mut deep = primitive_literal(primitive::Value::StringValue("bottom".into()));
     for _ in 0..40 {
         deep = collection(vec![deep]);
     }
@@ -161,7 +171,7 @@ fn nested_collections_and_maps_round_trip() {
 fn large_strings_pass_unchanged() {
     let big = "x".repeat(1024 * 1024);
     assert_round_trip(
-        prim(primitive::Value::StringValue(big.clone())),
+        primitive_literal(primitive::Value::StringValue(big.clone())),
         Value::String(big),
     );
 }
@@ -179,7 +189,7 @@ fn msgpack_binaries_are_decoded_and_re_encoded() {
 #[test]
 fn other_binaries_are_tagged_base64() {
     assert_round_trip(
-        scalar_lit(scalar::Value::Binary(Binary {
+        scalar_literal(scalar::Value::Binary(Binary {
             value: vec![0, 1, 255],
             tag: "pickle".into(),
         })),
@@ -189,7 +199,7 @@ fn other_binaries_are_tagged_base64() {
 
 #[test]
 fn files_directories_and_dataframes_keep_uri_and_format() {
-    let dir = scalar_lit(scalar::Value::Blob(Blob {
+    let dir = scalar_literal(scalar::Value::Blob(Blob {
         metadata: Some(BlobMetadata {
             r#type: Some(BlobType {
                 format: "csv".into(),
@@ -202,7 +212,7 @@ fn files_directories_and_dataframes_keep_uri_and_format() {
         dir,
         json!({"uri": "s3://bucket/dir", "format": "csv", "dimensionality": "MULTIPART"}),
     );
-    let frame = scalar_lit(scalar::Value::StructuredDataset(StructuredDataset {
+    let frame = scalar_literal(scalar::Value::StructuredDataset(StructuredDataset {
         uri: "s3://bucket/frame".into(),
         metadata: Some(StructuredDatasetMetadata {
             structured_dataset_type: Some(StructuredDatasetType {
@@ -244,22 +254,31 @@ fn optional_values_pick_the_matching_union_variant() {
 #[test]
 fn untyped_outputs_follow_the_python_inference() {
     let literal = |v: Value| untyped_literal_from_json(&v, "out").expect("converts");
-    assert_eq!(literal(json!(3)), prim(primitive::Value::Integer(3)));
-    assert_eq!(literal(json!(3.0)), prim(primitive::Value::FloatValue(3.0)));
+    assert_eq!(
+        literal(json!(3)),
+        primitive_literal(primitive::Value::Integer(3))
+    );
+    assert_eq!(
+        literal(json!(3.0)),
+        primitive_literal(primitive::Value::FloatValue(3.0))
+    );
     assert_eq!(
         literal(json!("s")),
-        prim(primitive::Value::StringValue("s".into()))
+        primitive_literal(primitive::Value::StringValue("s".into()))
     );
-    assert_eq!(literal(json!(true)), prim(primitive::Value::Boolean(true)));
+    assert_eq!(
+        literal(json!(true)),
+        primitive_literal(primitive::Value::Boolean(true))
+    );
     assert_eq!(
         literal(Value::Null),
-        scalar_lit(scalar::Value::NoneType(Void {}))
+        scalar_literal(scalar::Value::NoneType(Void {}))
     );
     assert_eq!(
         literal(json!([1, "a"])),
         collection(vec![
-            prim(primitive::Value::Integer(1)),
-            prim(primitive::Value::StringValue("a".into()))
+            primitive_literal(primitive::Value::Integer(1)),
+            primitive_literal(primitive::Value::StringValue("a".into()))
         ])
     );
     assert_eq!(literal(json!({"k": 1})), msgpack_of(&json!({"k": 1})));
@@ -297,7 +316,7 @@ fn inputs_use_declared_types_and_report_bad_literals() {
 
 #[test]
 fn cache_keys_of_files_and_dataframes_travel_with_them() {
-    let mut file = scalar_lit(scalar::Value::Blob(Blob {
+    let mut file = scalar_literal(scalar::Value::Blob(Blob {
         metadata: Some(BlobMetadata {
             r#type: Some(BlobType {
                 format: "csv".into(),
@@ -311,7 +330,7 @@ fn cache_keys_of_files_and_dataframes_travel_with_them() {
         file,
         json!({"uri": "s3://bucket/f.csv", "format": "csv", "dimensionality": "SINGLE", "hash": "sha256:5f2b"}),
     );
-    let mut frame = scalar_lit(scalar::Value::StructuredDataset(StructuredDataset {
+    let mut frame = scalar_literal(scalar::Value::StructuredDataset(StructuredDataset {
         uri: "s3://bucket/t".into(),
         metadata: Some(StructuredDatasetMetadata {
             structured_dataset_type: Some(StructuredDatasetType {
@@ -329,7 +348,7 @@ fn cache_keys_of_files_and_dataframes_travel_with_them() {
 
 #[test]
 fn generic_structs_schemas_errors_and_offloaded_literals_are_shown_as_objects() {
-    let generic = scalar_lit(scalar::Value::Generic(
+    let generic = scalar_literal(scalar::Value::Generic(
         serde_json::from_value(json!({"a": 1.5, "b": [true, null], "c": {"d": "e"}}))
             .expect("struct"),
     ));
@@ -337,7 +356,7 @@ fn generic_structs_schemas_errors_and_offloaded_literals_are_shown_as_objects() 
         literal_to_json(&generic, "x").ok(),
         Some(json!({"a": 1.5, "b": [true, null], "c": {"d": "e"}}))
     );
-    let error = scalar_lit(scalar::Value::Error(crate::proto::core::Error {
+    let error = scalar_literal(scalar::Value::Error(crate::proto::core::Error {
         failed_node_id: "n1".into(),
         message: "boom".into(),
     }));
@@ -345,7 +364,7 @@ fn generic_structs_schemas_errors_and_offloaded_literals_are_shown_as_objects() 
         error,
         json!({"error": {"failed_node_id": "n1", "message": "boom"}}),
     );
-    let schema = scalar_lit(scalar::Value::Schema(crate::proto::core::Schema {
+    let schema = scalar_literal(scalar::Value::Schema(crate::proto::core::Schema {
         uri: "s3://bucket/schema".into(),
         r#type: Some(Default::default()),
     }));
