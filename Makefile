@@ -55,8 +55,9 @@ export FLYTE_CONNECT_COMPONENTS := $(abspath $(TEST_COMPONENT_DIR))
 
 test: lint test-rust test-python
 
+# Connector crates build for the host too, so their unit tests run natively.
 test-rust: build test-components
-	$(CARGO) test --release --workspace --exclude flyte-connector-sdk $(addprefix --exclude ,$(CONNECTORS) $(TEST_COMPONENTS))
+	$(CARGO) test --release --workspace --exclude flyte-connector-sdk
 	$(CARGO) test --release -p flyte-connector-sdk
 
 test-python: build test-components $(VENV)/.installed
@@ -74,7 +75,12 @@ lint: wasm-target
 fmt:
 	$(CARGO) fmt --all
 
-bench: build test-components
+# The Python connector server the benchmark compares against (flyte's `connector` extra).
+$(VENV)/.bench-installed: $(VENV)/.installed tests/benches/python/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/benches/python/requirements.txt
+	@touch $@
+
+bench: build test-components $(VENV)/.bench-installed
 	$(CARGO) bench -p flyte-connect-e2e --bench service
 
 clean:

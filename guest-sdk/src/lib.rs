@@ -171,10 +171,13 @@ pub trait Connector {
 /// flyte_connector_sdk::export_connector!(MyConnector);
 /// ```
 ///
-/// The connector crate needs no dependency on `wit-bindgen`.
+/// The connector crate needs no dependency on `wit-bindgen`. The exports
+/// exist only when building for WebAssembly, so the same crate also builds
+/// for the host: for its unit tests, and to run in process.
 #[macro_export]
 macro_rules! export_connector {
     ($connector:ty) => {
+        #[cfg(target_family = "wasm")]
         const _: () = {
             type __FlyteConnectorExport = $crate::__private::Adapter<$connector>;
             $crate::__private::bindings::__export_plugin!(

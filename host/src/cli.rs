@@ -9,7 +9,10 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
-use crate::{runtime::RuntimeConfig, server::ServerConfig};
+use crate::{
+    runtime::{ReturnLimits, RuntimeConfig, SlotBudget},
+    server::ServerConfig,
+};
 
 /// Serve Flyte connectors compiled to WebAssembly components.
 #[derive(Debug, Parser)]
@@ -27,9 +30,9 @@ pub struct Cli {
     )]
     pub prometheus_port: u16,
 
-    /// Threads that run connector code.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
-    pub worker: u16,
+    /// Threads that serve gRPC and run connector code [default: one per CPU core].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker: Option<u16>,
 
     /// Stop the server after this many seconds (for tests).
     #[arg(long)]
@@ -37,12 +40,13 @@ pub struct Cli {
 
     /// Connector components to load: a path to a `.wasm` file, or a name
     /// resolved to `NAME.wasm` in the working directory and the plugin folders.
-    /// Repeatable, and takes several values.
+    /// Repeatable, and takes several values. They are not reloaded.
     #[arg(long, num_args = 1.., action = clap::ArgAction::Append)]
     pub modules: Vec<String>,
 
-    /// Folder whose `*.wasm` components are all loaded (repeatable). Default:
-    /// the colon-separated `FLYTE_CONNECTOR_PATH`, else `./connectors` if it exists.
+    /// Folder whose `*.wasm` components are all loaded and kept in step with
+    /// the files (repeatable). Default: the colon-separated
+    /// `FLYTE_CONNECTOR_PATH`, else `./connectors` if it exists.
     #[arg(long = "plugin-dir", visible_alias = "plugin_dir")]
     pub plugin_dirs: Vec<PathBuf>,
 
@@ -50,9 +54,26 @@ pub struct Cli {
     #[arg(long, default_value = "0.0.0.0")]
     pub host: IpAddr,
 
-    /// Connector calls that may run at once; more are refused with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "FLYTE_CONNECT_MAX_CALLS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Connector calls that may run at once (call slots of the instance pool).
+    #[arg(long, env = "FLYTE_CONNECT_MAX_CALLS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_concurrent_calls: u32,
+
+    /// Calls that may wait for a free slot; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FLYTE_CONNECT_MAX_QUEUED", default_value_t = 10_000)]
+    pub max_queued_calls: u32,
+
+    /// Linear memories one call slot holds; a component needing more takes
+    /// several slots per call.
+    #[arg(long, env = "FLYTE_CONNECT_POOL_MEMORIES", default_value_t = SlotBudget::default().memories, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub pool_memories_per_slot: u32,
+
+    /// Tables one call slot holds.
+    #[arg(long, env = "FLYTE_CONNECT_POOL_TABLES", default_value_t = SlotBudget::default().tables, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub pool_tables_per_slot: u32,
+
+    /// Core module instances one call slot holds.
+    #[arg(long, env = "FLYTE_CONNECT_POOL_CORE_INSTANCES", default_value_t = SlotBudget::default().core_instances, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub pool_core_instances_per_slot: u32,
 
     /// Deadline of one connector call in seconds, unless its manifest sets one.
     #[arg(long, env = "FLYTE_CONNECT_CALL_TIMEOUT", default_value_t = 60.0)]
@@ -62,6 +83,39 @@ pub struct Cli {
     #[arg(long, env = "FLYTE_CONNECT_MEMORY_MB", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub memory_limit_mb: u32,
 
+    /// Largest resource meta a connector may return (bytes; KiB, MiB, GiB suffixes).
+    #[arg(long, env = "FLYTE_CONNECT_MAX_RESOURCE_META", default_value = "256KiB", value_parser = parse_size)]
+    pub max_resource_meta_size: usize,
+
+    /// Largest outputs (JSON values and types) a connector may return from one get.
+    #[arg(long, env = "FLYTE_CONNECT_MAX_OUTPUTS", default_value = "2MiB", value_parser = parse_size)]
+    pub max_outputs_size: usize,
+
+    /// Largest custom_info a connector may return from one get.
+    #[arg(long, env = "FLYTE_CONNECT_MAX_CUSTOM_INFO", default_value = "256KiB", value_parser = parse_size)]
+    pub max_custom_info_size: usize,
+
+    /// Largest page of log lines a connector may return.
+    #[arg(long, env = "FLYTE_CONNECT_MAX_LOG_PAGE", default_value = "2MiB", value_parser = parse_size)]
+    pub max_log_page_size: usize,
+
+    /// Largest metric results a connector may return from one call.
+    #[arg(long, env = "FLYTE_CONNECT_MAX_METRICS", default_value = "2MiB", value_parser = parse_size)]
+    pub max_metrics_size: usize,
+
+    /// Largest gRPC message the server receives or sends.
+    #[arg(long, env = "FLYTE_CONNECT_MAX_MESSAGE", default_value = "4MiB", value_parser = parse_size)]
+    pub max_message_size: usize,
+
+    /// Seconds between rescans of the plugin folders (file events reload at
+    /// once; the rescan catches what events miss).
+    #[arg(long, env = "FLYTE_CONNECT_RELOAD_INTERVAL", default_value_t = 1.0)]
+    pub reload_interval: f64,
+
+    /// Do not watch the plugin folders; reload them only on SIGHUP.
+    #[arg(long)]
+    pub no_reload: bool,
+
     /// Where compiled components are cached across restarts.
     #[arg(long, env = "FLYTE_CONNECT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -69,6 +123,37 @@ pub struct Cli {
     /// Do not cache compiled components on disk.
     #[arg(long)]
     pub no_cache: bool,
+}
+
+/// A size in bytes: a number with an optional unit (`B`, `KiB`, `MiB`,
+/// `GiB`; `K`, `KB`, `M`, `MB`, `G`, `GB` mean the same binary multiples).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let multiple: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiple))
+        .filter(|&bytes| bytes > 0)
+        .ok_or_else(|| format!("{text:?} is not a positive size (e.g. 512KiB, 4MiB)"))
+}
+
+/// A positive number of seconds given to `flag`.
+fn positive_seconds(flag: &str, seconds: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{flag} {seconds} is not a positive number of seconds"))
 }
 
 impl Cli {
@@ -88,15 +173,8 @@ impl Cli {
 
     /// The server configuration these arguments describe.
     pub fn into_config(self) -> Result<ServerConfig, String> {
-        let call_timeout = Duration::try_from_secs_f64(self.call_timeout)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                format!(
-                    "--call-timeout {} is not a positive number of seconds",
-                    self.call_timeout
-                )
-            })?;
+        let call_timeout = positive_seconds("--call-timeout", self.call_timeout)?;
+        let reload_interval = positive_seconds("--reload-interval", self.reload_interval)?;
         let defaults = RuntimeConfig::default();
         let memory_bytes = self.memory_limit_mb as usize * 1024 * 1024;
         Ok(ServerConfig {
@@ -104,14 +182,29 @@ impl Cli {
             port: self.port,
             prometheus_port: self.prometheus_port,
             timeout: self.timeout.map(Duration::from_secs),
+            worker_threads: self.worker.map(usize::from),
             modules: self.modules,
             plugin_dirs: self.plugin_dirs,
+            reload_interval: (!self.no_reload).then_some(reload_interval),
+            max_message_bytes: self.max_message_size,
             runtime: RuntimeConfig {
-                guest_threads: usize::from(self.worker),
-                max_concurrent_calls: self.max_concurrent_calls as usize,
+                call_slots: self.max_concurrent_calls as usize,
+                max_queued_calls: self.max_queued_calls as usize,
+                slot_budget: SlotBudget {
+                    memories: self.pool_memories_per_slot,
+                    tables: self.pool_tables_per_slot,
+                    core_instances: self.pool_core_instances_per_slot,
+                },
                 default_timeout: call_timeout,
                 default_memory_bytes: memory_bytes,
                 max_memory_bytes: defaults.max_memory_bytes.max(memory_bytes),
+                return_limits: ReturnLimits {
+                    resource_meta: self.max_resource_meta_size,
+                    outputs: self.max_outputs_size,
+                    custom_info: self.max_custom_info_size,
+                    log_page: self.max_log_page_size,
+                    metrics: self.max_metrics_size,
+                },
                 cache_dir: if self.no_cache {
                     None
                 } else {
@@ -151,7 +244,7 @@ mod tests {
         ]);
         assert_eq!(cli.port, 8001);
         assert_eq!(cli.prometheus_port, 9091);
-        assert_eq!(cli.worker, 4);
+        assert_eq!(cli.worker, Some(4));
         assert_eq!(cli.timeout, Some(5));
         assert_eq!(cli.modules, ["a", "b.wasm", "c"]);
     }
@@ -161,11 +254,38 @@ mod tests {
         let cli = parse(&["--prometheus-port", "9999"]);
         assert_eq!(cli.prometheus_port, 9999);
         assert_eq!(cli.port, 8000);
-        assert_eq!(cli.worker, 10);
+        assert_eq!(cli.worker, None);
     }
 
     #[test]
     fn zero_workers_is_rejected() {
         assert!(Cli::parse_args(["flyte-connect", "--worker", "0"]).is_err());
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("4 MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1.5MiB").is_err());
+        assert!(parse_size("4PB").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn defaults_queue_calls_instead_of_refusing_them() {
+        let config = parse(&[]).into_config().expect("valid config");
+        assert_eq!(config.runtime.call_slots, 1000);
+        assert_eq!(config.runtime.max_queued_calls, 10_000);
+        assert_eq!(config.reload_interval, Some(Duration::from_secs(1)));
+        assert!(
+            parse(&["--no-reload"])
+                .into_config()
+                .expect("valid")
+                .reload_interval
+                .is_none()
+        );
     }
 }

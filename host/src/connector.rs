@@ -4,7 +4,12 @@
 //! Nothing here knows protobuf or wasmtime. The gRPC services convert protobuf
 //! messages into these types; the runtime converts them into guest calls.
 
-use std::{collections::BTreeMap, fmt, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -21,6 +26,88 @@ pub struct TaskCategory {
 impl fmt::Display for TaskCategory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (v{})", self.name, self.version)
+    }
+}
+
+/// The operations a connector serves. One name each for the metrics label,
+/// the verb of error messages and the guest function it calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// CreateTask: start a task.
+    Create,
+    /// GetTask: poll a task.
+    Get,
+    /// DeleteTask: cancel a task.
+    Delete,
+    /// GetTaskMetrics.
+    GetMetrics,
+    /// GetTaskLogs.
+    GetLogs,
+}
+
+impl Operation {
+    /// The `operation` label of the request metrics, as the Python server
+    /// names it (it records only create, get and delete).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Get => "get",
+            Self::Delete => "delete",
+            Self::GetMetrics => "get_metrics",
+            Self::GetLogs => "get_logs",
+        }
+    }
+
+    /// The verb of `failed to VERB TYPE task with error: ...`.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Get => "get",
+            Self::Delete => "delete",
+            Self::GetMetrics => "get metrics for",
+            Self::GetLogs => "get logs for",
+        }
+    }
+
+    /// The function of the `flyte:connector/connector` interface it calls.
+    pub fn guest_function(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Get => "get",
+            Self::Delete => "delete",
+            Self::GetMetrics => "get-metrics",
+            Self::GetLogs => "get-logs",
+        }
+    }
+
+    /// Whether the Python server's request metrics cover it.
+    pub fn has_request_metrics(self) -> bool {
+        matches!(self, Self::Create | Self::Get | Self::Delete)
+    }
+}
+
+/// When the client stops waiting for an answer: the gRPC deadline it sent,
+/// if any. A call still waiting for a slot then gives up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// No deadline: the client waits as long as it takes.
+    pub const NONE: Self = Self(None);
+
+    /// A deadline at `instant`.
+    pub fn at(instant: Instant) -> Self {
+        Self(Some(instant))
+    }
+
+    /// A deadline `timeout` from now.
+    pub fn after(timeout: Duration) -> Self {
+        Self(Instant::now().checked_add(timeout))
+    }
+
+    /// The instant, if there is a deadline.
+    pub fn instant(self) -> Option<Instant> {
+        self.0
     }
 }
 
@@ -208,10 +295,34 @@ pub enum ConnectorError {
     Crashed(String),
     /// The call ran past its deadline and was stopped.
     #[error("connector call exceeded its deadline of {0:?}")]
-    DeadlineExceeded(std::time::Duration),
-    /// Every call slot is taken; try again later.
-    #[error("all {0} connector call slots are busy")]
-    Busy(usize),
+    DeadlineExceeded(Duration),
+    /// Every call slot is taken and the queue of waiting calls is full.
+    #[error(
+        "all {slots} connector call slots are busy and {queued} calls are already waiting for \
+         one; try again later"
+    )]
+    QueueFull {
+        /// Call slots.
+        slots: usize,
+        /// Calls waiting.
+        queued: usize,
+    },
+    /// The client's deadline passed while the call waited for a slot.
+    #[error("the client's deadline passed after waiting {waited:?} for a free connector call slot")]
+    QueueTimeout {
+        /// How long the call waited.
+        waited: Duration,
+    },
+    /// The connector returned more than the server accepts.
+    #[error("the connector returned {what} of {size} bytes, more than the limit of {limit} bytes")]
+    TooLarge {
+        /// What was too large ("the resource meta", "outputs", ...).
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// A loaded connector. The registry holds these; the gRPC services call them.
@@ -222,18 +333,35 @@ pub trait Connector: Send + Sync {
     /// Where the connector came from (a file path), for logs and the start-up table.
     fn source(&self) -> &str;
     /// Start a task; returns the resource meta the client stores.
-    async fn create(&self, request: CreateRequest) -> Result<Vec<u8>, ConnectorError>;
+    async fn create(
+        &self,
+        request: CreateRequest,
+        deadline: Deadline,
+    ) -> Result<Vec<u8>, ConnectorError>;
     /// Report a task's state.
-    async fn get(&self, request: GetRequest) -> Result<Resource, ConnectorError>;
+    async fn get(
+        &self,
+        request: GetRequest,
+        deadline: Deadline,
+    ) -> Result<Resource, ConnectorError>;
     /// Cancel a task.
-    async fn delete(&self, request: DeleteRequest) -> Result<(), ConnectorError>;
+    async fn delete(
+        &self,
+        request: DeleteRequest,
+        deadline: Deadline,
+    ) -> Result<(), ConnectorError>;
     /// Report a task's metrics.
     async fn get_metrics(
         &self,
         request: MetricsRequest,
+        deadline: Deadline,
     ) -> Result<Vec<MetricResult>, ConnectorError>;
     /// Report a page of a task's logs.
-    async fn get_logs(&self, request: LogsRequest) -> Result<LogsPage, ConnectorError>;
+    async fn get_logs(
+        &self,
+        request: LogsRequest,
+        deadline: Deadline,
+    ) -> Result<LogsPage, ConnectorError>;
 }
 
 /// A shared handle to a loaded connector.

@@ -9,7 +9,8 @@
 //! - [`cli`]: the command line, compatible with the Python server's.
 //! - [`server`]: assembles the gRPC services, health, reflection, metrics
 //!   endpoint and shutdown into a [`ConnectorService`].
-//! - [`discovery`]: finds components in plugin folders and `--modules`.
+//! - [`loading`]: finds components in plugin folders and `--modules`, loads
+//!   them, and keeps the folders' connectors in step with the files.
 //! - [`manifest`]: a plugin's `NAME.toml` (allowed hosts, limits, env).
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`proto`]: the generated flyteidl2 types.
@@ -19,7 +20,7 @@
 pub mod cli;
 pub mod connector;
 pub mod convert;
-pub mod discovery;
+pub mod loading;
 pub mod manifest;
 pub mod metrics;
 pub mod proto;

@@ -1,6 +1,7 @@
 //! Assembles the service: loads the connectors, then serves the two
 //! connector services, gRPC health and reflection on one port and the
-//! Prometheus metrics on another, until a signal or `--timeout`.
+//! Prometheus metrics on another, keeping the plugin folders loaded, until
+//! a signal or `--timeout`.
 
 use std::{
     future::Future,
@@ -15,7 +16,12 @@ use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::server::TcpIncoming;
 
 use crate::{
-    discovery,
+    connector::SharedConnector,
+    loading::{
+        self,
+        reload::{Reloader, Trigger},
+        scan,
+    },
     metrics::Metrics,
     proto::{
         self,
@@ -40,10 +46,18 @@ pub struct ServerConfig {
     pub prometheus_port: u16,
     /// Stop after this long.
     pub timeout: Option<Duration>,
+    /// Threads of the async runtime [`ConnectorService::run_blocking`]
+    /// builds; `None`: one per CPU core.
+    pub worker_threads: Option<usize>,
     /// `--modules` entries.
     pub modules: Vec<String>,
     /// `--plugin-dir` folders; empty means `FLYTE_CONNECTOR_PATH` or `./connectors`.
     pub plugin_dirs: Vec<PathBuf>,
+    /// How often the plugin folders are rescanned for changes (file events
+    /// reload at once); `None`: only SIGHUP reloads them.
+    pub reload_interval: Option<Duration>,
+    /// Largest gRPC message received or sent.
+    pub max_message_bytes: usize,
     /// Runtime sizing and limits.
     pub runtime: RuntimeConfig,
 }
@@ -55,8 +69,11 @@ impl Default for ServerConfig {
             port: 8000,
             prometheus_port: 9090,
             timeout: None,
+            worker_threads: None,
             modules: Vec::new(),
             plugin_dirs: Vec::new(),
+            reload_interval: Some(Duration::from_secs(1)),
+            max_message_bytes: 4 << 20,
             runtime: RuntimeConfig::default(),
         }
     }
@@ -66,12 +83,24 @@ impl Default for ServerConfig {
 /// or from sync code with [`ConnectorService::run_blocking`].
 pub struct ConnectorService {
     config: ServerConfig,
+    in_process: Vec<SharedConnector>,
 }
 
 impl ConnectorService {
     /// A service that will serve with `config`.
     pub fn new(config: ServerConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            in_process: Vec::new(),
+        }
+    }
+
+    /// Also serves `connector`, implemented in process rather than as a
+    /// component (benchmarks and tests use this for native connectors).
+    /// It is served before the components and never reloaded.
+    pub fn with_connector(mut self, connector: SharedConnector) -> Self {
+        self.in_process.push(connector);
+        self
     }
 
     /// Serves until SIGINT/SIGTERM or the configured timeout, then finishes
@@ -83,7 +112,11 @@ impl ConnectorService {
 
     /// Builds a Tokio runtime and runs [`ConnectorService::run`] on it.
     pub fn run_blocking(self) -> anyhow::Result<()> {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(threads) = self.config.worker_threads {
+            builder.worker_threads(threads.max(1));
+        }
+        builder
             .enable_all()
             .thread_name("flyte-connect")
             .build()
@@ -103,19 +136,29 @@ impl ConnectorService {
         let metrics = Metrics::new().context("cannot create the metrics")?;
 
         let cwd = std::env::current_dir().context("cannot read the working directory")?;
-        let env_path = std::env::var(discovery::PLUGIN_PATH_ENV).ok();
-        let folders = discovery::plugin_folders(&config.plugin_dirs, env_path.as_deref(), &cwd);
-        let registry =
-            discovery::load_registry(&runtime, &metrics, &config.modules, &folders, &cwd).await?;
+        let env_path = std::env::var(scan::PLUGIN_PATH_ENV).ok();
+        let folders = scan::plugin_folders(&config.plugin_dirs, env_path.as_deref(), &cwd);
+        let (fixed, fixed_paths) =
+            loading::fixed_connectors(&runtime, self.in_process, &config.modules, &folders, &cwd)
+                .await?;
+        metrics.components_loaded.inc_by(fixed_paths.len() as u64);
+        let (registry_publisher, registry_view) = watch::channel(Arc::new(Registry::new()));
+        let mut reloader = Reloader::new(
+            Arc::new(runtime.clone()),
+            folders,
+            fixed,
+            fixed_paths,
+            metrics.clone(),
+            registry_publisher,
+        );
+        reloader.reload(Trigger::Startup).await;
+        let registry = Arc::clone(&registry_view.borrow());
         println!("{}", connector_table(&registry));
         if registry.is_empty() {
             tracing::warn!(
                 "no connectors loaded: pass --modules or put components in a plugin folder"
             );
         }
-        // Senders stay alive for as long as the server runs; hot reload will
-        // publish new registries through this channel.
-        let (_registry_publisher, registry_view) = watch::channel(registry);
 
         let grpc_listener = TcpListener::bind(SocketAddr::new(config.host, config.port))
             .await
@@ -156,6 +199,14 @@ impl ConnectorService {
             .context("cannot build the reflection service")?;
 
         let (stop_tx, stop_rx) = watch::channel(false);
+        if config.reload_interval.is_none() {
+            tracing::info!("automatic reload is off: plugin folders reload on SIGHUP only");
+        }
+        tokio::spawn(loading::watch::run(
+            reloader,
+            config.reload_interval,
+            stop_rx.clone(),
+        ));
         let stopping = {
             let health = health.clone();
             async move {
@@ -176,10 +227,15 @@ impl ConnectorService {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(AsyncConnectorServiceServer::new(AsyncConnector::new(
-                registry_view.clone(),
-                metrics.clone(),
-            )))
+            .add_service(
+                AsyncConnectorServiceServer::new(AsyncConnector::new(
+                    registry_view.clone(),
+                    metrics.clone(),
+                    config.max_message_bytes,
+                ))
+                .max_decoding_message_size(config.max_message_bytes)
+                .max_encoding_message_size(config.max_message_bytes),
+            )
             .add_service(ConnectorMetadataServiceServer::new(ConnectorMetadata::new(
                 registry_view,
             )))
@@ -248,11 +304,11 @@ async fn serve_metrics(
         "/metrics",
         axum::routing::get(move || {
             let metrics = metrics.clone();
-            let in_flight = runtime.calls_in_flight();
+            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            metrics.calls_in_flight.set(gauge(runtime.calls_running()));
+            metrics.calls_queued.set(gauge(runtime.calls_queued()));
+            metrics.call_slots_in_use.set(gauge(runtime.slots_in_use()));
             async move {
-                metrics
-                    .calls_in_flight
-                    .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
                 (
                     [(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
                     metrics.render(),
@@ -266,7 +322,7 @@ async fn serve_metrics(
 }
 
 /// The start-up table: each connector and the task types it serves.
-fn connector_table(registry: &Arc<Registry>) -> String {
+fn connector_table(registry: &Registry) -> String {
     const TITLE: &str = "Connector Metadata";
     let rows: Vec<(String, String)> = registry
         .connectors()

@@ -2,19 +2,7 @@
 
 use std::time::Duration;
 
-use flyte_connect::proto::connector::ListConnectorsRequest;
 use flyte_connect_e2e::{Server, Workspace, run_to_exit};
-
-async fn connector_names(server: &Server) -> Vec<String> {
-    let listed = server
-        .metadata()
-        .await
-        .list_connectors(ListConnectorsRequest {})
-        .await
-        .expect("ListConnectors")
-        .into_inner();
-    listed.connectors.into_iter().map(|c| c.name).collect()
-}
 
 #[tokio::test]
 async fn broken_file_in_a_plugin_folder_is_a_warning_naming_it() {
@@ -24,7 +12,7 @@ async fn broken_file_in_a_plugin_folder_is_a_warning_naming_it() {
         &["--plugin-dir", &plugins.path().display().to_string()],
         plugins.path(),
     );
-    assert_eq!(connector_names(&server).await, ["Echo Connector"]);
+    assert_eq!(server.connector_names().await, ["Echo Connector"]);
     let output = server.output.text();
     assert!(
         output
@@ -94,8 +82,7 @@ async fn module_names_resolve_against_the_working_directory_and_plugin_folders()
         ],
         cwd.path(),
     );
-    let mut names = connector_names(&server).await;
-    names.sort();
+    let names = server.connector_names().await;
     assert_eq!(names, ["Echo Connector", "Faulty Connector"]);
 }
 
@@ -108,7 +95,7 @@ async fn the_same_component_reached_twice_is_loaded_once() {
         &["--plugin-dir", &dir, "--modules", &module],
         plugins.path(),
     );
-    assert_eq!(connector_names(&server).await, ["Echo Connector"]);
+    assert_eq!(server.connector_names().await, ["Echo Connector"]);
     let output = server.output.text();
     assert!(!output.contains("already served"), "{output}");
 }
@@ -121,7 +108,7 @@ async fn a_second_component_for_the_same_task_type_is_a_warning() {
         &["--plugin-dir", &plugins.path().display().to_string()],
         plugins.path(),
     );
-    assert_eq!(connector_names(&server).await, ["Echo Connector"]);
+    assert_eq!(server.connector_names().await, ["Echo Connector"]);
     let output = server.output.text();
     assert!(
         output.lines().any(|l| l.contains("WARN")
@@ -137,7 +124,7 @@ async fn plugin_folders_come_from_the_environment_then_the_default_folder() {
     let cwd = Workspace::new();
     let env_path = format!("/nonexistent:{}", plugins.path().display());
     let server = Server::start_with_env(&[], cwd.path(), &[("FLYTE_CONNECTOR_PATH", &env_path)]);
-    assert_eq!(connector_names(&server).await, ["Faulty Connector"]);
+    assert_eq!(server.connector_names().await, ["Faulty Connector"]);
     drop(server);
 
     let cwd = Workspace::new();
@@ -148,7 +135,7 @@ async fn plugin_folders_come_from_the_environment_then_the_default_folder() {
     )
     .expect("copy");
     let server = Server::start(&[], cwd.path());
-    assert_eq!(connector_names(&server).await, ["Echo Connector"]);
+    assert_eq!(server.connector_names().await, ["Echo Connector"]);
 }
 
 #[test]
@@ -192,7 +179,7 @@ async fn an_invalid_manifest_skips_its_plugin_with_a_warning() {
         &["--plugin-dir", &plugins.path().display().to_string()],
         plugins.path(),
     );
-    assert_eq!(connector_names(&server).await, ["Echo Connector"]);
+    assert_eq!(server.connector_names().await, ["Echo Connector"]);
     let output = server.output.text();
     assert!(
         output

@@ -272,28 +272,6 @@ async fn connector_past_its_deadline_is_stopped_with_deadline_exceeded() {
 }
 
 #[tokio::test]
-async fn more_calls_than_slots_are_resource_exhausted() {
-    let (_plugins, server) = start(
-        &["faulty"],
-        &["--call-timeout", "3", "--max-concurrent-calls", "1"],
-    );
-    let mut first = server.tasks().await;
-    let mut second = server.tasks().await;
-    let running = tokio::spawn(async move { first.create_task(create("sleep")).await });
-    // Let the first call take the only slot.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let status = second.create_task(create("fail")).await.expect_err("busy");
-    assert_eq!(
-        status.code(),
-        Code::ResourceExhausted,
-        "{}",
-        status.message()
-    );
-    let first = running.await.expect("join");
-    assert_eq!(first.expect_err("sleep").code(), Code::DeadlineExceeded);
-}
-
-#[tokio::test]
 async fn connector_exceeding_its_memory_cap_fails_only_that_call() {
     let (_plugins, server) = start(&["echo", "faulty"], &["--memory-limit-mb", "64"]);
     let mut tasks = server.tasks().await;

@@ -4,5 +4,8 @@
 mod cli;
 mod errors;
 mod lifecycle;
+mod limits;
 mod observability;
+mod queue;
+mod reload;
 mod tasks;

@@ -179,7 +179,8 @@ async fn list_connectors_groups_task_types_under_connector_names() {
                     "invalid:0",
                     "memory:0",
                     "panic:0",
-                    "sleep:0"
+                    "sleep:0",
+                    "slow:0"
                 ]
                 .map(String::from)
                 .to_vec()

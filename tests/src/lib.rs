@@ -7,6 +7,7 @@
 //! looked up under the workspace's `target/`.
 
 pub mod literals;
+pub mod native;
 
 use std::{
     io::{BufRead, BufReader},
@@ -18,7 +19,7 @@ use std::{
 };
 
 use flyte_connect::proto::connector::{
-    async_connector_service_client::AsyncConnectorServiceClient,
+    ListConnectorsRequest, async_connector_service_client::AsyncConnectorServiceClient,
     connector_metadata_service_client::ConnectorMetadataServiceClient,
 };
 use tonic::transport::Channel;
@@ -96,6 +97,15 @@ impl Workspace {
         target
     }
 
+    /// Copies component `name` into the folder as `file_name`, with a custom
+    /// section carrying `tag` appended: the same connector in other bytes,
+    /// as a rebuilt version of it would be.
+    pub fn add_variant(&self, name: &str, file_name: &str, tag: &str) -> PathBuf {
+        let mut bytes = std::fs::read(component(name)).expect("read a component");
+        append_custom_section(&mut bytes, "flyte-connect-test", tag.as_bytes());
+        self.write(file_name, &bytes)
+    }
+
     /// Writes a file into the folder.
     pub fn write(&self, file_name: &str, contents: &[u8]) -> PathBuf {
         let target = self.path().join(file_name);
@@ -107,6 +117,43 @@ impl Workspace {
 impl Default for Workspace {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Appends a custom section (id 0) named `name` to a component or module:
+/// it changes the bytes, not the behaviour.
+pub fn append_custom_section(wasm: &mut Vec<u8>, name: &str, payload: &[u8]) {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut section = Vec::new();
+    leb128(name.len(), &mut section);
+    section.extend_from_slice(name.as_bytes());
+    section.extend_from_slice(payload);
+    wasm.push(0);
+    leb128(section.len(), wasm);
+    wasm.extend_from_slice(&section);
+}
+
+/// Polls `check` every 50 ms until it holds, failing the test with `what`
+/// after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -273,6 +320,20 @@ impl Server {
         ConnectorMetadataServiceClient::new(self.channel().await)
     }
 
+    /// The names of the connectors ListConnectors reports, sorted.
+    pub async fn connector_names(&self) -> Vec<String> {
+        let listed = self
+            .metadata()
+            .await
+            .list_connectors(ListConnectorsRequest {})
+            .await
+            .expect("ListConnectors")
+            .into_inner();
+        let mut names: Vec<String> = listed.connectors.into_iter().map(|c| c.name).collect();
+        names.sort();
+        names
+    }
+
     /// The Prometheus text from `/metrics`.
     pub fn metrics_text(&self) -> String {
         ureq::get(&format!("http://{}/metrics", self.metrics_addr))
@@ -291,8 +352,13 @@ impl Server {
 
     /// Sends SIGTERM without waiting.
     pub fn signal_terminate(&self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Sends `signal` to the server.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("a valid pid"));
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("send SIGTERM");
+        nix::sys::signal::kill(pid, signal).expect("send a signal");
     }
 
     /// Waits for the process to exit by itself.

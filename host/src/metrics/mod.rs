@@ -6,28 +6,33 @@ mod summary;
 
 use std::time::Duration;
 
-use prometheus::{CounterVec, Encoder, IntCounter, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    CounterVec, Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 use self::summary::SummaryVec;
+use crate::connector::Operation;
 
-/// The operations the request metrics are recorded for.
+/// What a hot reload did to one plugin file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    /// CreateTask.
-    Create,
-    /// GetTask.
-    Get,
-    /// DeleteTask.
-    Delete,
+pub enum ReloadOutcome {
+    /// A new file is served.
+    Added,
+    /// A changed file replaced the version served.
+    Replaced,
+    /// A file is gone and no longer served.
+    Removed,
+    /// A new or changed file failed to load (the old version, if any, serves on).
+    Failed,
 }
 
-impl Operation {
-    /// The `operation` label value, and the verb in error messages.
-    pub fn label(self) -> &'static str {
+impl ReloadOutcome {
+    fn label(self) -> &'static str {
         match self {
-            Self::Create => "create",
-            Self::Get => "get",
-            Self::Delete => "delete",
+            Self::Added => "added",
+            Self::Replaced => "replaced",
+            Self::Removed => "removed",
+            Self::Failed => "failed",
         }
     }
 }
@@ -42,6 +47,11 @@ pub struct Metrics {
     input_bytes: SummaryVec,
     /// Guest calls in flight.
     pub calls_in_flight: IntGauge,
+    /// Calls waiting for a call slot.
+    pub calls_queued: IntGauge,
+    /// Call slots taken.
+    pub call_slots_in_use: IntGauge,
+    reloads: IntCounterVec,
     /// Components loaded (at start and by reloads).
     pub components_loaded: IntCounter,
     /// Guest calls that trapped, panicked, ran out of memory or time.
@@ -80,6 +90,21 @@ impl Metrics {
             "flyte_connector_guest_calls_in_flight",
             "Connector calls running in a WebAssembly instance right now",
         )?;
+        let calls_queued = IntGauge::new(
+            "flyte_connector_calls_queued",
+            "Connector calls waiting for a free call slot",
+        )?;
+        let call_slots_in_use = IntGauge::new(
+            "flyte_connector_call_slots_in_use",
+            "Call slots of the instance pool taken by running calls",
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "flyte_connector_reloads_total",
+                "Plugin files added, replaced, removed or failed to load by hot reload",
+            ),
+            &["outcome"],
+        )?;
         let components_loaded = IntCounter::new(
             "flyte_connector_components_loaded_total",
             "Connector components compiled and loaded",
@@ -93,6 +118,9 @@ impl Metrics {
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(input_bytes.clone()))?;
         registry.register(Box::new(calls_in_flight.clone()))?;
+        registry.register(Box::new(calls_queued.clone()))?;
+        registry.register(Box::new(call_slots_in_use.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(components_loaded.clone()))?;
         registry.register(Box::new(guest_crashes.clone()))?;
         Ok(Self {
@@ -102,6 +130,9 @@ impl Metrics {
             latency,
             input_bytes,
             calls_in_flight,
+            calls_queued,
+            call_slots_in_use,
+            reloads,
             components_loaded,
             guest_crashes,
         })
@@ -129,6 +160,11 @@ impl Metrics {
             .inc();
         self.latency
             .observe(&[task_type, operation.label()], elapsed.as_secs_f64());
+    }
+
+    /// Records what a hot reload did to one plugin file.
+    pub fn record_reload(&self, outcome: ReloadOutcome) {
+        self.reloads.with_label_values(&[outcome.label()]).inc();
     }
 
     /// Records the encoded size of a CreateTask request's inputs.

@@ -17,7 +17,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-use flyte::connector::types as wit;
+pub(super) use flyte::connector::types as wit;
 
 fn category_to_wit(category: &TaskCategory) -> wit::TaskCategory {
     wit::TaskCategory {
@@ -26,58 +26,60 @@ fn category_to_wit(category: &TaskCategory) -> wit::TaskCategory {
     }
 }
 
-fn connection_to_wit(connection: &connector::ConnectionMap) -> Vec<(String, String)> {
-    connection
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+fn connection_to_wit(connection: connector::ConnectionMap) -> Vec<(String, String)> {
+    connection.into_iter().collect()
 }
 
-pub(super) fn create_request(request: &connector::CreateRequest) -> wit::CreateRequest {
+fn json_object_text(object: &serde_json::Map<String, Value>) -> String {
+    // Serializing a map of JSON values cannot fail.
+    serde_json::to_string(object).unwrap_or_else(|_| "{}".to_owned())
+}
+
+pub(super) fn create_request(request: connector::CreateRequest) -> wit::CreateRequest {
     wit::CreateRequest {
-        inputs: Value::Object(request.inputs.clone()).to_string(),
-        input_types: Value::Object(request.input_types.clone()).to_string(),
+        inputs: json_object_text(&request.inputs),
+        input_types: json_object_text(&request.input_types),
         template: request.template.to_string(),
-        output_prefix: request.output_prefix.clone(),
+        output_prefix: request.output_prefix,
         task_execution_metadata: request.task_execution_metadata.to_string(),
-        connection: connection_to_wit(&request.connection),
+        connection: connection_to_wit(request.connection),
     }
 }
 
-pub(super) fn get_request(request: &connector::GetRequest) -> wit::GetRequest {
+pub(super) fn get_request(request: connector::GetRequest) -> wit::GetRequest {
     wit::GetRequest {
         task_category: category_to_wit(&request.task_category),
-        resource_meta: request.resource_meta.clone(),
-        output_prefix: request.output_prefix.clone(),
-        connection: connection_to_wit(&request.connection),
+        resource_meta: request.resource_meta,
+        output_prefix: request.output_prefix,
+        connection: connection_to_wit(request.connection),
     }
 }
 
-pub(super) fn delete_request(request: &connector::DeleteRequest) -> wit::DeleteRequest {
+pub(super) fn delete_request(request: connector::DeleteRequest) -> wit::DeleteRequest {
     wit::DeleteRequest {
         task_category: category_to_wit(&request.task_category),
-        resource_meta: request.resource_meta.clone(),
-        connection: connection_to_wit(&request.connection),
+        resource_meta: request.resource_meta,
+        connection: connection_to_wit(request.connection),
     }
 }
 
-pub(super) fn metrics_request(request: &connector::MetricsRequest) -> wit::MetricsRequest {
+pub(super) fn metrics_request(request: connector::MetricsRequest) -> wit::MetricsRequest {
     wit::MetricsRequest {
         task_category: category_to_wit(&request.task_category),
-        resource_meta: request.resource_meta.clone(),
-        queries: request.queries.clone(),
-        start_time: request.start_time.clone(),
-        end_time: request.end_time.clone(),
-        step: request.step.clone(),
+        resource_meta: request.resource_meta,
+        queries: request.queries,
+        start_time: request.start_time,
+        end_time: request.end_time,
+        step: request.step,
     }
 }
 
-pub(super) fn logs_request(request: &connector::LogsRequest) -> wit::LogsRequest {
+pub(super) fn logs_request(request: connector::LogsRequest) -> wit::LogsRequest {
     wit::LogsRequest {
         task_category: category_to_wit(&request.task_category),
-        resource_meta: request.resource_meta.clone(),
+        resource_meta: request.resource_meta,
         lines: request.lines,
-        token: request.token.clone(),
+        token: request.token,
     }
 }
 

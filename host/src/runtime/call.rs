@@ -1,5 +1,6 @@
-//! One guest call: a fresh store and instance from the pre-linked component,
-//! on the guest threads, inside a call slot, with the plugin's limits.
+//! One guest call: admission into the pool, a fresh store and instance from
+//! the pre-linked component, the plugin's limits, and the classification of
+//! whatever went wrong.
 
 use std::{
     future::Future,
@@ -9,7 +10,7 @@ use std::{
 };
 
 use wasmtime::{
-    Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
+    PoolConcurrencyLimitError, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
     component::{Linker, ResourceTable},
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -21,7 +22,7 @@ use super::{
     guest_log::GuestLog,
     outbound_http::OutboundPolicy,
 };
-use crate::connector::ConnectorError;
+use crate::connector::{ConnectorError, Deadline};
 
 /// What one plugin's calls may use.
 #[derive(Debug, Clone)]
@@ -63,42 +64,11 @@ impl WasiHttpView for CallState {
 /// The imports every connector is linked against: WASI Preview 2 (with no
 /// files, sockets or name lookups granted) and `wasi:http/outgoing-handler`
 /// behind the plugin's allow-list.
-pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<CallState>> {
+pub(super) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<CallState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Ok(linker)
-}
-
-/// The threads guest code runs on (`--worker`), apart from the threads
-/// serving gRPC so a busy connector cannot stall health checks.
-pub(super) struct GuestThreads {
-    runtime: Option<tokio::runtime::Runtime>,
-    handle: tokio::runtime::Handle,
-}
-
-impl GuestThreads {
-    pub(super) fn start(threads: usize) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("wasm-guest")
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
-        Ok(Self {
-            runtime: Some(runtime),
-            handle,
-        })
-    }
-}
-
-impl Drop for GuestThreads {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which is not allowed on an async thread.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
 }
 
 /// Marks a trap raised because the call ran past its deadline.
@@ -106,69 +76,91 @@ impl Drop for GuestThreads {
 #[error("deadline exceeded")]
 struct DeadlineHit;
 
+/// The body of a call: what to do with the fresh instance.
+pub(super) type CallBody<T> = Box<
+    dyn for<'a> FnOnce(
+            &'a mut Store<CallState>,
+            &'a Plugin,
+        ) -> Pin<
+            Box<dyn Future<Output = wasmtime::Result<Result<T, ConnectorError>>> + Send + 'a>,
+        > + Send,
+>;
+
 /// Runs calls of one component.
 pub(super) struct Caller {
     pub(super) pre: PluginPre<CallState>,
     pub(super) limits: CallLimits,
+    /// Call slots one instance takes (see [`super::SlotBudget`]).
+    pub(super) slots: u32,
     /// Connector name (or file name before the name is known), for logs.
     pub(super) label: Arc<str>,
     pub(super) shared: Arc<Shared>,
 }
 
 impl Caller {
-    /// Runs `body` in a fresh instance, within a call slot and the plugin's limits.
-    pub(super) async fn call<T, F>(
+    /// Runs `body` in a fresh instance once the pool admits the call, within
+    /// the plugin's limits. `function` names the call in logs.
+    pub(super) async fn call<T: Send + 'static>(
         &self,
-        operation: &'static str,
-        body: F,
-    ) -> Result<T, ConnectorError>
-    where
-        T: Send + 'static,
-        F: for<'a> FnOnce(
-                &'a mut Store<CallState>,
-                &'a Plugin,
-            ) -> Pin<
-                Box<dyn Future<Output = wasmtime::Result<Result<T, ConnectorError>>> + Send + 'a>,
-            > + Send
-            + 'static,
-    {
-        let permit = Arc::clone(&self.shared.slots)
-            .try_acquire_owned()
-            .map_err(|_| ConnectorError::Busy(self.shared.max_concurrent_calls))?;
-        let log = GuestLog::new(Arc::clone(&self.label), operation);
-        let store = self.new_store(log.clone());
-        let pre = self.pre.clone();
+        function: &'static str,
+        deadline: Deadline,
+        body: CallBody<T>,
+    ) -> Result<T, ConnectorError> {
+        let admitted = self.shared.admission.admit(self.slots, deadline).await?;
+        let log = GuestLog::new(Arc::clone(&self.label), function);
         let timeout = self.limits.timeout;
-        let label = Arc::clone(&self.label);
-        let run = async move {
-            let mut store = store;
-            let started = Instant::now();
-            let plugin = pre.instantiate_async(&mut store).await?;
-            let instantiated = started.elapsed();
-            let answer = body(&mut store, &plugin).await;
-            tracing::debug!(
-                connector = %label,
-                operation,
-                instantiate_us = instantiated.as_micros() as u64,
-                total_us = started.elapsed().as_micros() as u64,
-                "guest call"
-            );
-            answer
-        };
-        let task = self.shared.guest_threads.handle.spawn(async move {
-            let outcome = tokio::time::timeout(timeout, run).await;
-            drop(permit);
-            outcome
-        });
-        let outcome = task.await;
+        let outcome = tokio::time::timeout(timeout, self.run(function, body, log.clone())).await;
+        // The instance went back to the pool when `run` ended, so the next
+        // call admitted finds its resources free.
+        drop(admitted);
         let printed = log.finish();
         match outcome {
-            Ok(Ok(Ok(answer))) => answer,
-            Ok(Ok(Err(trap))) => Err(classify_trap(&trap, timeout, &printed)),
-            Ok(Err(_elapsed)) => Err(ConnectorError::DeadlineExceeded(timeout)),
-            Err(join_error) => Err(ConnectorError::Crashed(format!(
-                "the call was lost: {join_error}"
-            ))),
+            Ok(Ok(answer)) => answer,
+            Ok(Err(trap)) => Err(classify_trap(&trap, timeout, &printed)),
+            Err(_elapsed) => Err(ConnectorError::DeadlineExceeded(timeout)),
+        }
+    }
+
+    async fn run<T>(
+        &self,
+        function: &'static str,
+        body: CallBody<T>,
+        log: GuestLog,
+    ) -> wasmtime::Result<Result<T, ConnectorError>> {
+        let started = Instant::now();
+        let mut store = self.new_store(log);
+        let plugin = self.instantiate(&mut store).await?;
+        let instantiated = started.elapsed();
+        let answer = body(&mut store, &plugin).await;
+        let called = started.elapsed();
+        // Returns the instance's memories and tables to the pool, reset.
+        drop(store);
+        tracing::debug!(
+            connector = %self.label,
+            function,
+            instantiate_us = instantiated.as_micros() as u64,
+            call_us = (called - instantiated).as_micros() as u64,
+            release_us = (started.elapsed() - called).as_micros() as u64,
+            "guest call"
+        );
+        answer
+    }
+
+    /// Instantiates the component. Slot weights keep the pool's memories and
+    /// tables from running out; should another pool resource run out all the
+    /// same, the call waits for running calls to give theirs back, as it
+    /// waits for a busy slot, until its own deadline stops it.
+    async fn instantiate(&self, store: &mut Store<CallState>) -> wasmtime::Result<Plugin> {
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            match self.pre.instantiate_async(&mut *store).await {
+                Err(err) if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {
+                    tracing::debug!(connector = %self.label, "instance pool exhausted, waiting: {err}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                }
+                other => return other,
+            }
         }
     }
 

@@ -1,15 +1,28 @@
 //! The WebAssembly runtime: compiles connector components, pre-links them
 //! against the sandbox's imports, and runs every call in a fresh instance
-//! with a deadline, a memory cap and an outbound-HTTP allow-list.
+//! from a pool, with a deadline, a memory cap, an outbound-HTTP allow-list
+//! and limits on what it may return.
 //!
 //! wasmtime types stay inside this module; the rest of the host sees
 //! [`WasmConnector`] through the [`crate::connector::Connector`] trait.
+//!
+//! - [`engine`](self): the one engine, its instance pool and compile cache.
+//! - `admission`: call slots and the queue of calls waiting for one.
+//! - `call`: one call's store, instance, limits and failure classification.
+//! - `component`: [`WasmConnector`], a loaded component.
+//! - `bindings`: the WIT world's host bindings and their conversions.
+//! - `return_limits`: [`ReturnLimits`] on what a guest returns.
+//! - `outbound_http`: the allow-list outbound HTTP goes through.
+//! - `guest_log`: a guest's stdout and stderr, into the host's log.
 
+mod admission;
 mod bindings;
 mod call;
+mod component;
 mod engine;
 mod guest_log;
 mod outbound_http;
+mod return_limits;
 
 use std::{
     path::{Path, PathBuf},
@@ -17,36 +30,42 @@ use std::{
     time::Duration,
 };
 
-use async_trait::async_trait;
-use tokio::sync::Semaphore;
-use wasmtime::{Engine, component::Component, component::Linker};
+use wasmtime::{
+    Engine,
+    component::{Component, Linker},
+};
 
 use crate::{
-    connector::{
-        Connector, ConnectorError, ConnectorInfo, CreateRequest, DeleteRequest, GetRequest,
-        LogsPage, LogsRequest, MetricResult, MetricsRequest, Resource,
-    },
+    connector::{ConnectorError, Deadline},
     manifest::Manifest,
 };
 
 use self::{
+    admission::Admission,
     bindings::PluginPre,
-    call::{CallLimits, CallState},
+    call::{CallLimits, CallState, Caller},
 };
 
-/// How the runtime is sized.
+pub use self::{component::WasmConnector, engine::SlotBudget, return_limits::ReturnLimits};
+
+/// How the runtime is sized and what it allows.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// Threads that run guest code (`--worker`).
-    pub guest_threads: usize,
-    /// Calls that may be in flight at once; one more is refused as busy.
-    pub max_concurrent_calls: usize,
+    /// Call slots: instances that may run at once (a component that needs
+    /// more pool resources than one slot holds takes several per call).
+    pub call_slots: usize,
+    /// Calls that may wait for a slot; one more is refused as busy.
+    pub max_queued_calls: usize,
+    /// What one slot of the instance pool holds.
+    pub slot_budget: SlotBudget,
     /// Deadline of a call unless the plugin's manifest sets one.
     pub default_timeout: Duration,
     /// Memory cap of a call unless the plugin's manifest sets one.
     pub default_memory_bytes: usize,
     /// The largest memory cap a manifest may ask for.
     pub max_memory_bytes: usize,
+    /// What a guest may return.
+    pub return_limits: ReturnLimits,
     /// Where compiled components are cached across restarts; `None` disables it.
     pub cache_dir: Option<PathBuf>,
 }
@@ -54,11 +73,13 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
-            guest_threads: 10,
-            max_concurrent_calls: 100,
+            call_slots: 1000,
+            max_queued_calls: 10_000,
+            slot_budget: SlotBudget::default(),
             default_timeout: Duration::from_secs(60),
             default_memory_bytes: 256 * 1024 * 1024,
             max_memory_bytes: 1024 * 1024 * 1024,
+            return_limits: ReturnLimits::default(),
             cache_dir: default_cache_dir(),
         }
     }
@@ -100,7 +121,7 @@ pub enum LoadError {
         /// What went wrong.
         source: ConnectorError,
     },
-    /// The manifest asks for more than the server allows.
+    /// The manifest, or the component itself, asks for more than the server allows.
     #[error("{path}: {message}")]
     Limits {
         /// The file.
@@ -113,9 +134,7 @@ pub enum LoadError {
 struct Shared {
     engine: Engine,
     linker: Linker<CallState>,
-    slots: Arc<Semaphore>,
-    max_concurrent_calls: usize,
-    guest_threads: call::GuestThreads,
+    admission: Admission,
     config: RuntimeConfig,
 }
 
@@ -126,23 +145,21 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine, the pool and the guest threads.
+    /// Builds the engine and its instance pool.
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
-        let max_concurrent_calls = config.max_concurrent_calls.max(1);
+        let call_slots = config.call_slots.max(1);
         let engine = engine::build(&engine::EngineSettings {
-            instance_slots: u32::try_from(max_concurrent_calls).unwrap_or(u32::MAX),
+            slots: u32::try_from(call_slots).unwrap_or(u32::MAX),
+            budget: config.slot_budget,
             max_memory_bytes: config.max_memory_bytes,
             cache_dir: config.cache_dir.clone(),
         })?;
         let linker = call::linker(&engine)?;
-        let guest_threads = call::GuestThreads::start(config.guest_threads.max(1))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 engine,
                 linker,
-                slots: Arc::new(Semaphore::new(max_concurrent_calls)),
-                max_concurrent_calls,
-                guest_threads,
+                admission: Admission::new(call_slots, config.max_queued_calls),
                 config,
             }),
         })
@@ -156,12 +173,11 @@ impl Runtime {
         manifest: &Manifest,
     ) -> Result<Arc<WasmConnector>, LoadError> {
         let shown = path.display().to_string();
-        let limits = self
-            .limits_for(manifest)
-            .map_err(|message| LoadError::Limits {
-                path: shown.clone(),
-                message,
-            })?;
+        let limits_error = |message| LoadError::Limits {
+            path: shown.clone(),
+            message,
+        };
+        let limits = self.limits_for(manifest).map_err(limits_error)?;
         let engine = self.shared.engine.clone();
         let owned_path = path.to_owned();
         // Compiling takes a while; keep it off the async threads.
@@ -176,6 +192,7 @@ impl Runtime {
                     path: shown.clone(),
                     message: format!("{err:#}"),
                 })?;
+        let slots = self.slots_per_call(&component).map_err(limits_error)?;
         let pre = self
             .shared
             .linker
@@ -190,29 +207,34 @@ impl Runtime {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| shown.clone()),
         );
-        let caller = call::Caller {
+        let caller = Caller {
             pre,
             limits,
+            slots,
             label: file_name,
             shared: Arc::clone(&self.shared),
         };
         let metadata = caller
-            .call("metadata", |store, plugin| {
-                Box::pin(async move {
-                    let metadata = plugin
-                        .flyte_connector_connector()
-                        .call_metadata(store)
-                        .await?;
-                    Ok(Ok(metadata))
-                })
-            })
+            .call(
+                "metadata",
+                Deadline::NONE,
+                Box::new(|store, plugin| {
+                    Box::pin(async move {
+                        let metadata = plugin
+                            .flyte_connector_connector()
+                            .call_metadata(store)
+                            .await?;
+                        Ok(Ok(metadata))
+                    })
+                }),
+            )
             .await
             .map_err(|source| LoadError::Metadata {
                 path: shown.clone(),
                 source,
             })?;
         let info = bindings::info(metadata);
-        let caller = call::Caller {
+        let caller = Caller {
             label: Arc::from(info.name.as_str()),
             ..caller
         };
@@ -220,7 +242,29 @@ impl Runtime {
             info,
             source: shown,
             caller,
+            return_limits: self.shared.config.return_limits,
         }))
+    }
+
+    /// Call slots one instance of `component` takes, from the memories and
+    /// tables it needs.
+    fn slots_per_call(&self, component: &Component) -> Result<u32, String> {
+        let budget = self.shared.config.slot_budget;
+        let slots = match component.resources_required() {
+            Some(needs) => budget.slots_for(needs.num_memories, needs.num_tables),
+            // It imports core modules: unknown, so one slot; the pool makes
+            // the call wait should it need more.
+            None => 1,
+        };
+        let total = self.shared.admission.total_slots();
+        if usize::try_from(slots).map_or(true, |slots| slots > total) {
+            return Err(format!(
+                "one instance needs {slots} call slots of the pool ({} memories and {} tables \
+                 each), more than the {total} the server has",
+                budget.memories, budget.tables
+            ));
+        }
+        Ok(slots)
     }
 
     fn limits_for(&self, manifest: &Manifest) -> Result<CallLimits, String> {
@@ -241,111 +285,18 @@ impl Runtime {
         })
     }
 
-    /// Calls in flight right now.
-    pub fn calls_in_flight(&self) -> usize {
-        self.shared.max_concurrent_calls - self.shared.slots.available_permits()
-    }
-}
-
-/// A connector component, compiled and pre-linked. Every call runs in a
-/// fresh instance: nothing survives from one call to the next.
-pub struct WasmConnector {
-    info: ConnectorInfo,
-    source: String,
-    caller: call::Caller,
-}
-
-#[async_trait]
-impl Connector for WasmConnector {
-    fn info(&self) -> &ConnectorInfo {
-        &self.info
+    /// Calls running in an instance right now.
+    pub fn calls_running(&self) -> usize {
+        self.shared.admission.running()
     }
 
-    fn source(&self) -> &str {
-        &self.source
+    /// Call slots taken by running calls.
+    pub fn slots_in_use(&self) -> usize {
+        self.shared.admission.slots_in_use()
     }
 
-    async fn create(&self, request: CreateRequest) -> Result<Vec<u8>, ConnectorError> {
-        let request = bindings::create_request(&request);
-        self.caller
-            .call("create", move |store, plugin| {
-                Box::pin(async move {
-                    let result = plugin
-                        .flyte_connector_connector()
-                        .call_create(store, &request)
-                        .await?;
-                    Ok(result.map_err(bindings::error))
-                })
-            })
-            .await
-    }
-
-    async fn get(&self, request: GetRequest) -> Result<Resource, ConnectorError> {
-        let request = bindings::get_request(&request);
-        let resource = self
-            .caller
-            .call("get", move |store, plugin| {
-                Box::pin(async move {
-                    let result = plugin
-                        .flyte_connector_connector()
-                        .call_get(store, &request)
-                        .await?;
-                    Ok(result.map_err(bindings::error))
-                })
-            })
-            .await?;
-        bindings::resource(resource)
-    }
-
-    async fn delete(&self, request: DeleteRequest) -> Result<(), ConnectorError> {
-        let request = bindings::delete_request(&request);
-        self.caller
-            .call("delete", move |store, plugin| {
-                Box::pin(async move {
-                    let result = plugin
-                        .flyte_connector_connector()
-                        .call_delete(store, &request)
-                        .await?;
-                    Ok(result.map_err(bindings::error))
-                })
-            })
-            .await
-    }
-
-    async fn get_metrics(
-        &self,
-        request: MetricsRequest,
-    ) -> Result<Vec<MetricResult>, ConnectorError> {
-        let request = bindings::metrics_request(&request);
-        let results = self
-            .caller
-            .call("get_metrics", move |store, plugin| {
-                Box::pin(async move {
-                    let result = plugin
-                        .flyte_connector_connector()
-                        .call_get_metrics(store, &request)
-                        .await?;
-                    Ok(result.map_err(bindings::error))
-                })
-            })
-            .await?;
-        bindings::metric_results(results)
-    }
-
-    async fn get_logs(&self, request: LogsRequest) -> Result<LogsPage, ConnectorError> {
-        let request = bindings::logs_request(&request);
-        let page = self
-            .caller
-            .call("get_logs", move |store, plugin| {
-                Box::pin(async move {
-                    let result = plugin
-                        .flyte_connector_connector()
-                        .call_get_logs(store, &request)
-                        .await?;
-                    Ok(result.map_err(bindings::error))
-                })
-            })
-            .await?;
-        Ok(bindings::logs_page(page))
+    /// Calls waiting for a slot.
+    pub fn calls_queued(&self) -> usize {
+        self.shared.admission.queued()
     }
 }

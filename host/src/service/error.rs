@@ -3,7 +3,10 @@
 
 use tonic::{Code, Status};
 
-use crate::{connector::ConnectorError, convert::ConvertError};
+use crate::{
+    connector::{ConnectorError, Operation},
+    convert::ConvertError,
+};
 
 /// Why an RPC failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,20 +24,20 @@ pub enum ServiceError {
     #[error("invalid inputs: {0}")]
     InvalidInput(ConvertError),
     /// The connector failed, or returned something that cannot be sent back.
-    #[error("failed to {operation} {task_type} task with error:\n {error}.")]
+    #[error("failed to {} {task_type} task with error:\n {error}.", operation.verb())]
     Connector {
-        /// `create`, `get`, `delete`, `get metrics of`, `get logs of`.
-        operation: &'static str,
+        /// What was asked of the connector.
+        operation: Operation,
         /// The task type.
         task_type: String,
         /// What went wrong.
         error: ConnectorError,
     },
     /// The connector's outputs do not convert to literals.
-    #[error("failed to {operation} {task_type} task with error:\n {error}.")]
+    #[error("failed to {} {task_type} task with error:\n {error}.", operation.verb())]
     InvalidOutput {
-        /// The operation.
-        operation: &'static str,
+        /// What was asked of the connector.
+        operation: Operation,
         /// The task type.
         task_type: String,
         /// What cannot be converted.
@@ -50,11 +53,15 @@ impl ServiceError {
             Self::InvalidArgument(_) | Self::InvalidInput(_) => Code::InvalidArgument,
             Self::InvalidOutput { .. } => Code::Internal,
             Self::Connector { error, .. } => match error {
-                ConnectorError::Failed(_) | ConnectorError::Crashed(_) => Code::Internal,
+                ConnectorError::Failed(_)
+                | ConnectorError::Crashed(_)
+                | ConnectorError::TooLarge { .. } => Code::Internal,
                 ConnectorError::InvalidRequest(_) => Code::InvalidArgument,
                 ConnectorError::NotImplemented => Code::Unimplemented,
-                ConnectorError::DeadlineExceeded(_) => Code::DeadlineExceeded,
-                ConnectorError::Busy(_) => Code::ResourceExhausted,
+                ConnectorError::DeadlineExceeded(_) | ConnectorError::QueueTimeout { .. } => {
+                    Code::DeadlineExceeded
+                }
+                ConnectorError::QueueFull { .. } => Code::ResourceExhausted,
             },
         }
     }
@@ -102,7 +109,7 @@ mod tests {
             "Cannot find connector for task type: nope."
         );
         let failed = ServiceError::Connector {
-            operation: "create",
+            operation: Operation::Create,
             task_type: "fail".into(),
             error: ConnectorError::Failed("the external service said no".into()),
         };
@@ -118,7 +125,7 @@ mod tests {
     fn connector_errors_map_to_precise_codes() {
         let code = |error| {
             ServiceError::Connector {
-                operation: "get",
+                operation: Operation::Get,
                 task_type: "t".into(),
                 error,
             }
@@ -129,7 +136,27 @@ mod tests {
             code(ConnectorError::InvalidRequest("x".into())),
             Code::InvalidArgument
         );
-        assert_eq!(code(ConnectorError::Busy(4)), Code::ResourceExhausted);
+        assert_eq!(
+            code(ConnectorError::QueueFull {
+                slots: 4,
+                queued: 8
+            }),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            code(ConnectorError::QueueTimeout {
+                waited: std::time::Duration::from_secs(1)
+            }),
+            Code::DeadlineExceeded
+        );
+        assert_eq!(
+            code(ConnectorError::TooLarge {
+                what: "outputs",
+                size: 2,
+                limit: 1
+            }),
+            Code::Internal
+        );
         assert_eq!(
             code(ConnectorError::DeadlineExceeded(
                 std::time::Duration::from_secs(1)

@@ -1,9 +1,11 @@
-//! The two gRPC services. Each RPC decodes its request, finds the connector,
-//! converts values, calls it, and converts the answer back; every failure is
-//! turned into a `tonic::Status` (and a metrics label) in [`ServiceError`].
+//! The two gRPC services, thin adapters: each RPC maps its request to a
+//! connector request ([`mapping`]), finds the connector in the registry,
+//! calls it and maps the answer back; every failure is turned into a
+//! `tonic::Status` (and a metrics label) in [`ServiceError`].
 
 mod connector_service;
 mod error;
+mod mapping;
 mod metadata_service;
 
 use std::sync::Arc;

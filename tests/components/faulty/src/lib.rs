@@ -8,6 +8,7 @@
 //! | `fail` | fails: `Error::Failed` |
 //! | `invalid` | rejects the request: `Error::InvalidRequest` |
 //! | `sleep` | spins forever, until the host's deadline stops it |
+//! | `slow` | waits for input `ms` milliseconds (default 500) on the host's clock, then succeeds |
 //! | `memory` | allocates until the host's memory cap stops it |
 //! | `inspect` | succeeds, keeping everything it was given (template, inputs, connection, env, ...) in its meta |
 //!
@@ -31,6 +32,7 @@ impl Connector for Faulty {
             .task_type("fail")
             .task_type("invalid")
             .task_type("sleep")
+            .task_type("slow")
             .task_type("memory")
             .task_type("inspect")
     }
@@ -45,6 +47,12 @@ impl Connector for Faulty {
             "sleep" => loop {
                 std::hint::black_box(());
             },
+            "slow" => {
+                let ms: u64 = task.input("ms").unwrap_or(500);
+                // A wasi:clocks pollable: the host waits without holding a thread.
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok(serde_json::json!({ "slept_ms": ms }))
+            }
             "memory" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {

@@ -1,0 +1,132 @@
+//! A loaded connector component as the rest of the host sees it: a
+//! [`Connector`] whose every call runs in a fresh instance.
+
+use async_trait::async_trait;
+
+use super::{bindings, call::Caller, return_limits::ReturnLimits};
+use crate::connector::{
+    Connector, ConnectorError, ConnectorInfo, CreateRequest, Deadline, DeleteRequest, GetRequest,
+    LogsPage, LogsRequest, MetricResult, MetricsRequest, Operation, Resource,
+};
+
+/// A connector component, compiled and pre-linked. Every call runs in a
+/// fresh instance: nothing survives from one call to the next.
+pub struct WasmConnector {
+    pub(super) info: ConnectorInfo,
+    pub(super) source: String,
+    pub(super) caller: Caller,
+    pub(super) return_limits: ReturnLimits,
+}
+
+/// Calls export `$function` of the guest's connector interface with
+/// `$request`, mapping the guest's own error variant to a [`ConnectorError`].
+macro_rules! call_guest {
+    ($self:ident, $operation:expr, $deadline:ident, $function:ident, $request:expr) => {{
+        let request = $request;
+        $self
+            .caller
+            .call(
+                $operation.guest_function(),
+                $deadline,
+                Box::new(move |store, plugin| {
+                    Box::pin(async move {
+                        let result = plugin
+                            .flyte_connector_connector()
+                            .$function(store, &request)
+                            .await?;
+                        Ok(result.map_err(bindings::error))
+                    })
+                }),
+            )
+            .await
+    }};
+}
+
+#[async_trait]
+impl Connector for WasmConnector {
+    fn info(&self) -> &ConnectorInfo {
+        &self.info
+    }
+
+    fn source(&self) -> &str {
+        &self.source
+    }
+
+    async fn create(
+        &self,
+        request: CreateRequest,
+        deadline: Deadline,
+    ) -> Result<Vec<u8>, ConnectorError> {
+        let meta = call_guest!(
+            self,
+            Operation::Create,
+            deadline,
+            call_create,
+            bindings::create_request(request)
+        )?;
+        self.return_limits.check_resource_meta(&meta)?;
+        Ok(meta)
+    }
+
+    async fn get(
+        &self,
+        request: GetRequest,
+        deadline: Deadline,
+    ) -> Result<Resource, ConnectorError> {
+        let resource = call_guest!(
+            self,
+            Operation::Get,
+            deadline,
+            call_get,
+            bindings::get_request(request)
+        )?;
+        self.return_limits.check_resource(&resource)?;
+        bindings::resource(resource)
+    }
+
+    async fn delete(
+        &self,
+        request: DeleteRequest,
+        deadline: Deadline,
+    ) -> Result<(), ConnectorError> {
+        call_guest!(
+            self,
+            Operation::Delete,
+            deadline,
+            call_delete,
+            bindings::delete_request(request)
+        )
+    }
+
+    async fn get_metrics(
+        &self,
+        request: MetricsRequest,
+        deadline: Deadline,
+    ) -> Result<Vec<MetricResult>, ConnectorError> {
+        let results = call_guest!(
+            self,
+            Operation::GetMetrics,
+            deadline,
+            call_get_metrics,
+            bindings::metrics_request(request)
+        )?;
+        self.return_limits.check_metrics(&results)?;
+        bindings::metric_results(results)
+    }
+
+    async fn get_logs(
+        &self,
+        request: LogsRequest,
+        deadline: Deadline,
+    ) -> Result<LogsPage, ConnectorError> {
+        let page = call_guest!(
+            self,
+            Operation::GetLogs,
+            deadline,
+            call_get_logs,
+            bindings::logs_request(request)
+        )?;
+        self.return_limits.check_log_page(&page)?;
+        Ok(bindings::logs_page(page))
+    }
+}

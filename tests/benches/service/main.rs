@@ -1,0 +1,254 @@
+//! `make bench`: create → get → delete cycles of an echo task at 1, 16 and
+//! 256 concurrent clients against four servers measured in the same run —
+//! flyte-connect with `echo.wasm`, the Python server it replaces, the same
+//! echo compiled natively in process, and a bare tonic server — and the
+//! ratios between them, so the numbers mean the same on any machine.
+//!
+//! Also: peak memory (RSS) of each server, and how long each takes to serve
+//! its first call; for flyte-connect with five components, from a cold and
+//! from a warm compile cache.
+//!
+//! `BENCH_SECONDS` sets the seconds per load level (default 5);
+//! `BENCH_PYTHON_VENV` the venv holding the `flyte` package (default `.venv`).
+
+mod load;
+mod servers;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use flyte_connect_e2e::Workspace;
+
+use self::{load::LoadReport, servers::Target};
+
+const LEVELS: [usize; 3] = [1, 16, 256];
+const WARM_UP: Duration = Duration::from_secs(1);
+
+/// One server's results.
+struct Measured {
+    name: &'static str,
+    levels: Vec<LoadReport>,
+    peak_rss_kib: Option<u64>,
+    ready_after: Duration,
+}
+
+impl Measured {
+    fn at(&self, clients: usize) -> Option<&LoadReport> {
+        self.levels.iter().find(|r| r.clients == clients)
+    }
+}
+
+async fn measure(target: Target, seconds: Duration) -> Measured {
+    eprintln!("measuring {} ...", target.name);
+    load::run(target.addr, 16, WARM_UP).await;
+    let mut levels = Vec::new();
+    for clients in LEVELS {
+        levels.push(load::run(target.addr, clients, seconds).await);
+    }
+    Measured {
+        name: target.name,
+        levels,
+        peak_rss_kib: target.peak_rss_kib(),
+        ready_after: target.ready_after,
+    }
+}
+
+/// Time for flyte-connect to serve with five components, with an empty and
+/// then a filled compile cache.
+async fn five_component_start(cache: &Path) -> (Duration, Duration) {
+    let plugins = Workspace::new();
+    // Distinct bytes, so each is compiled on its own when the cache is cold.
+    for (name, file) in [
+        ("echo", "echo-1.wasm"),
+        ("echo", "echo-2.wasm"),
+        ("echo", "echo-3.wasm"),
+        ("faulty", "faulty-1.wasm"),
+        ("faulty", "faulty-2.wasm"),
+    ] {
+        plugins.add_variant(name, file, file);
+    }
+    let cache_dir = cache.display().to_string();
+    let args = ["--cache-dir", cache_dir.as_str()];
+    let cold = servers::flyte_connect(plugins.path(), &args)
+        .await
+        .ready_after;
+    let warm = servers::flyte_connect(plugins.path(), &args)
+        .await
+        .ready_after;
+    (cold, warm)
+}
+
+fn thousands(n: f64) -> String {
+    let digits = format!("{:.0}", n.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
+    println!();
+    println!(
+        "create → get → delete cycles of `echo` (one integer input), {}s per level, clients share \
+         up to {} connections, load generator on the same machine",
+        seconds.as_secs(),
+        load::MAX_CONNECTIONS
+    );
+    println!();
+    println!(
+        "| server | clients | cycles/s | p50 | p99 | errors |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for m in results {
+        for r in &m.levels {
+            let errors = if r.errors.is_empty() {
+                "0".to_owned()
+            } else {
+                r.errors
+                    .iter()
+                    .map(|(code, n)| format!("{n} {code}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!(
+                "| {} | {} | {} | {} | {} | {} |",
+                m.name,
+                r.clients,
+                thousands(r.rate()),
+                ms(r.quantile(0.5)),
+                ms(r.quantile(0.99)),
+                errors
+            );
+        }
+    }
+    println!();
+    println!("| server | peak RSS | ready after |\n| --- | ---: | ---: |");
+    for m in results {
+        let rss = m.peak_rss_kib.map_or("?".to_owned(), |kib| {
+            format!("{:.1} MiB", kib as f64 / 1024.0)
+        });
+        println!("| {} | {rss} | {} |", m.name, ms(m.ready_after));
+    }
+    println!(
+        "| (a) with 5 components, cold compile cache | | {} |",
+        ms(five.0)
+    );
+    println!(
+        "| (a) with 5 components, warm compile cache | | {} |",
+        ms(five.1)
+    );
+
+    let find = |prefix: &str| results.iter().find(|m| m.name.starts_with(prefix));
+    let (Some(wasm), Some(python), Some(native), Some(bare)) =
+        (find("(a)"), find("(b)"), find("(c)"), find("(d)"))
+    else {
+        return;
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "?".to_owned(),
+    };
+    let rate = |m: &Measured, c| m.at(c).map(LoadReport::rate);
+    let p = |m: &Measured, c, q| m.at(c).map(|r| r.quantile(q).as_secs_f64());
+    println!();
+    println!("| ratio | measured | target |\n| --- | ---: | ---: |");
+    println!(
+        "| 1 client, cycle p50, (a) / (d) bare tonic | {} | ≤ 1.5x |",
+        ratio(p(wasm, 1, 0.5), p(bare, 1, 0.5))
+    );
+    println!(
+        "| 256 clients, throughput, (a) / (b) Python | {} | ≥ 8x |",
+        ratio(rate(wasm, 256), rate(python, 256))
+    );
+    println!(
+        "| 16 clients, p99, (a) / (b) Python | {} | ≤ 0.25x |",
+        ratio(p(wasm, 16, 0.99), p(python, 16, 0.99))
+    );
+    println!(
+        "| 256 clients, throughput, (a) / (c) native | {} | |",
+        ratio(rate(wasm, 256), rate(native, 256))
+    );
+    println!(
+        "| 256 clients, throughput, (a) / (d) bare tonic | {} | |",
+        ratio(rate(wasm, 256), rate(bare, 256))
+    );
+    println!(
+        "| peak RSS, (a) / (b) Python | {} | |",
+        ratio(
+            wasm.peak_rss_kib.map(|k| k as f64),
+            python.peak_rss_kib.map(|k| k as f64)
+        )
+    );
+    let errors: u64 = wasm.levels.iter().map(LoadReport::error_count).sum();
+    println!("| errors of (a), all levels | {errors} | 0 |");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve") {
+        let mode = args.get(i + 1).map(String::as_str).unwrap_or_default();
+        let port = args
+            .iter()
+            .position(|a| a == "--port")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|p| p.parse().ok())
+            .expect("--serve needs --port PORT");
+        servers::serve(mode, port);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--load") {
+        // `--load ADDR CLIENTS SECONDS`: only the load generator, against a
+        // server started by hand (for profiling).
+        let arg = |n: usize| args.get(i + n).cloned().unwrap_or_default();
+        let addr = arg(1).parse().expect("--load ADDR CLIENTS SECONDS");
+        let clients = arg(2).parse().expect("--load ADDR CLIENTS SECONDS");
+        let seconds = arg(3).parse().expect("--load ADDR CLIENTS SECONDS");
+        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        let r = runtime.block_on(load::run(addr, clients, Duration::from_secs(seconds)));
+        println!(
+            "{clients} clients: {} cycles/s, p50 {}, p99 {}, errors {:?}",
+            thousands(r.rate()),
+            ms(r.quantile(0.5)),
+            ms(r.quantile(0.99)),
+            r.errors
+        );
+        return;
+    }
+    let seconds = Duration::from_secs(
+        std::env::var("BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5),
+    );
+    let venv = std::env::var_os("BENCH_PYTHON_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        // The compile cache these fill makes (a)'s start below a warm one.
+        let cache = Workspace::new();
+        let cache_dir = cache.path().display().to_string();
+        let five = five_component_start(cache.path()).await;
+        let plugins = Workspace::with_components(&["echo"]);
+        let mut results = Vec::new();
+        // One server at a time, each alone with the load generator.
+        let wasm = servers::flyte_connect(plugins.path(), &["--cache-dir", &cache_dir]).await;
+        results.push(measure(wasm, seconds).await);
+        results.push(measure(servers::python(&venv).await, seconds).await);
+        results.push(measure(servers::this_binary("native").await, seconds).await);
+        results.push(measure(servers::this_binary("bare").await, seconds).await);
+        report(&results, five, seconds);
+    });
+}

@@ -1,0 +1,279 @@
+//! The servers the benchmark compares, each in a process of its own so its
+//! memory and start-up are its own:
+//!
+//! - (a) `flyte-connect` with `echo.wasm`;
+//! - (b) the Python server `c0` from the `flyte` package with an equivalent
+//!   Python echo connector (`benches/python/echo_connector.py`);
+//! - (c) `flyte-connect`'s library serving echo compiled natively, in
+//!   process: the design without WebAssembly;
+//! - (d) a bare tonic server answering the same RPCs with no work: the
+//!   transport's ceiling.
+//!
+//! (c) and (d) are this benchmark binary started again with `--serve`.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use flyte_connect::{
+    ConnectorService, ServerConfig,
+    proto::{
+        connector::{
+            self as pb, async_connector_service_server::AsyncConnectorService,
+            async_connector_service_server::AsyncConnectorServiceServer,
+        },
+        core::task_execution::Phase,
+    },
+};
+use flyte_connect_e2e::{Server, Workspace, native::NativeConnector};
+use tonic::{Request, Response, Status};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+/// How long a server may take to answer its first health check.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A running server under test.
+pub struct Target {
+    /// What it is, for the report.
+    pub name: &'static str,
+    /// Where it serves gRPC.
+    pub addr: SocketAddr,
+    /// From spawning the process to its first SERVING health check.
+    pub ready_after: Duration,
+    process: Process,
+}
+
+enum Process {
+    Harness(Server),
+    Child(Child),
+}
+
+impl Target {
+    fn pid(&self) -> u32 {
+        match &self.process {
+            Process::Harness(server) => server.pid(),
+            Process::Child(child) => child.id(),
+        }
+    }
+
+    /// The process's peak resident set (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Process::Child(child) = &mut self.process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until `addr` answers a health check with SERVING.
+async fn wait_ready(
+    addr: SocketAddr,
+    started: Instant,
+    what: &str,
+    child: &mut Option<&mut Child>,
+) -> Duration {
+    loop {
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("a valid URI")
+            .connect()
+            .await
+        {
+            let answer = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            if answer.is_ok_and(|r| r.into_inner().status == 1) {
+                return started.elapsed();
+            }
+        }
+        if let Some(child) = child.as_deref_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!("{what} exited with {status} before serving");
+        }
+        assert!(
+            started.elapsed() < READY_TIMEOUT,
+            "{what} did not become ready within {READY_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// (a) `flyte-connect` serving the components in `plugins` with `args`.
+pub async fn flyte_connect(plugins: &Path, args: &[&str]) -> Target {
+    let started = Instant::now();
+    let dir = plugins.display().to_string();
+    let mut all = vec!["--plugin-dir", dir.as_str()];
+    all.extend_from_slice(args);
+    let server = Server::start(&all, plugins);
+    let addr = server.grpc_addr;
+    let ready_after = wait_ready(addr, started, "flyte-connect", &mut None).await;
+    Target {
+        name: "(a) flyte-connect, echo.wasm",
+        addr,
+        ready_after,
+        process: Process::Harness(server),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// (b) the Python server with its echo connector, from the venv at `venv`.
+pub async fn python(venv: &Path) -> Target {
+    let port = free_port();
+    let connectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python");
+    let started = Instant::now();
+    let mut child = Command::new(venv.join("bin/c0"))
+        .args(["--port", &port.to_string()])
+        .args(["--prometheus_port", &free_port().to_string()])
+        .args(["--modules", "echo_connector"])
+        .current_dir(&connectors)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the Python connector server (c0)");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let ready_after = wait_ready(addr, started, "c0", &mut Some(&mut child)).await;
+    Target {
+        name: "(b) Python c0, echo connector",
+        addr,
+        ready_after,
+        process: Process::Child(child),
+    }
+}
+
+/// (c) or (d): this binary again, serving `mode` (`native` or `bare`).
+pub async fn this_binary(mode: &str) -> Target {
+    let port = free_port();
+    let started = Instant::now();
+    let mut child = Command::new(std::env::current_exe().expect("the benchmark's own path"))
+        .args(["--serve", mode, "--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the benchmark's own server");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let ready_after = wait_ready(addr, started, mode, &mut Some(&mut child)).await;
+    let name = match mode {
+        "native" => "(c) flyte-connect, native echo",
+        _ => "(d) bare tonic, no work",
+    };
+    Target {
+        name,
+        addr,
+        ready_after,
+        process: Process::Child(child),
+    }
+}
+
+/// Serves `mode` on `port` until killed (the child side of [`this_binary`]).
+pub fn serve(mode: &str, port: u16) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match mode {
+        "native" => {
+            let no_plugins = Workspace::new();
+            let config = ServerConfig {
+                host: [127, 0, 0, 1].into(),
+                port,
+                prometheus_port: 0,
+                plugin_dirs: vec![no_plugins.path().to_owned()],
+                reload_interval: None,
+                ..ServerConfig::default()
+            };
+            let service = ConnectorService::new(config)
+                .with_connector(NativeConnector::<echo::Echo>::shared());
+            runtime
+                .block_on(service.run())
+                .expect("serve the native echo connector");
+        }
+        "bare" => runtime.block_on(serve_bare(port)),
+        other => panic!("unknown server {other:?}"),
+    }
+}
+
+/// (d): answers create, get and delete at once.
+struct Bare;
+
+#[tonic::async_trait]
+impl AsyncConnectorService for Bare {
+    async fn create_task(
+        &self,
+        _: Request<pb::CreateTaskRequest>,
+    ) -> Result<Response<pb::CreateTaskResponse>, Status> {
+        Ok(Response::new(pb::CreateTaskResponse {
+            resource_meta: b"{}".to_vec(),
+        }))
+    }
+
+    async fn get_task(
+        &self,
+        _: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::GetTaskResponse>, Status> {
+        Ok(Response::new(pb::GetTaskResponse {
+            resource: Some(pb::Resource {
+                phase: Phase::Succeeded as i32,
+                ..Default::default()
+            }),
+        }))
+    }
+
+    async fn delete_task(
+        &self,
+        _: Request<pb::DeleteTaskRequest>,
+    ) -> Result<Response<pb::DeleteTaskResponse>, Status> {
+        Ok(Response::new(pb::DeleteTaskResponse {}))
+    }
+
+    async fn get_task_metrics(
+        &self,
+        _: Request<pb::GetTaskMetricsRequest>,
+    ) -> Result<Response<pb::GetTaskMetricsResponse>, Status> {
+        Err(Status::unimplemented("bare server"))
+    }
+
+    type GetTaskLogsStream = tokio_stream::Empty<Result<pb::GetTaskLogsResponse, Status>>;
+
+    async fn get_task_logs(
+        &self,
+        _: Request<pb::GetTaskLogsRequest>,
+    ) -> Result<Response<Self::GetTaskLogsStream>, Status> {
+        Err(Status::unimplemented("bare server"))
+    }
+}
+
+async fn serve_bare(port: u16) {
+    let (_health, health_service) = tonic_health::server::health_reporter();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the bare server's port");
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(AsyncConnectorServiceServer::new(Bare))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        )
+        .await
+        .expect("serve the bare server");
+}

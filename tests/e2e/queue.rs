@@ -1,0 +1,170 @@
+//! Calls beyond the call slots wait their turn: none is refused while the
+//! wait queue has room, a full queue answers RESOURCE_EXHAUSTED, and a
+//! client's deadline passing in the queue answers DEADLINE_EXCEEDED.
+
+use std::time::{Duration, Instant};
+
+use flyte_connect::proto::{connector::CreateTaskRequest, core::SimpleType};
+use flyte_connect_e2e::{
+    Server, Workspace, literals, literals::TypedInputs, literals::int, literals::simple,
+    metric_value,
+};
+use tonic::Code;
+
+fn start(extra: &[&str]) -> (Workspace, Server) {
+    let plugins = Workspace::with_components(&["faulty"]);
+    let dir = plugins.path().display().to_string();
+    let mut args = vec!["--plugin-dir", dir.as_str()];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args, plugins.path());
+    (plugins, server)
+}
+
+/// A `slow` task that holds its slot for `ms` milliseconds.
+fn slow(ms: i64) -> CreateTaskRequest {
+    literals::create_request(
+        "slow",
+        &TypedInputs(vec![("ms", int(ms), simple(SimpleType::Integer))]),
+    )
+}
+
+#[tokio::test]
+async fn more_concurrent_calls_than_slots_all_succeed_in_turn() {
+    let (_plugins, server) = start(&["--max-concurrent-calls", "2"]);
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    for _ in 0..8 {
+        let mut client = server.tasks().await;
+        calls.push(tokio::spawn(
+            async move { client.create_task(slow(300)).await },
+        ));
+    }
+    for call in calls {
+        let answer = call.await.expect("join");
+        assert!(answer.is_ok(), "a queued call failed: {answer:?}");
+    }
+    // Two at a time: four rounds of 300 ms, not one.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1100),
+        "the slots did not limit concurrency: {:?}",
+        started.elapsed()
+    );
+    let text = server.metrics_text();
+    assert_eq!(
+        metric_value(
+            &text,
+            "flyte_connector_requests_success_total",
+            &[("task_type", "slow"), ("operation", "create")]
+        ),
+        Some(8.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_is_resource_exhausted() {
+    let (_plugins, server) = start(&["--max-concurrent-calls", "1", "--max-queued-calls", "1"]);
+    let mut running = server.tasks().await;
+    let mut queued = server.tasks().await;
+    let running = tokio::spawn(async move { running.create_task(slow(1500)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued = tokio::spawn(async move { queued.create_task(slow(10)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let status = server
+        .tasks()
+        .await
+        .create_task(slow(10))
+        .await
+        .expect_err("no room in the queue");
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status
+            .message()
+            .contains("all 1 connector call slots are busy")
+            && status.message().contains("1 calls are already waiting"),
+        "{}",
+        status.message()
+    );
+    assert!(running.await.expect("join").is_ok());
+    assert!(
+        queued.await.expect("join").is_ok(),
+        "the queued call is served"
+    );
+    let text = server.metrics_text();
+    assert_eq!(
+        metric_value(
+            &text,
+            "flyte_connector_requests_failure_total",
+            &[
+                ("task_type", "slow"),
+                ("operation", "create"),
+                ("error_code", "503")
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_deadline_passing_in_the_queue_is_deadline_exceeded() {
+    let (_plugins, server) = start(&["--max-concurrent-calls", "1"]);
+    let mut running = server.tasks().await;
+    let running = tokio::spawn(async move { running.create_task(slow(1500)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut request = tonic::Request::new(slow(10));
+    request.set_timeout(Duration::from_millis(400));
+    let waited = Instant::now();
+    let status = server
+        .tasks()
+        .await
+        .create_task(request)
+        .await
+        .expect_err("the slot stays busy past the deadline");
+    assert_eq!(
+        status.code(),
+        Code::DeadlineExceeded,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("deadline passed after waiting"),
+        "the server, not the transport, answered: {}",
+        status.message()
+    );
+    assert!(
+        waited.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        waited.elapsed()
+    );
+    assert!(running.await.expect("join").is_ok());
+
+    // The abandoned call never ran: the slot is free for the next one at once.
+    assert!(server.tasks().await.create_task(slow(10)).await.is_ok());
+    let text = server.metrics_text();
+    assert_eq!(
+        metric_value(
+            &text,
+            "flyte_connector_requests_failure_total",
+            &[
+                ("task_type", "slow"),
+                ("operation", "create"),
+                ("error_code", "504")
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "flyte_connector_calls_queued", &[]),
+        Some(0.0),
+        "{text}"
+    );
+}
