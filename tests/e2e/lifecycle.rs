@@ -110,3 +110,86 @@ async fn library_runs_from_async_code_until_told_to_stop() {
         .expect("join")
         .expect("serves cleanly");
 }
+
+#[tokio::test]
+async fn library_serves_an_in_process_connector_beside_components() {
+    use flyte_connect::proto::{
+        connector::{
+            GetTaskRequest, ListConnectorsRequest,
+            async_connector_service_client::AsyncConnectorServiceClient,
+            connector_metadata_service_client::ConnectorMetadataServiceClient,
+        },
+        core::SimpleType,
+    };
+    use flyte_connect_e2e::{
+        literals::{self, TypedInputs, category, int, simple},
+        native::NativeConnector,
+    };
+
+    // The library does not report the port it bound, so pick a free one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let plugins = Workspace::with_components(&["faulty"]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = ConnectorService::new(ServerConfig {
+        port,
+        ..quick_config(plugins.path())
+    })
+    .with_connector(NativeConnector::<echo::Echo>::shared());
+    let serving = tokio::spawn(service.run_until(async {
+        let _ = stopped.await;
+    }));
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("a valid URI");
+    let started = std::time::Instant::now();
+    let channel = loop {
+        if let Ok(channel) = endpoint.connect().await {
+            break channel;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the library did not serve"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let listed = ConnectorMetadataServiceClient::new(channel.clone())
+        .list_connectors(ListConnectorsRequest {})
+        .await
+        .expect("ListConnectors")
+        .into_inner();
+    let mut names: Vec<_> = listed.connectors.into_iter().map(|c| c.name).collect();
+    names.sort();
+    assert_eq!(names, ["Echo Connector", "Faulty Connector"]);
+
+    let mut tasks = AsyncConnectorServiceClient::new(channel);
+    let inputs = TypedInputs(vec![("n", int(41), simple(SimpleType::Integer))]);
+    let meta = tasks
+        .create_task(literals::create_request("echo", &inputs))
+        .await
+        .expect("create on the native echo")
+        .into_inner()
+        .resource_meta;
+    let resource = tasks
+        .get_task(GetTaskRequest {
+            task_category: category("echo"),
+            resource_meta: meta,
+            ..Default::default()
+        })
+        .await
+        .expect("get on the native echo")
+        .into_inner()
+        .resource
+        .expect("a resource");
+    let outputs = resource.outputs.expect("outputs");
+    assert_eq!(outputs.literals[0].value, Some(int(41)));
+
+    stop.send(()).expect("signal stop");
+    tokio::time::timeout(Duration::from_secs(30), serving)
+        .await
+        .expect("stops in time")
+        .expect("join")
+        .expect("serves cleanly");
+}

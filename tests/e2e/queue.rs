@@ -168,3 +168,43 @@ async fn a_client_deadline_passing_in_the_queue_is_deadline_exceeded() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn running_out_of_pool_instances_waits_like_a_busy_slot() {
+    // Each slot holds 2 core instances, fewer than one instance of faulty
+    // needs: only some of the 4 slots can run at once, and the rest wait for
+    // the pool rather than fail.
+    let plugins = Workspace::with_components(&["faulty"]);
+    let dir = plugins.path().display().to_string();
+    let server = Server::start_with_env(
+        &[
+            "--plugin-dir",
+            &dir,
+            "--max-concurrent-calls",
+            "4",
+            "--pool-core-instances-per-slot",
+            "2",
+        ],
+        plugins.path(),
+        &[("RUST_LOG", "info,flyte_connect::runtime=debug")],
+    );
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let mut client = server.tasks().await;
+        calls.push(tokio::spawn(
+            async move { client.create_task(slow(300)).await },
+        ));
+    }
+    for call in calls {
+        let answer = call.await.expect("join");
+        assert!(answer.is_ok(), "a call failed for want of pool: {answer:?}");
+    }
+    assert!(
+        server
+            .output
+            .text()
+            .contains("instance pool exhausted, waiting"),
+        "the pool never ran out:\n{}",
+        server.output.text()
+    );
+}

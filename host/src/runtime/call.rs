@@ -24,12 +24,12 @@ use super::{
 };
 use crate::connector::{ConnectorError, Deadline};
 
-/// What one plugin's calls may use.
+/// What one plugin's calls may use, prepared once when it is loaded.
 #[derive(Debug, Clone)]
 pub(super) struct CallLimits {
     pub(super) timeout: Duration,
     pub(super) memory_bytes: usize,
-    pub(super) allowed_hosts: Vec<String>,
+    pub(super) http_policy: OutboundPolicy,
     pub(super) env: Vec<(String, String)>,
 }
 
@@ -147,14 +147,18 @@ impl Caller {
     }
 
     /// Instantiates the component. Slot weights keep the pool's memories and
-    /// tables from running out; should another pool resource run out all the
-    /// same, the call waits for running calls to give theirs back, as it
-    /// waits for a busy slot, until its own deadline stops it.
+    /// tables from running out; should another pool resource (core
+    /// instances) run out all the same, the call waits for running calls to
+    /// give theirs back, as it waits for a busy slot, until its own deadline
+    /// stops it. Alone in the pool, it never will fit: that is an error.
     async fn instantiate(&self, store: &mut Store<CallState>) -> wasmtime::Result<Plugin> {
         let mut backoff = Duration::from_millis(1);
         loop {
             match self.pre.instantiate_async(&mut *store).await {
-                Err(err) if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {
+                Err(err)
+                    if err.downcast_ref::<PoolConcurrencyLimitError>().is_some()
+                        && self.shared.admission.running() > 1 =>
+                {
                     tracing::debug!(connector = %self.label, "instance pool exhausted, waiting: {err}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(50));
@@ -176,7 +180,7 @@ impl Caller {
         let state = CallState {
             wasi,
             http: WasiHttpCtx::new(),
-            http_policy: OutboundPolicy::new(&self.limits.allowed_hosts, Arc::clone(&self.label)),
+            http_policy: self.limits.http_policy.clone(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)
@@ -207,6 +211,12 @@ impl Caller {
 fn classify_trap(trap: &wasmtime::Error, timeout: Duration, printed: &[String]) -> ConnectorError {
     if trap.downcast_ref::<DeadlineHit>().is_some() {
         return ConnectorError::DeadlineExceeded(timeout);
+    }
+    if let Some(limit) = trap.downcast_ref::<PoolConcurrencyLimitError>() {
+        return ConnectorError::Crashed(format!(
+            "one instance of this component does not fit in the whole instance pool ({limit}); \
+             raise --pool-core-instances-per-slot"
+        ));
     }
     let reason = match trap.downcast_ref::<Trap>() {
         Some(code) => code.to_string(),

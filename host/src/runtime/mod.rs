@@ -44,6 +44,7 @@ use self::{
     admission::Admission,
     bindings::PluginPre,
     call::{CallLimits, CallState, Caller},
+    outbound_http::OutboundPolicy,
 };
 
 pub use self::{component::WasmConnector, engine::SlotBudget, return_limits::ReturnLimits};
@@ -177,7 +178,14 @@ impl Runtime {
             path: shown.clone(),
             message,
         };
-        let limits = self.limits_for(manifest).map_err(limits_error)?;
+        let file_name: Arc<str> = Arc::from(
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| shown.clone()),
+        );
+        let limits = self
+            .limits_for(manifest, &file_name)
+            .map_err(limits_error)?;
         let engine = self.shared.engine.clone();
         let owned_path = path.to_owned();
         // Compiling takes a while; keep it off the async threads.
@@ -202,11 +210,6 @@ impl Runtime {
                 path: shown.clone(),
                 message: format!("{err:#}"),
             })?;
-        let file_name: Arc<str> = Arc::from(
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| shown.clone()),
-        );
         let caller = Caller {
             pre,
             limits,
@@ -234,8 +237,14 @@ impl Runtime {
                 source,
             })?;
         let info = bindings::info(metadata);
+        // From now on logs name the connector, not its file.
+        let label: Arc<str> = Arc::from(info.name.as_str());
         let caller = Caller {
-            label: Arc::from(info.name.as_str()),
+            limits: CallLimits {
+                http_policy: OutboundPolicy::new(&manifest.allowed_hosts, Arc::clone(&label)),
+                ..caller.limits
+            },
+            label,
             ..caller
         };
         Ok(Arc::new(WasmConnector {
@@ -267,7 +276,7 @@ impl Runtime {
         Ok(slots)
     }
 
-    fn limits_for(&self, manifest: &Manifest) -> Result<CallLimits, String> {
+    fn limits_for(&self, manifest: &Manifest, label: &Arc<str>) -> Result<CallLimits, String> {
         let config = &self.shared.config;
         let memory_bytes = manifest.memory_bytes.unwrap_or(config.default_memory_bytes);
         if memory_bytes > config.max_memory_bytes {
@@ -280,7 +289,7 @@ impl Runtime {
         Ok(CallLimits {
             timeout: manifest.timeout.unwrap_or(config.default_timeout),
             memory_bytes,
-            allowed_hosts: manifest.allowed_hosts.clone(),
+            http_policy: OutboundPolicy::new(&manifest.allowed_hosts, Arc::clone(label)),
             env: manifest.env.clone().into_iter().collect(),
         })
     }
