@@ -32,7 +32,7 @@ use crate::{
     },
     registry::Registry,
     runtime::{Runtime, RuntimeConfig},
-    service::{AsyncConnector, ConnectorMetadata},
+    service::{AsyncConnector, ConnectorMetadata, RegistryView},
 };
 
 /// Everything the server needs to start.
@@ -135,23 +135,8 @@ impl ConnectorService {
             Runtime::new(config.runtime.clone()).context("cannot start the WebAssembly runtime")?;
         let metrics = Metrics::new().context("cannot create the metrics")?;
 
-        let cwd = std::env::current_dir().context("cannot read the working directory")?;
-        let env_path = std::env::var(scan::PLUGIN_PATH_ENV).ok();
-        let folders = scan::plugin_folders(&config.plugin_dirs, env_path.as_deref(), &cwd);
-        let (fixed, fixed_paths) =
-            loading::fixed_connectors(&runtime, self.in_process, &config.modules, &folders, &cwd)
-                .await?;
-        metrics.components_loaded.inc_by(fixed_paths.len() as u64);
-        let (registry_publisher, registry_view) = watch::channel(Arc::new(Registry::new()));
-        let mut reloader = Reloader::new(
-            Arc::new(runtime.clone()),
-            folders,
-            fixed,
-            fixed_paths,
-            metrics.clone(),
-            registry_publisher,
-        );
-        reloader.reload(Trigger::Startup).await;
+        let (reloader, registry_view) =
+            load_connectors(&config, self.in_process, &runtime, &metrics).await?;
         let registry = Arc::clone(&registry_view.borrow());
         println!("{}", connector_table(&registry));
         if registry.is_empty() {
@@ -187,16 +172,7 @@ impl ConnectorService {
         health
             .set_serving::<ConnectorMetadataServiceServer<ConnectorMetadata>>()
             .await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("cannot build the reflection service")?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .context("cannot build the reflection service")?;
+        let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
         let (stop_tx, stop_rx) = watch::channel(false);
         if config.reload_interval.is_none() {
@@ -253,6 +229,58 @@ impl ConnectorService {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Loads what is served: connectors registered in process and `--modules`
+/// (any failure stops start-up), then the plugin folders. Returns the
+/// reloader that keeps the folders in step with the files, and the registry
+/// view the services read.
+async fn load_connectors(
+    config: &ServerConfig,
+    in_process: Vec<SharedConnector>,
+    runtime: &Runtime,
+    metrics: &Metrics,
+) -> anyhow::Result<(Reloader, RegistryView)> {
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let env_path = std::env::var(scan::PLUGIN_PATH_ENV).ok();
+    let folders = scan::plugin_folders(&config.plugin_dirs, env_path.as_deref(), &cwd);
+    let (fixed, fixed_paths) =
+        loading::fixed_connectors(runtime, in_process, &config.modules, &folders, &cwd).await?;
+    metrics.components_loaded.inc_by(fixed_paths.len() as u64);
+    let (publisher, view) = watch::channel(Arc::new(Registry::new()));
+    let mut reloader = Reloader::new(
+        Arc::new(runtime.clone()),
+        folders,
+        fixed,
+        fixed_paths,
+        metrics.clone(),
+        publisher,
+    );
+    reloader.reload(Trigger::Startup).await;
+    Ok((reloader, view))
+}
+
+/// gRPC reflection, v1 and v1alpha, of the connector and health services.
+fn reflection_services() -> anyhow::Result<(
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = builder()
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    let v1alpha = builder()
+        .build_v1alpha()
+        .context("cannot build the reflection service")?;
+    Ok((v1, v1alpha))
 }
 
 /// Resolves once the stop flag is raised.

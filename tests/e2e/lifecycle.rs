@@ -70,6 +70,19 @@ async fn sigterm_finishes_calls_in_flight_then_exits_zero() {
     );
 }
 
+/// Tells a service started with `run_until` to stop, and waits for a clean exit.
+async fn stop_library(
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    stop.send(()).expect("signal stop");
+    tokio::time::timeout(Duration::from_secs(30), serving)
+        .await
+        .expect("stops in time")
+        .expect("join")
+        .expect("serves cleanly");
+}
+
 fn quick_config(plugin_dir: &std::path::Path) -> ServerConfig {
     ServerConfig {
         host: [127, 0, 0, 1].into(),
@@ -103,12 +116,7 @@ async fn library_runs_from_async_code_until_told_to_stop() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!serving.is_finished(), "the service stopped by itself");
-    stop.send(()).expect("signal stop");
-    tokio::time::timeout(Duration::from_secs(30), serving)
-        .await
-        .expect("stops in time")
-        .expect("join")
-        .expect("serves cleanly");
+    stop_library(stop, serving).await;
 }
 
 #[tokio::test]
@@ -186,10 +194,5 @@ async fn library_serves_an_in_process_connector_beside_components() {
     let outputs = resource.outputs.expect("outputs");
     assert_eq!(outputs.literals[0].value, Some(int(41)));
 
-    stop.send(()).expect("signal stop");
-    tokio::time::timeout(Duration::from_secs(30), serving)
-        .await
-        .expect("stops in time")
-        .expect("join")
-        .expect("serves cleanly");
+    stop_library(stop, serving).await;
 }

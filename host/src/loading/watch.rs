@@ -26,6 +26,10 @@ pub async fn run(
     rescan_every: Option<Duration>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut stopped = std::pin::pin!(async move {
+        // An error means the sender is gone, which also means stop.
+        let _ = stop.wait_for(|stop| *stop).await;
+    });
     let (events_tx, mut events) = mpsc::channel::<()>(1);
     // Kept alive for as long as the loop runs; `None` leaves the periodic rescan.
     let _watcher = rescan_every.and_then(|_| watch_folders(reloader.folders(), events_tx));
@@ -45,7 +49,7 @@ pub async fn run(
 
     loop {
         let trigger = tokio::select! {
-            () = stopped(&mut stop) => break,
+            () = &mut stopped => break,
             Some(_) = async { Some(rescan.as_mut()?.tick().await) } => Trigger::Watch,
             Some(()) = events.recv() => {
                 tokio::time::sleep(EVENT_DEBOUNCE).await;
@@ -93,9 +97,4 @@ fn watch_folders(folders: &[PathBuf], events: mpsc::Sender<()>) -> Option<Recomm
         }
     }
     Some(watcher)
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }

@@ -26,7 +26,12 @@ const MEMORY_KEEP_RESIDENT_NO_SCAN: usize = 1 << 20;
 const TABLE_KEEP_RESIDENT: usize = 1 << 20;
 /// Elements a table may have: interpreters compiled to wasm (componentize-py
 /// ships CPython) have function tables of tens of thousands of entries.
-const TABLE_ELEMENTS: usize = 100_000;
+/// Each table slot reserves this many pointers of address space.
+const TABLE_ELEMENTS: usize = 50_000;
+/// The most memories and tables one core module may define; a component's
+/// instance may need more than one slot holds, and then takes several.
+const MAX_MEMORIES_PER_MODULE: u32 = 16;
+const MAX_TABLES_PER_MODULE: u32 = 32;
 /// Core instance metadata (`vmctx`) size limit, generous for large modules.
 const CORE_INSTANCE_SIZE: usize = 8 << 20;
 
@@ -90,8 +95,8 @@ pub(super) fn build(settings: &EngineSettings) -> anyhow::Result<Engine> {
         .total_memories(slots.saturating_mul(budget.memories))
         .total_tables(slots.saturating_mul(budget.tables))
         .total_stacks(slots)
-        .max_memories_per_module(budget.memories)
-        .max_tables_per_module(budget.tables)
+        .max_memories_per_module(MAX_MEMORIES_PER_MODULE)
+        .max_tables_per_module(MAX_TABLES_PER_MODULE)
         .table_elements(TABLE_ELEMENTS)
         .max_core_instance_size(CORE_INSTANCE_SIZE)
         .max_memory_size(settings.max_memory_bytes)

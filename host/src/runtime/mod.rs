@@ -260,7 +260,14 @@ impl Runtime {
     fn slots_per_call(&self, component: &Component) -> Result<u32, String> {
         let budget = self.shared.config.slot_budget;
         let slots = match component.resources_required() {
-            Some(needs) => budget.slots_for(needs.num_memories, needs.num_tables),
+            Some(needs) => {
+                tracing::debug!(
+                    memories = needs.num_memories,
+                    tables = needs.num_tables,
+                    "one instance's pool resources"
+                );
+                budget.slots_for(needs.num_memories, needs.num_tables)
+            }
             // It imports core modules: unknown, so one slot; the pool makes
             // the call wait should it need more.
             None => 1,

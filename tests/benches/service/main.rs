@@ -160,35 +160,46 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
     };
     let rate = |m: &Measured, c| m.at(c).map(LoadReport::rate);
     let p = |m: &Measured, c, q| m.at(c).map(|r| r.quantile(q).as_secs_f64());
+    let rows = [
+        (
+            "1 client, cycle p50, (a) / (d) bare tonic",
+            ratio(p(wasm, 1, 0.5), p(bare, 1, 0.5)),
+            "≤ 1.5x",
+        ),
+        (
+            "256 clients, throughput, (a) / (b) Python",
+            ratio(rate(wasm, 256), rate(python, 256)),
+            "≥ 8x",
+        ),
+        (
+            "16 clients, p99, (a) / (b) Python",
+            ratio(p(wasm, 16, 0.99), p(python, 16, 0.99)),
+            "≤ 0.25x",
+        ),
+        (
+            "256 clients, throughput, (a) / (c) native",
+            ratio(rate(wasm, 256), rate(native, 256)),
+            "",
+        ),
+        (
+            "256 clients, throughput, (a) / (d) bare tonic",
+            ratio(rate(wasm, 256), rate(bare, 256)),
+            "",
+        ),
+        (
+            "peak RSS, (a) / (b) Python",
+            ratio(
+                wasm.peak_rss_kib.map(|k| k as f64),
+                python.peak_rss_kib.map(|k| k as f64),
+            ),
+            "",
+        ),
+    ];
     println!();
     println!("| ratio | measured | target |\n| --- | ---: | ---: |");
-    println!(
-        "| 1 client, cycle p50, (a) / (d) bare tonic | {} | ≤ 1.5x |",
-        ratio(p(wasm, 1, 0.5), p(bare, 1, 0.5))
-    );
-    println!(
-        "| 256 clients, throughput, (a) / (b) Python | {} | ≥ 8x |",
-        ratio(rate(wasm, 256), rate(python, 256))
-    );
-    println!(
-        "| 16 clients, p99, (a) / (b) Python | {} | ≤ 0.25x |",
-        ratio(p(wasm, 16, 0.99), p(python, 16, 0.99))
-    );
-    println!(
-        "| 256 clients, throughput, (a) / (c) native | {} | |",
-        ratio(rate(wasm, 256), rate(native, 256))
-    );
-    println!(
-        "| 256 clients, throughput, (a) / (d) bare tonic | {} | |",
-        ratio(rate(wasm, 256), rate(bare, 256))
-    );
-    println!(
-        "| peak RSS, (a) / (b) Python | {} | |",
-        ratio(
-            wasm.peak_rss_kib.map(|k| k as f64),
-            python.peak_rss_kib.map(|k| k as f64)
-        )
-    );
+    for (what, measured, target) in rows {
+        println!("| {what} | {measured} | {target} |");
+    }
     let errors: u64 = wasm.levels.iter().map(LoadReport::error_count).sum();
     println!("| errors of (a), all levels | {errors} | 0 |");
 }
