@@ -55,6 +55,17 @@ async fn all_succeed(calls: Vec<JoinHandle<Answer>>, what: &str) {
     }
 }
 
+/// Failed `slow` creates with this `error_code`.
+fn slow_create_failures(server: &Server, code: &str) -> f64 {
+    let labels = [
+        ("task_type", "slow"),
+        ("operation", "create"),
+        ("error_code", code),
+    ];
+    let text = server.metrics_text();
+    metric_value(&text, "flyte_connector_requests_failure_total", &labels).unwrap_or(0.0)
+}
+
 fn gauge(server: &Server, name: &str) -> f64 {
     metric_value(&server.metrics_text(), name, &[]).unwrap_or(-1.0)
 }
@@ -118,20 +129,7 @@ async fn a_full_queue_is_resource_exhausted() {
         queued.await.expect("join").is_ok(),
         "the queued call is served"
     );
-    let text = server.metrics_text();
-    assert_eq!(
-        metric_value(
-            &text,
-            "flyte_connector_requests_failure_total",
-            &[
-                ("task_type", "slow"),
-                ("operation", "create"),
-                ("error_code", "503")
-            ]
-        ),
-        Some(1.0),
-        "{text}"
-    );
+    assert_eq!(slow_create_failures(&server, "503"), 1.0);
 }
 
 #[tokio::test]
@@ -168,25 +166,8 @@ async fn a_client_deadline_passing_in_the_queue_is_deadline_exceeded() {
 
     // The call that gave up took no slot: the next call is served.
     assert!(server.tasks().await.create_task(slow(10)).await.is_ok());
-    let text = server.metrics_text();
-    assert_eq!(
-        metric_value(
-            &text,
-            "flyte_connector_requests_failure_total",
-            &[
-                ("task_type", "slow"),
-                ("operation", "create"),
-                ("error_code", "504")
-            ]
-        ),
-        Some(1.0),
-        "{text}"
-    );
-    assert_eq!(
-        metric_value(&text, "flyte_connector_calls_queued", &[]),
-        Some(0.0),
-        "{text}"
-    );
+    assert_eq!(slow_create_failures(&server, "504"), 1.0);
+    assert_eq!(gauge(&server, "flyte_connector_calls_queued"), 0.0);
 }
 
 #[tokio::test]

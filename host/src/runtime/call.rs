@@ -109,6 +109,9 @@ impl Caller {
         let admitted = self.shared.admission.admit(self.slots, deadline).await?;
         let log = GuestLog::new(Arc::clone(&self.label), function);
         let timeout = self.limits.timeout;
+        // Two deadlines on purpose: this timer stops a call waiting on host
+        // I/O (an HTTP request that never answers); the epoch deadline set in
+        // `new_store` stops guest code that never returns to the host.
         let outcome = tokio::time::timeout(timeout, self.run(function, body, log.clone())).await;
         // The instance went back to the pool when `run` ended, so the next
         // call admitted finds its resources free.
