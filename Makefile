@@ -28,12 +28,16 @@ wasm-target:
 build:
 	$(CARGO) build --release -p flyte-connect
 
-# Each example connector becomes connectors/NAME.wasm.
+# Each example connector becomes connectors/NAME.wasm, with its manifest
+# example-connectors/NAME/NAME.toml beside it when it has one.
 connectors: wasm-target
 	$(CARGO) build --profile wasm --target $(WASM_TARGET) $(addprefix -p ,$(CONNECTORS))
 	@mkdir -p $(CONNECTOR_DIR)
-	@for c in $(CONNECTORS); do cp $(TARGET_DIR)/$(WASM_TARGET)/wasm/$$c.wasm $(CONNECTOR_DIR)/$$c.wasm; done
-	@ls -l $(CONNECTOR_DIR)/*.wasm
+	@for c in $(CONNECTORS); do \
+		cp $(TARGET_DIR)/$(WASM_TARGET)/wasm/$$c.wasm $(CONNECTOR_DIR)/$$c.wasm; \
+		if [ -f example-connectors/$$c/$$c.toml ]; then cp example-connectors/$$c/$$c.toml $(CONNECTOR_DIR)/$$c.toml; fi; \
+	done
+	@ls -l $(CONNECTOR_DIR)
 
 # Every component the tests load: the examples plus the misbehaving test components.
 test-components: connectors

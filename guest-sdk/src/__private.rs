@@ -104,14 +104,75 @@ impl<C: Connector> guest::Guest for Adapter<C> {
     }
 }
 
-/// The resource meta bytes of `meta`: its JSON encoding.
+/// The resource meta bytes of `meta`: its JSON encoding, written as
+/// Python's `json.dumps` writes it (what flyte's `ResourceMeta.encode`
+/// does), so a meta is byte for byte the one the Python connector makes.
 pub fn encode_meta<M: Serialize>(meta: &M) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(meta).map_err(|e| {
+    let mut bytes = Vec::new();
+    let mut writer = serde_json::Serializer::with_formatter(&mut bytes, PythonJson);
+    meta.serialize(&mut writer).map_err(|e| {
         Error::Failed(format!(
             "cannot encode the resource meta {} as JSON: {e}",
             type_name::<M>()
         ))
-    })
+    })?;
+    Ok(bytes)
+}
+
+/// JSON as Python's `json.dumps` writes it by default: `", "` and `": "`
+/// between items, and every character outside printable ASCII escaped as
+/// `\uXXXX` (UTF-16 units).
+struct PythonJson;
+
+impl serde_json::ser::Formatter for PythonJson {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
+
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        for c in fragment.chars() {
+            if (' '..='~').contains(&c) {
+                writer.write_all(&[c as u8])?;
+            } else {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    write!(writer, "\\u{unit:04x}")?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The meta encoded in resource meta bytes; bytes that do not decode are an
@@ -130,6 +191,7 @@ fn error_to_wit(error: Error) -> wit::Error {
         Error::Failed(message) => wit::Error::Failed(message),
         Error::InvalidRequest(message) => wit::Error::InvalidRequest(message),
         Error::NotImplemented => wit::Error::NotImplemented,
+        Error::Retryable(message) => wit::Error::Retryable(message),
     }
 }
 
@@ -300,7 +362,8 @@ mod tests {
             inputs: json!({"x": [1, 2]}).as_object().cloned().unwrap(),
         };
         let bytes = encode_meta(&meta).unwrap();
-        assert_eq!(bytes, br#"{"job":"j","inputs":{"x":[1,2]}}"#);
+        // As Python's json.dumps(asdict(meta)) writes it.
+        assert_eq!(bytes, br#"{"job": "j", "inputs": {"x": [1, 2]}}"#);
         assert_eq!(decode_meta::<Meta>(&bytes).unwrap(), meta);
 
         let Err(Error::InvalidRequest(message)) = decode_meta::<Meta>(b"{\"job\": 1}") else {
@@ -312,6 +375,12 @@ mod tests {
         );
         assert!(message.contains("Meta"), "{message}");
         assert!(decode_meta::<Meta>(b"\xff").is_err());
+
+        let unicode = encode_meta(&json!({"s": "é\u{1F600}\u{7f}\n\"/"})).unwrap();
+        assert_eq!(
+            String::from_utf8(unicode).unwrap(),
+            r#"{"s": "\u00e9\ud83d\ude00\u007f\n\"/"}"#
+        );
         assert!(decode_meta::<Meta>(b"").is_err());
     }
 

@@ -15,6 +15,11 @@ pub enum Error {
     /// The connector does not implement this operation. The client sees
     /// `UNIMPLEMENTED`.
     NotImplemented,
+    /// A transient failure a retry may fix (the external service answered
+    /// 429 or 5xx, or timed out). From `get`, the task reports phase
+    /// `RETRYABLE_FAILED` with this message, so Flyte retries it; from the
+    /// other calls the client sees `UNAVAILABLE`.
+    Retryable(String),
 }
 
 impl Error {
@@ -28,10 +33,17 @@ impl Error {
         Self::InvalidRequest(message.to_string())
     }
 
+    /// An [`Error::Retryable`] with the given message.
+    pub fn retryable(message: impl fmt::Display) -> Self {
+        Self::Retryable(message.to_string())
+    }
+
     /// The message the client will see (empty for [`Error::NotImplemented`]).
     pub fn message(&self) -> &str {
         match self {
-            Self::Failed(message) | Self::InvalidRequest(message) => message,
+            Self::Failed(message) | Self::InvalidRequest(message) | Self::Retryable(message) => {
+                message
+            }
             Self::NotImplemented => "",
         }
     }
@@ -43,6 +55,7 @@ impl fmt::Display for Error {
             Self::Failed(message) => f.write_str(message),
             Self::InvalidRequest(message) => write!(f, "invalid request: {message}"),
             Self::NotImplemented => f.write_str("not implemented"),
+            Self::Retryable(message) => write!(f, "{message} (retryable)"),
         }
     }
 }
@@ -81,6 +94,8 @@ mod tests {
         assert_eq!(Error::NotImplemented.to_string(), "not implemented");
         assert_eq!(Error::invalid_request("x").message(), "x");
         assert_eq!(Error::NotImplemented.message(), "");
+        assert_eq!(Error::retryable("busy").message(), "busy");
+        assert_eq!(Error::retryable("busy").to_string(), "busy (retryable)");
     }
 
     #[test]

@@ -88,6 +88,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod http;
 mod metadata;
 mod phase;
 mod request;
@@ -98,6 +99,7 @@ mod time;
 pub mod __private;
 
 pub use error::Error;
+pub use http::HttpError;
 pub use metadata::{Metadata, TaskCategory};
 pub use phase::Phase;
 pub use request::{Connection, Context, LogsQuery, MetricsQuery, TaskRequest};

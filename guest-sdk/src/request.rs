@@ -11,9 +11,18 @@ use crate::{Error, TaskCategory};
 
 /// The connection a task runs with: the `secrets` and `configs` of the
 /// request's `connection`, merged into one map (configs win on a clash).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Its `Debug` output shows the keys, never the values.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Connection {
     values: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.values.keys().map(|key| (key, "<redacted>")))
+            .finish()
+    }
 }
 
 impl Connection {

@@ -186,6 +186,19 @@ pub struct Resource {
     pub custom_info: Option<serde_json::Map<String, Value>>,
 }
 
+impl Resource {
+    /// A task that failed in a way a retry may fix: Flyte retries it.
+    pub fn retryable_failure(message: String) -> Self {
+        Self {
+            phase: Phase::RetryableFailed,
+            message,
+            log_links: Vec::new(),
+            outputs: None,
+            custom_info: None,
+        }
+    }
+}
+
 /// Secrets and configs of the task's connection, merged (configs win).
 pub type ConnectionMap = BTreeMap<String, String>;
 
@@ -290,6 +303,10 @@ pub enum ConnectorError {
     /// The connector does not implement the operation.
     #[error("not implemented by this connector")]
     NotImplemented,
+    /// A transient failure a retry may fix (the external service answered
+    /// 429 or 5xx, or timed out).
+    #[error("{0}")]
+    Retryable(String),
     /// The connector crashed: a trap, a panic, running out of memory.
     #[error("connector crashed: {0}")]
     Crashed(String),

@@ -131,9 +131,9 @@ impl ConnectorService {
     ) -> anyhow::Result<()> {
         let config = self.config;
         tracing::info!("starting the connector service");
-        let runtime =
-            Runtime::new(config.runtime.clone()).context("cannot start the WebAssembly runtime")?;
         let metrics = Metrics::new().context("cannot create the metrics")?;
+        let runtime = Runtime::new(config.runtime.clone(), metrics.clone())
+            .context("cannot start the WebAssembly runtime")?;
 
         let (reloader, registry_view) =
             load_connectors(&config, self.in_process, &runtime, &metrics).await?;

@@ -2,6 +2,7 @@
 //! loopback ports with real components and talks to it as a client would.
 
 mod cli;
+mod databricks;
 mod errors;
 mod lifecycle;
 mod limits;

@@ -37,6 +37,15 @@ impl ReloadOutcome {
     }
 }
 
+/// Outbound HTTP counters; the runtime's outbound policy records into them.
+#[derive(Clone)]
+pub struct OutboundMetrics {
+    /// Requests denied by a plugin's `allowed_hosts`, by connector and host.
+    pub denied: IntCounterVec,
+    /// Requests sent, by connector, host and status class (`2xx`, ..., `error`).
+    pub requests: IntCounterVec,
+}
+
 /// The service's metrics and the registry they are exported from.
 #[derive(Clone)]
 pub struct Metrics {
@@ -52,6 +61,8 @@ pub struct Metrics {
     /// Call slots taken.
     pub call_slots_in_use: IntGauge,
     reloads: IntCounterVec,
+    /// Outbound HTTP requests, denied and sent.
+    pub outbound: OutboundMetrics,
     /// Components loaded (at start and by reloads).
     pub components_loaded: IntCounter,
     /// Guest calls that trapped, panicked, ran out of memory or time.
@@ -105,6 +116,22 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        let outbound = OutboundMetrics {
+            denied: IntCounterVec::new(
+                Opts::new(
+                    "flyte_connector_outbound_denied_total",
+                    "Outbound HTTP requests a plugin's allowed_hosts did not allow",
+                ),
+                &["connector", "host"],
+            )?,
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "flyte_connector_outbound_requests_total",
+                    "Outbound HTTP requests sent, by the class of their answer's status",
+                ),
+                &["connector", "host", "status"],
+            )?,
+        };
         let components_loaded = IntCounter::new(
             "flyte_connector_components_loaded_total",
             "Connector components compiled and loaded",
@@ -121,6 +148,8 @@ impl Metrics {
         registry.register(Box::new(calls_queued.clone()))?;
         registry.register(Box::new(call_slots_in_use.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(outbound.denied.clone()))?;
+        registry.register(Box::new(outbound.requests.clone()))?;
         registry.register(Box::new(components_loaded.clone()))?;
         registry.register(Box::new(guest_crashes.clone()))?;
         Ok(Self {
@@ -133,6 +162,7 @@ impl Metrics {
             calls_queued,
             call_slots_in_use,
             reloads,
+            outbound,
             components_loaded,
             guest_crashes,
         })

@@ -102,6 +102,7 @@ pub(super) fn error(error: wit::Error) -> ConnectorError {
         wit::Error::Failed(message) => ConnectorError::Failed(message),
         wit::Error::InvalidRequest(message) => ConnectorError::InvalidRequest(message),
         wit::Error::NotImplemented => ConnectorError::NotImplemented,
+        wit::Error::Retryable(message) => ConnectorError::Retryable(message),
     }
 }
 

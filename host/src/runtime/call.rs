@@ -14,13 +14,13 @@ use wasmtime::{
     component::{Linker, ResourceTable},
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use super::{
     Shared,
     bindings::{Plugin, PluginPre},
     guest_log::GuestLog,
-    outbound_http::OutboundPolicy,
+    outbound_http::{self, CallHttp, OutboundPolicy},
 };
 use crate::connector::{ConnectorError, Deadline};
 
@@ -36,8 +36,7 @@ pub(super) struct CallLimits {
 /// The host state of one call's store.
 pub(super) struct CallState {
     wasi: WasiCtx,
-    http: WasiHttpCtx,
-    http_policy: OutboundPolicy,
+    http: CallHttp,
     table: ResourceTable,
     limits: StoreLimits,
 }
@@ -54,20 +53,20 @@ impl WasiView for CallState {
 impl WasiHttpView for CallState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
-            ctx: &mut self.http,
+            ctx: &mut self.http.ctx,
             table: &mut self.table,
-            hooks: &mut self.http_policy,
+            hooks: &mut self.http.policy,
         }
     }
 }
 
 /// The imports every connector is linked against: WASI Preview 2 (with no
-/// files, sockets or name lookups granted) and `wasi:http/outgoing-handler`
-/// behind the plugin's allow-list.
+/// files, sockets or name lookups granted) and each capability a manifest
+/// may grant (outbound HTTP).
 pub(super) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<CallState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    outbound_http::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -182,8 +181,7 @@ impl Caller {
             .build();
         let state = CallState {
             wasi,
-            http: WasiHttpCtx::new(),
-            http_policy: self.limits.http_policy.clone(),
+            http: CallHttp::new(&self.limits.http_policy),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)

@@ -12,7 +12,8 @@
 //! - `component`: [`WasmConnector`], a loaded component.
 //! - `bindings`: the WIT world's host bindings and their conversions.
 //! - `return_limits`: [`ReturnLimits`] on what a guest returns.
-//! - `outbound_http`: the allow-list outbound HTTP goes through.
+//! - `outbound_http`: the outbound-HTTP capability: its grant from the
+//!   manifest, per-call state, linker setup and policy.
 //! - `guest_log`: a guest's stdout and stderr, into the host's log.
 
 mod admission;
@@ -38,13 +39,14 @@ use wasmtime::{
 use crate::{
     connector::{ConnectorError, Deadline},
     manifest::Manifest,
+    metrics::Metrics,
 };
 
 use self::{
     admission::Admission,
     bindings::PluginPre,
     call::{CallLimits, CallState, Caller},
-    outbound_http::OutboundPolicy,
+    outbound_http::HttpGrant,
 };
 
 pub use self::{component::WasmConnector, engine::SlotBudget, return_limits::ReturnLimits};
@@ -137,6 +139,7 @@ struct Shared {
     linker: Linker<CallState>,
     admission: Admission,
     config: RuntimeConfig,
+    metrics: Metrics,
 }
 
 /// Compiles and runs connector components. Cheap to clone.
@@ -146,8 +149,9 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine and its instance pool.
-    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+    /// Builds the engine and its instance pool; guest activity (outbound
+    /// HTTP) is recorded into `metrics`.
+    pub fn new(config: RuntimeConfig, metrics: Metrics) -> anyhow::Result<Self> {
         let call_slots = config.call_slots.max(1);
         let engine = engine::build(&engine::EngineSettings {
             slots: u32::try_from(call_slots).unwrap_or(u32::MAX),
@@ -162,6 +166,7 @@ impl Runtime {
                 linker,
                 admission: Admission::new(call_slots, config.max_queued_calls),
                 config,
+                metrics,
             }),
         })
     }
@@ -183,8 +188,9 @@ impl Runtime {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| shown.clone()),
         );
+        let http = HttpGrant::from_manifest(manifest).map_err(limits_error)?;
         let limits = self
-            .limits_for(manifest, &file_name)
+            .limits_for(manifest, &http, &file_name)
             .map_err(limits_error)?;
         let engine = self.shared.engine.clone();
         let owned_path = path.to_owned();
@@ -241,7 +247,7 @@ impl Runtime {
         let label: Arc<str> = Arc::from(info.name.as_str());
         let caller = Caller {
             limits: CallLimits {
-                http_policy: OutboundPolicy::new(&manifest.allowed_hosts, Arc::clone(&label)),
+                http_policy: http.policy(Arc::clone(&label), self.shared.metrics.outbound.clone()),
                 ..caller.limits
             },
             label,
@@ -283,7 +289,12 @@ impl Runtime {
         Ok(slots)
     }
 
-    fn limits_for(&self, manifest: &Manifest, label: &Arc<str>) -> Result<CallLimits, String> {
+    fn limits_for(
+        &self,
+        manifest: &Manifest,
+        http: &HttpGrant,
+        label: &Arc<str>,
+    ) -> Result<CallLimits, String> {
         let config = &self.shared.config;
         let memory_bytes = manifest.memory_bytes.unwrap_or(config.default_memory_bytes);
         if memory_bytes > config.max_memory_bytes {
@@ -296,7 +307,7 @@ impl Runtime {
         Ok(CallLimits {
             timeout: manifest.timeout.unwrap_or(config.default_timeout),
             memory_bytes,
-            http_policy: OutboundPolicy::new(&manifest.allowed_hosts, Arc::clone(label)),
+            http_policy: http.policy(Arc::clone(label), self.shared.metrics.outbound.clone()),
             env: manifest.env.clone().into_iter().collect(),
         })
     }

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::{RegistryView, ServiceError, find_connector, mapping};
 use crate::{
-    connector::{ConnectorError, Operation, SharedConnector, TaskCategory},
+    connector::{ConnectorError, Operation, Resource, SharedConnector, TaskCategory},
     metrics::Metrics,
     proto::connector as pb,
 };
@@ -176,11 +176,11 @@ impl pb::async_connector_service_server::AsyncConnectorService for AsyncConnecto
         self.serve(operation, &task_type, Message::encoded_len, async {
             let request = mapping::get_request(request)?;
             let category = request.task_category.clone();
-            let resource = self
-                .connector(&category)?
-                .get(request, deadline)
-                .await
-                .map_err(failed(operation, &category))?;
+            let resource = match self.connector(&category)?.get(request, deadline).await {
+                // Flyte retries a task whose poll reports a retryable failure.
+                Err(ConnectorError::Retryable(message)) => Resource::retryable_failure(message),
+                answer => answer.map_err(failed(operation, &category))?,
+            };
             mapping::get_response(resource).map_err(unconvertible(operation, &category))
         })
         .await

@@ -62,6 +62,7 @@ impl ServiceError {
                     Code::DeadlineExceeded
                 }
                 ConnectorError::QueueFull { .. } => Code::ResourceExhausted,
+                ConnectorError::Retryable(_) => Code::Unavailable,
             },
         }
     }
@@ -74,7 +75,7 @@ impl ServiceError {
             Code::NotFound => "404",
             Code::InvalidArgument => "400",
             Code::Unimplemented => "501",
-            Code::ResourceExhausted => "503",
+            Code::ResourceExhausted | Code::Unavailable => "503",
             Code::DeadlineExceeded => "504",
             _ => "500",
         }
@@ -164,5 +165,9 @@ mod tests {
             Code::DeadlineExceeded
         );
         assert_eq!(code(ConnectorError::Crashed("trap".into())), Code::Internal);
+        assert_eq!(
+            code(ConnectorError::Retryable("busy".into())),
+            Code::Unavailable
+        );
     }
 }

@@ -1,0 +1,269 @@
+//! Every outbound request a guest makes goes through [`OutboundPolicy`]:
+//! checked against the plugin's rules before any connection is made, sent
+//! with the grant's timeouts, its response body capped in size, and counted.
+
+use std::{
+    collections::HashSet,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use super::HttpGrant;
+use crate::metrics::OutboundMetrics;
+
+/// Distinct hosts per connector named in logs and metric labels; past this
+/// many, a guest calling ever new hosts is counted under `_other`, so it
+/// cannot grow the metrics without bound.
+const MAX_NAMED_HOSTS: usize = 64;
+
+/// The label of hosts past [`MAX_NAMED_HOSTS`].
+const OTHER_HOSTS: &str = "_other";
+
+struct Shared {
+    connector: Arc<str>,
+    grant: HttpGrant,
+    metrics: OutboundMetrics,
+    denied: Mutex<HashSet<String>>,
+    allowed: Mutex<HashSet<String>>,
+}
+
+/// One plugin's outbound-HTTP policy. Cheap to clone: every call of the
+/// plugin shares it, and with it what was already logged.
+#[derive(Clone)]
+pub(crate) struct OutboundPolicy(Arc<Shared>);
+
+impl std::fmt::Debug for OutboundPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundPolicy")
+            .field("connector", &self.0.connector)
+            .field("grant", &self.0.grant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutboundPolicy {
+    pub(crate) fn new(connector: Arc<str>, grant: HttpGrant, metrics: OutboundMetrics) -> Self {
+        Self(Arc::new(Shared {
+            connector,
+            grant,
+            metrics,
+            denied: Mutex::default(),
+            allowed: Mutex::default(),
+        }))
+    }
+
+    /// The host label of `host`, and whether it is named for the first time.
+    fn label(seen: &Mutex<HashSet<String>>, host: &str) -> (String, bool) {
+        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.contains(host) {
+            (host.to_owned(), false)
+        } else if seen.len() < MAX_NAMED_HOSTS {
+            seen.insert(host.to_owned());
+            (host.to_owned(), true)
+        } else {
+            (OTHER_HOSTS.to_owned(), false)
+        }
+    }
+
+    fn deny(&self, shown: &str) {
+        let shared = &self.0;
+        let (label, first) = Self::label(&shared.denied, shown);
+        if first {
+            tracing::warn!(
+                connector = %shared.connector,
+                host = %shown,
+                "outbound HTTP denied: no rule of the plugin's allowed_hosts allows it \
+                 (logged once per connector and host)"
+            );
+        } else {
+            tracing::debug!(connector = %shared.connector, host = %shown, "outbound HTTP denied");
+        }
+        shared
+            .metrics
+            .denied
+            .with_label_values(&[shared.connector.as_ref(), label.as_str()])
+            .inc();
+    }
+}
+
+/// What `send_request` hands back: the response and a future reporting
+/// errors of the response body.
+type Sent = wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _body_errors: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = Sent> + Send> {
+        let uri = request.uri();
+        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "http" { 80 } else { 443 });
+        let shown = format!("{scheme}://{host}:{port}");
+        if !self.0.grant.allows(&scheme, &host, port) {
+            self.deny(&shown);
+            // Take the body the guest is writing before answering, so it
+            // sees the denial rather than a broken body stream.
+            return Box::new(async move {
+                let _ = request.into_body().collect().await;
+                Err(Error::HttpRequestDenied)
+            });
+        }
+        let shared = Arc::clone(&self.0);
+        let options = shared.grant.limits.apply(options);
+        let max_bytes = shared.grant.limits.max_response_bytes;
+        Box::new(async move {
+            let (label, _) = OutboundPolicy::label(&shared.allowed, &shown);
+            let count = |status: &str| {
+                shared
+                    .metrics
+                    .requests
+                    .with_label_values(&[shared.connector.as_ref(), label.as_str(), status])
+                    .inc();
+            };
+            tracing::debug!(connector = %shared.connector, host = %shown, "outbound HTTP request");
+            let (response, io) =
+                match wasmtime_wasi_http::default_send_request(request, Some(options)).await {
+                    Ok(sent) => sent,
+                    Err(err) => {
+                        count("error");
+                        return Err(err);
+                    }
+                };
+            count(status_class(response.status().as_u16()));
+            let declared = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|len| len > max_bytes) {
+                return Err(Error::HttpResponseBodySize(declared));
+            }
+            let response =
+                response.map(|body| CappedBody::new(body.boxed_unsync(), max_bytes).boxed_unsync());
+            Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
+        })
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// A response body that fails once it has delivered more than its cap.
+struct CappedBody {
+    inner: http_body_util::combinators::UnsyncBoxBody<Bytes, Error>,
+    remaining: u64,
+    cap: u64,
+}
+
+impl CappedBody {
+    fn new(inner: http_body_util::combinators::UnsyncBoxBody<Bytes, Error>, cap: u64) -> Self {
+        Self {
+            inner,
+            remaining: cap,
+            cap,
+        }
+    }
+}
+
+impl Body for CappedBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            other => return other,
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            if len > self.remaining {
+                return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(self.cap)))));
+            }
+            self.remaining -= len;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_body_past_its_cap_fails_with_the_cap() {
+        let body = http_body_util::Full::new(Bytes::from(vec![0u8; 10]))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let capped = CappedBody::new(body, 4);
+        let Err(error) = capped.collect().await else {
+            panic!("a body over the cap was delivered");
+        };
+        assert!(
+            matches!(error, Error::HttpResponseBodySize(Some(4))),
+            "{error:?}"
+        );
+
+        let body = http_body_util::Full::new(Bytes::from_static(b"abcd"))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let collected = CappedBody::new(body, 4)
+            .collect()
+            .await
+            .expect("at the cap");
+        assert_eq!(collected.to_bytes(), Bytes::from_static(b"abcd"));
+    }
+
+    #[test]
+    fn hosts_past_the_limit_share_one_label() {
+        let seen = Mutex::default();
+        for i in 0..MAX_NAMED_HOSTS {
+            assert_eq!(
+                OutboundPolicy::label(&seen, &format!("h{i}")),
+                (format!("h{i}"), true)
+            );
+        }
+        assert_eq!(OutboundPolicy::label(&seen, "h0"), ("h0".to_owned(), false));
+        assert_eq!(
+            OutboundPolicy::label(&seen, "new"),
+            (OTHER_HOSTS.to_owned(), false)
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! A fake Databricks workspace on 127.0.0.1: the three Jobs API 2.1
+//! endpoints the Databricks connector calls, with the real API's shapes.
+//!
+//! - `POST /api/2.1/jobs/runs/submit` → `{"run_id": N}`
+//! - `GET /api/2.1/jobs/runs/get?run_id=N` → the run, its `state` one step
+//!   further along its script at each call
+//! - `POST /api/2.1/jobs/runs/cancel` with `{"run_id": N}` → `{}`
+//!
+//! Every request must carry `Authorization: Bearer TOKEN` (else 403, as
+//! Databricks answers). A run's script is picked by its `run_name`:
+//!
+//! | `run_name` | states, one per poll |
+//! | --- | --- |
+//! | anything else | PENDING, RUNNING, TERMINATED/SUCCESS |
+//! | `fails` | PENDING, TERMINATED/FAILED |
+//! | `internal-error` | PENDING, INTERNAL_ERROR |
+//! | `queued` | QUEUED, BLOCKED, WAITING_FOR_RETRY, RUNNING, TERMINATED/SUCCESS |
+//! | `flaky-poll` | the first poll answers 503, then as the default |
+//! | `throttled` | the submit answers 429 |
+//! | `broken` | the submit answers 500 |
+//!
+//! A cancelled run is TERMINATED/CANCELED from then on.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::{Value, json};
+
+/// One step of a run's script: life cycle state, result state, message.
+type Step = (&'static str, Option<&'static str>, &'static str);
+
+const SUCCESS: &[Step] = &[
+    ("PENDING", None, "Waiting for cluster"),
+    ("RUNNING", None, "In run"),
+    ("TERMINATED", Some("SUCCESS"), ""),
+];
+const FAILS: &[Step] = &[
+    ("PENDING", None, "Waiting for cluster"),
+    (
+        "TERMINATED",
+        Some("FAILED"),
+        "Task failed with error: ZeroDivisionError",
+    ),
+];
+const INTERNAL_ERROR: &[Step] = &[
+    ("PENDING", None, "Waiting for cluster"),
+    ("INTERNAL_ERROR", None, "Cluster failed to start"),
+];
+const QUEUED: &[Step] = &[
+    ("QUEUED", None, "Queued: max concurrent runs reached"),
+    ("BLOCKED", None, "Blocked on an upstream run"),
+    ("WAITING_FOR_RETRY", None, "Retrying"),
+    ("RUNNING", None, "In run"),
+    ("TERMINATED", Some("SUCCESS"), ""),
+];
+const CANCELED: Step = ("TERMINATED", Some("CANCELED"), "Run cancelled by the user");
+
+/// Requests the fake has received, by endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Calls {
+    /// `runs/submit`.
+    pub submit: usize,
+    /// `runs/get`.
+    pub get: usize,
+    /// `runs/cancel`.
+    pub cancel: usize,
+    /// Requests refused for a missing or wrong token.
+    pub unauthorized: usize,
+}
+
+impl Calls {
+    /// All requests.
+    pub fn total(&self) -> usize {
+        self.submit + self.get + self.cancel + self.unauthorized
+    }
+}
+
+struct Run {
+    job_id: u64,
+    script: &'static [Step],
+    polls: usize,
+    cancelled: bool,
+    /// Polls still to answer 503.
+    failing_polls: usize,
+}
+
+#[derive(Default)]
+struct Workspace {
+    runs: BTreeMap<u64, Run>,
+    submitted: Vec<Value>,
+    calls: Calls,
+}
+
+#[derive(Clone)]
+struct Fake {
+    token: Arc<str>,
+    workspace: Arc<Mutex<Workspace>>,
+}
+
+impl Fake {
+    fn workspace(&self) -> std::sync::MutexGuard<'_, Workspace> {
+        self.workspace
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Checks the bearer token; the error is the answer Databricks gives.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Box<Response>> {
+        let expected = format!("Bearer {}", self.token);
+        let given = headers.get("authorization").and_then(|v| v.to_str().ok());
+        if given == Some(expected.as_str()) {
+            return Ok(());
+        }
+        self.workspace().calls.unauthorized += 1;
+        Err(Box::new(
+            (
+                StatusCode::FORBIDDEN,
+                Json(
+                    json!({"error_code": "PERMISSION_DENIED", "message": "Invalid access token."}),
+                ),
+            )
+                .into_response(),
+        ))
+    }
+}
+
+/// A running fake workspace; it stops when dropped.
+pub struct FakeDatabricks {
+    addr: SocketAddr,
+    fake: Fake,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl FakeDatabricks {
+    /// Serves on a free loopback port, accepting `token` only.
+    pub async fn start(token: &str) -> Self {
+        let fake = Fake {
+            token: Arc::from(token),
+            workspace: Arc::default(),
+        };
+        let app = Router::new()
+            .route("/api/2.1/jobs/runs/submit", post(submit))
+            .route("/api/2.1/jobs/runs/get", get(get_run))
+            .route("/api/2.1/jobs/runs/cancel", post(cancel))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake Databricks port");
+        let addr = listener.local_addr().expect("the fake's address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Self {
+            addr,
+            fake,
+            _stop: stop,
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, what a template's `databricksInstance` names.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests received so far.
+    pub fn calls(&self) -> Calls {
+        self.fake.workspace().calls
+    }
+
+    /// The bodies of the runs submitted, in order.
+    pub fn submitted(&self) -> Vec<Value> {
+        self.fake.workspace().submitted.clone()
+    }
+
+    /// Whether run `run_id` was cancelled.
+    pub fn cancelled(&self, run_id: u64) -> bool {
+        self.fake
+            .workspace()
+            .runs
+            .get(&run_id)
+            .is_some_and(|run| run.cancelled)
+    }
+
+    /// Registers run `run_id` as if submitted earlier (by another server).
+    pub fn add_run(&self, run_id: u64) {
+        self.fake.workspace().runs.insert(
+            run_id,
+            Run {
+                job_id: run_id + 1000,
+                script: SUCCESS,
+                polls: 0,
+                cancelled: false,
+                failing_polls: 0,
+            },
+        );
+    }
+}
+
+fn run_id_of(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        // The Python connector sends the run id as a string; Databricks takes both.
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error_code": code, "message": message})),
+    )
+        .into_response()
+}
+
+async fn submit(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if let Err(denied) = fake.authorize(&headers) {
+        return *denied;
+    }
+    let mut workspace = fake.workspace();
+    workspace.calls.submit += 1;
+    let run_name = body["run_name"].as_str().unwrap_or_default().to_owned();
+    workspace.submitted.push(body);
+    let script = match run_name.as_str() {
+        "throttled" => {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "REQUEST_LIMIT_EXCEEDED",
+                "Too many requests",
+            );
+        }
+        "broken" => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "Internal error",
+            );
+        }
+        "fails" => FAILS,
+        "internal-error" => INTERNAL_ERROR,
+        "queued" => QUEUED,
+        _ => SUCCESS,
+    };
+    let run_id = 1000 + workspace.runs.len() as u64;
+    workspace.runs.insert(
+        run_id,
+        Run {
+            job_id: run_id + 1000,
+            script,
+            polls: 0,
+            cancelled: false,
+            failing_polls: usize::from(run_name == "flaky-poll"),
+        },
+    );
+    Json(json!({ "run_id": run_id })).into_response()
+}
+
+async fn get_run(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    if let Err(denied) = fake.authorize(&headers) {
+        return *denied;
+    }
+    let mut workspace = fake.workspace();
+    workspace.calls.get += 1;
+    let Some(run_id) = query.get("run_id").and_then(|id| id.parse::<u64>().ok()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PARAMETER_VALUE",
+            "run_id is required",
+        );
+    };
+    let Some(run) = workspace.runs.get_mut(&run_id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PARAMETER_VALUE",
+            "Run does not exist",
+        );
+    };
+    if run.failing_polls > 0 {
+        run.failing_polls -= 1;
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TEMPORARILY_UNAVAILABLE",
+            "Try again later",
+        );
+    }
+    let (life_cycle, result, message) = if run.cancelled {
+        CANCELED
+    } else {
+        let step = run.script[run.polls.min(run.script.len() - 1)];
+        run.polls += 1;
+        step
+    };
+    let mut state = json!({"life_cycle_state": life_cycle, "state_message": message});
+    if let Some(result) = result {
+        state["result_state"] = json!(result);
+    }
+    Json(json!({
+        "job_id": run.job_id,
+        "run_id": run_id,
+        "run_name": "flyte",
+        "state": state,
+    }))
+    .into_response()
+}
+
+async fn cancel(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if let Err(denied) = fake.authorize(&headers) {
+        return *denied;
+    }
+    let mut workspace = fake.workspace();
+    workspace.calls.cancel += 1;
+    let Some(run) = run_id_of(&body["run_id"]).and_then(|id| workspace.runs.get_mut(&id)) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PARAMETER_VALUE",
+            "Run does not exist",
+        );
+    };
+    run.cancelled = true;
+    Json(json!({})).into_response()
+}
