@@ -56,6 +56,7 @@ $(VENV)/.installed: tests/python/requirements.txt
 
 export FLYTE_CONNECT_BIN        := $(abspath $(SERVER_BIN))
 export FLYTE_CONNECT_COMPONENTS := $(abspath $(TEST_COMPONENT_DIR))
+export FLYTE_CONNECT_FAKE_DATABRICKS := $(abspath $(TARGET_DIR)/release/fake-databricks)
 
 test: lint test-rust test-python
 
@@ -65,6 +66,7 @@ test-rust: build test-components
 	$(CARGO) test --release -p flyte-connector-sdk
 
 test-python: build test-components $(VENV)/.installed
+	$(CARGO) build --release -p flyte-connect-e2e --bin fake-databricks
 	$(VENV)/bin/python -m pytest -q tests/python
 
 # Formatting, clippy, and wire compatibility with the published flyteidl2 schema

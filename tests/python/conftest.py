@@ -19,6 +19,7 @@ default `prepend` import mode puts this folder on sys.path).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -127,19 +128,17 @@ def _wait_until_serving(server: Server) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory):
+@contextlib.contextmanager
+def running_server(plugin_dir: Path, workdir: Path, extra_env: Dict[str, str] | None = None):
+    """Runs `flyte-connect c0` serving `plugin_dir` until the block ends, then
+    stops it with SIGTERM and checks it exited 0."""
     if not (SERVER_BIN.is_file() and os.access(SERVER_BIN, os.X_OK)):
         pytest.fail(f"flyte-connect binary not found at {SERVER_BIN} (set FLYTE_CONNECT_BIN or build it first)")
-    missing = [name for name in REQUIRED_COMPONENTS if not (COMPONENTS_DIR / name).is_file()]
-    if missing:
-        pytest.fail(f"missing components in {COMPONENTS_DIR}: {', '.join(missing)} (set FLYTE_CONNECT_COMPONENTS)")
-
     grpc_port, metrics_port = _free_ports(2)
-    workdir = tmp_path_factory.mktemp("flyte-connect")
     log_path = workdir / "server.log"
     env = dict(os.environ)
     env.pop("FLYTE_CONNECTOR_PATH", None)  # only the folder we pass may be loaded
+    env.update(extra_env or {})
 
     cmd = [
         str(SERVER_BIN),
@@ -149,7 +148,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         "--prometheus_port",
         str(metrics_port),
         "--plugin-dir",
-        str(COMPONENTS_DIR),
+        str(plugin_dir),
     ]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -171,6 +170,15 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         else:
             rc = process.returncode
     assert rc == 0, f"flyte-connect exited with code {rc} after SIGTERM; output:\n{tail(srv.log())}"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    missing = [name for name in REQUIRED_COMPONENTS if not (COMPONENTS_DIR / name).is_file()]
+    if missing:
+        pytest.fail(f"missing components in {COMPONENTS_DIR}: {', '.join(missing)} (set FLYTE_CONNECT_COMPONENTS)")
+    with running_server(COMPONENTS_DIR, tmp_path_factory.mktemp("flyte-connect")) as srv:
+        yield srv
 
 
 @pytest.fixture
