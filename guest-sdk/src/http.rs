@@ -189,9 +189,24 @@ impl Request {
         for (name, value) in &self.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        builder
-            .body(Body::from(self.body.clone()))
-            .map_err(|err| invalid(err.to_string()))
+        // A body of known length, even an empty one, so the request goes out
+        // with `content-length` rather than chunked, as HTTP APIs expect.
+        if !self
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        {
+            builder = builder.header("content-length", self.body.len());
+        }
+        // An empty body is sent as one that writes nothing: the host may
+        // have taken a zero-length request whole before the guest writes,
+        // and even an empty write to its closed stream fails.
+        let body = if self.body.is_empty() {
+            Body::from_http_body(http_body_util::Empty::<bytes::Bytes>::new())
+        } else {
+            Body::from(self.body.clone())
+        };
+        builder.body(body).map_err(|err| invalid(err.to_string()))
     }
 }
 

@@ -4,15 +4,146 @@
 //! flyte-connect c0 --port 8000 --prometheus_port 9090 --worker 10 \
 //!     --timeout SECONDS --modules my_connector [--modules other.wasm]
 //! ```
+//!
+//! and, for connector authors, one task through one component:
+//!
+//! ```text
+//! flyte-connect run my_connector.wasm --template task.json --inputs inputs.json \
+//!     --secret api_token=...
+//! ```
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
 use crate::{
+    loading::scan,
+    local_run::{self, RunOptions},
     runtime::{ReturnLimits, RuntimeConfig, SlotBudget},
     server::ServerConfig,
 };
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Serve connectors (`flyte-connect [c0] ...`).
+    Serve(Box<Cli>),
+    /// Run one task through one component (`flyte-connect run ...`).
+    Run(RunArgs),
+}
+
+impl Command {
+    /// Parses the process arguments: `run` selects the local run loop,
+    /// anything else is the server's command line.
+    pub fn parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString>,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        if args.get(1).is_some_and(|arg| arg == "run") {
+            return RunArgs::try_parse_from(&args[1..]).map(Command::Run);
+        }
+        Cli::parse_args(args).map(|cli| Command::Serve(Box::new(cli)))
+    }
+}
+
+/// Run one task through one connector component, without a Flyte cluster:
+/// create it, poll it until it ends, print what happens. Ctrl-C cancels it.
+/// Exit code: 0 succeeded, 1 failed, 130 cancelled.
+#[derive(Debug, Parser)]
+#[command(name = "flyte-connect run")]
+pub struct RunArgs {
+    /// The component: a path to a `.wasm`, or a name resolved to `NAME.wasm`
+    /// in the working directory and the plugin folders. Its manifest
+    /// (`NAME.toml` beside it) applies as when served.
+    pub component: String,
+
+    /// The task template: `flyteidl2.core.TaskTemplate` as proto3 JSON, or
+    /// serialized protobuf.
+    #[arg(long)]
+    pub template: PathBuf,
+
+    /// The task's inputs: a JSON object of input name → value (as a
+    /// connector sees them), typed by the template's interface.
+    #[arg(long)]
+    pub inputs: Option<PathBuf>,
+
+    /// A connection secret: `KEY=VALUE`, or `KEY` to take the value of the
+    /// environment variable `KEY` (else `KEY` in upper case). Repeatable.
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+
+    /// Seconds between polls.
+    #[arg(long, default_value_t = 5.0)]
+    pub poll_interval: f64,
+
+    /// The output prefix handed to the connector.
+    #[arg(long, default_value = "")]
+    pub output_prefix: String,
+
+    /// Folders to find the component in by name (besides the working directory).
+    #[arg(long = "plugin-dir")]
+    pub plugin_dirs: Vec<PathBuf>,
+
+    /// Deadline of one connector call in seconds, unless the manifest sets one.
+    #[arg(long, default_value_t = 60.0)]
+    pub call_timeout: f64,
+
+    /// Do not cache the compiled component on disk.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl RunArgs {
+    /// What to run, read from the files and the environment the arguments name.
+    pub fn into_options(self) -> anyhow::Result<RunOptions> {
+        let cwd = std::env::current_dir()?;
+        let component = scan::resolve_module(&self.component, &cwd, &self.plugin_dirs)?;
+        let template = local_run::read_template(&self.template)?;
+        let inputs = match &self.inputs {
+            Some(path) => local_run::read_inputs(path, &template)?,
+            None => Default::default(),
+        };
+        let secrets = self
+            .secrets
+            .iter()
+            .map(|secret| match secret.split_once('=') {
+                Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
+                None => std::env::var(secret)
+                    .or_else(|_| std::env::var(secret.to_ascii_uppercase()))
+                    .map(|value| (secret.clone(), value))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "--secret {secret}: no environment variable {secret} or {}",
+                            secret.to_ascii_uppercase()
+                        )
+                    }),
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let defaults = RuntimeConfig::default();
+        Ok(RunOptions {
+            component,
+            template,
+            inputs,
+            secrets,
+            poll_interval: positive_seconds("--poll-interval", self.poll_interval)
+                .map_err(anyhow::Error::msg)?,
+            output_prefix: self.output_prefix,
+            runtime: RuntimeConfig {
+                call_slots: 4,
+                default_timeout: positive_seconds("--call-timeout", self.call_timeout)
+                    .map_err(anyhow::Error::msg)?,
+                cache_dir: if self.no_cache {
+                    None
+                } else {
+                    defaults.cache_dir.clone()
+                },
+                ..defaults
+            },
+        })
+    }
+}
 
 /// Serve Flyte connectors compiled to WebAssembly components.
 #[derive(Debug, Parser)]
@@ -255,6 +386,31 @@ mod tests {
         assert_eq!(cli.prometheus_port, 9999);
         assert_eq!(cli.port, 8000);
         assert_eq!(cli.worker, None);
+    }
+
+    #[test]
+    fn run_selects_the_local_loop() {
+        let command = Command::parse_args([
+            "flyte-connect",
+            "run",
+            "echo",
+            "--template",
+            "t.json",
+            "--secret",
+            "a=b",
+            "--secret",
+            "c",
+        ])
+        .expect("valid");
+        let Command::Run(args) = command else {
+            panic!("not run: {command:?}")
+        };
+        assert_eq!(args.component, "echo");
+        assert_eq!(args.secrets, ["a=b", "c"]);
+        assert!(matches!(
+            Command::parse_args(["flyte-connect", "c0", "--port", "1"]),
+            Ok(Command::Serve(_))
+        ));
     }
 
     #[test]

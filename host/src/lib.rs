@@ -12,6 +12,8 @@
 //! - [`loading`]: finds components in plugin folders and `--modules`, loads
 //!   them, and keeps the folders' connectors in step with the files.
 //! - [`manifest`]: a plugin's `NAME.toml` (allowed hosts, limits, env).
+//! - [`local_run`]: `flyte-connect run`, one task through one component
+//!   without a cluster.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`proto`]: the generated flyteidl2 types.
 
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod connector;
 pub mod convert;
 pub mod loading;
+pub mod local_run;
 pub mod manifest;
 pub mod metrics;
 pub mod proto;

@@ -2,12 +2,16 @@
 
 use std::{io::IsTerminal, process::ExitCode};
 
-use flyte_connect::{ConnectorService, cli::Cli};
+use flyte_connect::{
+    ConnectorService,
+    cli::{Command, RunArgs},
+    local_run::{self, Outcome},
+};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = match Cli::parse_args(std::env::args_os()) {
-        Ok(cli) => cli,
+    let command = match Command::parse_args(std::env::args_os()) {
+        Ok(command) => command,
         Err(err) => err.exit(),
     };
     tracing_subscriber::fmt()
@@ -17,6 +21,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    let cli = match command {
+        Command::Serve(cli) => cli,
+        Command::Run(args) => return run(args),
+    };
     let config = match cli.into_config() {
         Ok(config) => config,
         Err(message) => {
@@ -28,6 +36,34 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `flyte-connect run`: 0 when the task succeeded, 1 when it (or the
+/// connector) failed, 130 when Ctrl-C cancelled it, 2 for bad arguments.
+fn run(args: RunArgs) -> ExitCode {
+    let options = match args.into_options() {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            runtime.block_on(local_run::run(options, &mut std::io::stdout().lock()))
+        });
+    match outcome {
+        Ok(Outcome::Succeeded) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::FAILURE,
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }

@@ -5,16 +5,18 @@
 
 use flyte_connect::proto::{
     connector::{CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, Resource},
-    core::{Connection, Container, KeyValuePair, TaskTemplate, task_execution::Phase},
+    core::{Connection, TaskTemplate, task_execution::Phase},
 };
 use flyte_connect_e2e::{
-    Server, Workspace, fake_databricks::FakeDatabricks, literals::category, metric_value,
+    Server, Workspace,
+    fake_databricks::{self, FakeDatabricks, IMAGE},
+    literals::category,
+    metric_value,
 };
 use serde_json::{Value, json};
 use tonic::Code;
 
 const TOKEN: &str = "dapi-secret-token-0123456789";
-const IMAGE: &str = "ghcr.io/flyteorg/databricks-task:v1";
 
 struct Setup {
     fake: FakeDatabricks,
@@ -54,46 +56,13 @@ impl Setup {
         Self::start(&["http://{fake}"]).await
     }
 
-    /// A template as `flyteplugins-databricks` makes it.
     fn template(&self, databricks_conf: Value) -> TaskTemplate {
-        let custom = json!({
-            "sparkConf": {"spark.driver.memory": "1000M"},
-            "mainApplicationFile": "local:///usr/local/bin/entrypoint.py",
-            "executorPath": "/usr/bin/python3",
-            "applicationType": "PYTHON",
-            "databricksConf": databricks_conf,
-            "databricksInstance": self.fake.base_url(),
-            "secrets": {"databricks_token": "databricks-token"},
-        });
-        TaskTemplate {
-            r#type: "databricks".into(),
-            custom: Some(serde_json::from_value(custom).expect("a Struct")),
-            target: Some(
-                flyte_connect::proto::core::task_template::Target::Container(Container {
-                    image: IMAGE.into(),
-                    args: vec![
-                        "a0".into(),
-                        "--inputs".into(),
-                        "s3://bucket/inputs.pb".into(),
-                    ],
-                    env: vec![KeyValuePair {
-                        key: "FLYTE_INTERNAL_EXECUTION_ID".into(),
-                        value: "exec-1".into(),
-                    }],
-                    ..Default::default()
-                }),
-            ),
-            ..Default::default()
-        }
+        fake_databricks::task_template(&self.fake.base_url(), databricks_conf)
     }
 
     fn create_request(&self, run_name: &str, token: &str) -> CreateTaskRequest {
         CreateTaskRequest {
-            template: Some(self.template(json!({
-                "run_name": run_name,
-                "new_cluster": {"spark_version": "13.3.x-scala2.12", "num_workers": 1},
-                "timeout_seconds": 3600,
-            }))),
+            template: Some(self.template(fake_databricks::job_conf(run_name))),
             connection: Some(connection(token)),
             ..Default::default()
         }

@@ -9,4 +9,5 @@ mod limits;
 mod observability;
 mod queue;
 mod reload;
+mod run_loop;
 mod tasks;

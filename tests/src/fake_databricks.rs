@@ -34,7 +34,53 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use flyte_connect::proto::core::{Container, KeyValuePair, TaskTemplate, task_template::Target};
 use serde_json::{Value, json};
+
+/// The container image of [`task_template`].
+pub const IMAGE: &str = "ghcr.io/flyteorg/databricks-task:v1";
+
+/// A `databricksConf` for a run named `run_name` (which picks its script)
+/// on a new cluster.
+pub fn job_conf(run_name: &str) -> Value {
+    json!({
+        "run_name": run_name,
+        "new_cluster": {"spark_version": "13.3.x-scala2.12", "num_workers": 1},
+        "timeout_seconds": 3600,
+    })
+}
+
+/// A template as `flyteplugins-databricks` makes it, for workspace
+/// `instance` and job configuration `databricks_conf`.
+pub fn task_template(instance: &str, databricks_conf: Value) -> TaskTemplate {
+    let custom = json!({
+        "sparkConf": {"spark.driver.memory": "1000M"},
+        "mainApplicationFile": "local:///usr/local/bin/entrypoint.py",
+        "executorPath": "/usr/bin/python3",
+        "applicationType": "PYTHON",
+        "databricksConf": databricks_conf,
+        "databricksInstance": instance,
+        "secrets": {"databricks_token": "databricks-token"},
+    });
+    TaskTemplate {
+        r#type: "databricks".into(),
+        custom: serde_json::from_value(custom).ok(),
+        target: Some(Target::Container(Container {
+            image: IMAGE.into(),
+            args: vec![
+                "a0".into(),
+                "--inputs".into(),
+                "s3://bucket/inputs.pb".into(),
+            ],
+            env: vec![KeyValuePair {
+                key: "FLYTE_INTERNAL_EXECUTION_ID".into(),
+                value: "exec-1".into(),
+            }],
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
 
 /// One step of a run's script: life cycle state, result state, message.
 type Step = (&'static str, Option<&'static str>, &'static str);

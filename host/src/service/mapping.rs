@@ -19,12 +19,12 @@ use crate::{
 };
 
 /// The task type a request names, for metrics and logs ("" when absent).
-pub(super) fn category_name(category: Option<&pb::TaskCategory>) -> String {
+pub(crate) fn category_name(category: Option<&pb::TaskCategory>) -> String {
     category.map(|c| c.name.clone()).unwrap_or_default()
 }
 
 /// The task category of a get/delete/metrics/logs request.
-pub(super) fn task_category(
+pub(crate) fn task_category(
     category: Option<pb::TaskCategory>,
     rpc: &str,
 ) -> Result<TaskCategory, ServiceError> {
@@ -39,7 +39,7 @@ pub(super) fn task_category(
 
 /// The task category a CreateTask request's template names, and the
 /// connector request with its inputs converted to JSON.
-pub(super) fn create_request(
+pub(crate) fn create_request(
     request: pb::CreateTaskRequest,
 ) -> Result<(TaskCategory, CreateRequest), ServiceError> {
     let template = request.template.ok_or_else(|| {
@@ -74,7 +74,7 @@ pub(super) fn create_request(
     ))
 }
 
-pub(super) fn get_request(request: pb::GetTaskRequest) -> Result<GetRequest, ServiceError> {
+pub(crate) fn get_request(request: pb::GetTaskRequest) -> Result<GetRequest, ServiceError> {
     Ok(GetRequest {
         task_category: task_category(request.task_category, "GetTask")?,
         resource_meta: request.resource_meta,
@@ -83,7 +83,7 @@ pub(super) fn get_request(request: pb::GetTaskRequest) -> Result<GetRequest, Ser
     })
 }
 
-pub(super) fn delete_request(
+pub(crate) fn delete_request(
     request: pb::DeleteTaskRequest,
 ) -> Result<DeleteRequest, ServiceError> {
     Ok(DeleteRequest {
@@ -93,7 +93,7 @@ pub(super) fn delete_request(
     })
 }
 
-pub(super) fn metrics_request(
+pub(crate) fn metrics_request(
     request: pb::GetTaskMetricsRequest,
 ) -> Result<MetricsRequest, ServiceError> {
     // Timestamps and durations as their proto3 JSON strings ("60s").
@@ -111,7 +111,7 @@ pub(super) fn metrics_request(
     })
 }
 
-pub(super) fn logs_request(request: pb::GetTaskLogsRequest) -> Result<LogsRequest, ServiceError> {
+pub(crate) fn logs_request(request: pb::GetTaskLogsRequest) -> Result<LogsRequest, ServiceError> {
     Ok(LogsRequest {
         task_category: task_category(request.task_category, "GetTaskLogs")?,
         resource_meta: request.resource_meta,
@@ -156,7 +156,7 @@ fn phase_to_proto(phase: Phase) -> core::task_execution::Phase {
 }
 
 /// GetTask's answer: outputs converted to literals, custom_info to a Struct.
-pub(super) fn get_response(resource: Resource) -> Result<pb::GetTaskResponse, ConvertError> {
+pub(crate) fn get_response(resource: Resource) -> Result<pb::GetTaskResponse, ConvertError> {
     // Like the Python server: no outputs and empty outputs both leave the field unset.
     let outputs = match resource.outputs {
         Some(outputs) if !outputs.is_empty() => Some(convert::outputs_to_proto(&outputs)?),
@@ -190,7 +190,7 @@ pub(super) fn get_response(resource: Resource) -> Result<pb::GetTaskResponse, Co
     })
 }
 
-pub(super) fn metrics_response(
+pub(crate) fn metrics_response(
     results: Vec<MetricResult>,
 ) -> Result<pb::GetTaskMetricsResponse, ConvertError> {
     let results = results
@@ -206,7 +206,7 @@ pub(super) fn metrics_response(
 }
 
 /// GetTaskLogs' answer: a header with the next page's token, then the lines.
-pub(super) fn logs_response(page: LogsPage) -> Vec<pb::GetTaskLogsResponse> {
+pub(crate) fn logs_response(page: LogsPage) -> Vec<pb::GetTaskLogsResponse> {
     let header = pb::GetTaskLogsResponse {
         part: Some(pb::get_task_logs_response::Part::Header(
             pb::GetTaskLogsResponseHeader {
@@ -244,7 +244,7 @@ const DEADLINE_MARGIN_FRACTION: u32 = 20;
 const MAX_DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 
 /// The client's deadline, from the `grpc-timeout` header.
-pub(super) fn deadline(metadata: &MetadataMap) -> Deadline {
+pub(crate) fn deadline(metadata: &MetadataMap) -> Deadline {
     let Some(timeout) = metadata
         .get("grpc-timeout")
         .and_then(|value| value.to_str().ok())

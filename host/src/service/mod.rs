@@ -5,7 +5,7 @@
 
 mod connector_service;
 mod error;
-mod mapping;
+pub(crate) mod mapping;
 mod metadata_service;
 
 use std::sync::Arc;
