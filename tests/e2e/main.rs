@@ -11,3 +11,4 @@ mod queue;
 mod reload;
 mod run_loop;
 mod tasks;
+mod tutorial;
