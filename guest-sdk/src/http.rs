@@ -295,6 +295,13 @@ fn classify(error: &wstd::http::Error, shown: &Shown) -> HttpError {
             url: shown.url.clone(),
             message,
         },
+        Some(ErrorCode::HttpResponseBodySize(Some(limit))) => HttpError::Connection {
+            url: shown.url.clone(),
+            message: format!(
+                "the response is larger than the host allows ({limit} bytes; max_response_mb in \
+                 the connector's manifest)"
+            ),
+        },
         Some(ErrorCode::HttpRequestUriInvalid | ErrorCode::HttpRequestMethodInvalid) => {
             HttpError::Invalid {
                 message: format!("{shown}: {message}"),

@@ -78,10 +78,17 @@
 //! # Logging and failures
 //!
 //! Log with `eprintln!`: the guest's standard error goes to the host's log.
-//! Return [`Error::Failed`] when the external service fails and
+//! Return [`Error::Failed`] when the external service fails,
+//! [`Error::Retryable`] when a retry may fix it, and
 //! [`Error::InvalidRequest`] when the request cannot be served as sent. A
 //! panic aborts the call (the client sees an internal error) and prints its
 //! message to standard error; prefer returning an [`Error`].
+//!
+//! # Calling the external service
+//!
+//! [`http`] is a blocking HTTP client; the host sends only to the hosts the
+//! connector's manifest allows. Its errors convert into [`Error`] with `?`,
+//! retryable for HTTP 429 and 5xx and timeouts.
 //!
 //! [Flyte]: https://flyte.org
 

@@ -645,6 +645,14 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_never_shows_connection_values() {
+        let task = request().with_connection("api_token", "s3cr3t-value");
+        let shown = format!("{task:?}");
+        assert!(shown.contains("api_token"), "{shown}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+    }
+
+    #[test]
     fn logs_limit() {
         let query = LogsQuery::default();
         assert_eq!(query.limit(), None);

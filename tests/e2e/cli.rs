@@ -160,7 +160,9 @@ fn start_up_prints_the_table_of_connectors() {
     assert!(output.contains("Connector Metadata"), "{output}");
     assert!(
         output.lines().any(|l| l.contains("Faulty Connector")
-            && l.contains("fail (0) inspect (0) invalid (0) memory (0) panic (0) sleep (0)")),
+            && l.contains(
+                "fail (0) fetch (0) inspect (0) invalid (0) memory (0) panic (0) sleep (0) slow (0)"
+            )),
         "{output}"
     );
     assert!(

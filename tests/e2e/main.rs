@@ -7,6 +7,7 @@ mod errors;
 mod lifecycle;
 mod limits;
 mod observability;
+mod outbound;
 mod queue;
 mod reload;
 mod run_loop;

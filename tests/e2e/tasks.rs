@@ -175,6 +175,7 @@ async fn list_connectors_groups_task_types_under_connector_names() {
                 "Faulty Connector".to_owned(),
                 [
                     "fail:0",
+                    "fetch:0",
                     "inspect:0",
                     "invalid:0",
                     "memory:0",

@@ -385,7 +385,7 @@ def test_list_connectors_groups_task_types_by_connector(metadata):
     assert len(by_name) == len(resp.connectors), "a connector name is listed twice"
     assert ECHO_CONNECTOR in by_name and FAULTY_CONNECTOR in by_name, sorted(by_name)
     assert _categories(by_name[ECHO_CONNECTOR]) == {("echo", 0)}
-    assert {name for name, _ in _categories(by_name[FAULTY_CONNECTOR])} == {"panic", "fail", "invalid", "sleep", "slow", "memory", "inspect"}
+    assert {name for name, _ in _categories(by_name[FAULTY_CONNECTOR])} == {"panic", "fail", "invalid", "sleep", "slow", "fetch", "memory", "inspect"}
 
 
 def test_get_connector_returns_echo_connector(metadata):

@@ -156,7 +156,7 @@ impl WasiHttpHooks for OutboundPolicy {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
             if declared.is_some_and(|len| len > max_bytes) {
-                return Err(Error::HttpResponseBodySize(declared));
+                return Err(Error::HttpResponseBodySize(Some(max_bytes)));
             }
             let response =
                 response.map(|body| CappedBody::new(body.boxed_unsync(), max_bytes).boxed_unsync());
@@ -175,7 +175,8 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// A response body that fails once it has delivered more than its cap.
+/// A response body that fails once it has delivered more than its cap,
+/// with the cap as the error's size.
 struct CappedBody {
     inner: http_body_util::combinators::UnsyncBoxBody<Bytes, Error>,
     remaining: u64,

@@ -9,6 +9,7 @@
 //! | `invalid` | rejects the request: `Error::InvalidRequest` |
 //! | `sleep` | spins forever, until the host's deadline stops it |
 //! | `slow` | waits for input `ms` milliseconds (default 500) on the host's clock, then succeeds |
+//! | `fetch` | GETs input `url` and keeps its status and body size in its meta |
 //! | `memory` | allocates until the host's memory cap stops it |
 //! | `inspect` | succeeds, keeping everything it was given (template, inputs, connection, env, ...) in its meta |
 //!
@@ -16,8 +17,8 @@
 //! `delete` succeeds, for any task type and any JSON resource meta. Metrics
 //! and logs are not implemented.
 
-use flyte_connector_sdk::prelude::*;
 use flyte_connector_sdk::serde_json::{self, Value};
+use flyte_connector_sdk::{http, prelude::*};
 
 /// The faulty connector.
 pub struct Faulty;
@@ -33,6 +34,7 @@ impl Connector for Faulty {
             .task_type("invalid")
             .task_type("sleep")
             .task_type("slow")
+            .task_type("fetch")
             .task_type("memory")
             .task_type("inspect")
     }
@@ -52,6 +54,14 @@ impl Connector for Faulty {
                 // A wasi:clocks pollable: the host waits without holding a thread.
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 Ok(serde_json::json!({ "slept_ms": ms }))
+            }
+            "fetch" => {
+                let url: String = task.input("url")?;
+                let response = http::get(url).send()?;
+                Ok(serde_json::json!({
+                    "status": response.status(),
+                    "bytes": response.body().len(),
+                }))
             }
             "memory" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
