@@ -218,19 +218,22 @@ impl fmt::Display for Request {
 
 impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let headers: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), redacted(name, value)))
-            .collect();
         f.debug_struct("Request")
             .field("method", &self.method)
             .field("url", &without_query(&self.url))
-            .field("headers", &headers)
+            .field("headers", &shown_headers(&self.headers))
             .field("body_bytes", &self.body.len())
             .field("timeout", &self.timeout)
             .finish()
     }
+}
+
+/// Headers as `Debug` shows them: sensitive values hidden.
+fn shown_headers(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), redacted(name, value)))
+        .collect()
 }
 
 fn redacted<'a>(name: &str, value: &'a str) -> &'a str {
@@ -407,15 +410,10 @@ impl Response {
 
 impl fmt::Debug for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let headers: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), redacted(name, value)))
-            .collect();
         f.debug_struct("Response")
             .field("request", &format_args!("{} {}", self.method, self.url))
             .field("status", &self.status)
-            .field("headers", &headers)
+            .field("headers", &shown_headers(&self.headers))
             .field("body_bytes", &self.body.len())
             .finish()
     }
