@@ -61,12 +61,15 @@ export FLYTE_CONNECT_FAKE_DATABRICKS := $(abspath $(TARGET_DIR)/release/fake-dat
 test: lint test-rust test-python
 
 # Connector crates build for the host too, so their unit tests run natively.
+RUST_TEST_ARGS := --release --workspace --exclude flyte-connector-sdk
 test-rust: build test-components
-	$(CARGO) test --release --workspace --exclude flyte-connector-sdk
+	$(CARGO) test $(RUST_TEST_ARGS)
 	$(CARGO) test --release -p flyte-connector-sdk
 
+# `--no-run` builds the harness's fake-databricks binary exactly as test-rust
+# builds it, so after test-rust this is a no-op.
 test-python: build test-components $(VENV)/.installed
-	$(CARGO) build --release -p flyte-connect-e2e --bin fake-databricks
+	$(CARGO) test $(RUST_TEST_ARGS) --no-run
 	$(VENV)/bin/python -m pytest -q tests/python
 
 # Formatting, clippy, and wire compatibility with the published flyteidl2 schema
