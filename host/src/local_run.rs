@@ -144,6 +144,10 @@ pub async fn run(options: RunOptions, out: &mut impl Write) -> anyhow::Result<Ou
         );
     }
     let name = connector.info().name.clone();
+    // Listening from here on: a Ctrl-C during create cancels the task
+    // once it exists, instead of leaving it running.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot listen for Ctrl-C")?;
     let meta = match connector.create(request, Deadline::NONE).await {
         Ok(meta) => meta,
         Err(err) => {
@@ -168,8 +172,6 @@ pub async fn run(options: RunOptions, out: &mut impl Write) -> anyhow::Result<Ou
     };
     let mut last: Option<(Phase, String)> = None;
     let mut links_shown = Vec::new();
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
     loop {
         let request = mapping::get_request(get.clone()).map_err(|err| anyhow::anyhow!("{err}"))?;
         let resource = match connector.get(request, Deadline::NONE).await {
@@ -202,7 +204,7 @@ pub async fn run(options: RunOptions, out: &mut impl Write) -> anyhow::Result<Ou
         }
         tokio::select! {
             () = tokio::time::sleep(options.poll_interval) => {}
-            _ = &mut interrupted => {
+            _ = interrupt.recv() => {
                 writeln!(out, "interrupted: cancelling the task")?;
                 let delete = mapping::delete_request(pb::DeleteTaskRequest {
                     task_category: get.task_category.clone(),
