@@ -56,7 +56,7 @@ $(VENV)/.installed: tests/python/requirements.txt
 
 export FLYTE_CONNECT_BIN        := $(abspath $(SERVER_BIN))
 export FLYTE_CONNECT_COMPONENTS := $(abspath $(TEST_COMPONENT_DIR))
-export FLYTE_CONNECT_FAKE_DATABRICKS := $(abspath $(TARGET_DIR)/release/fake-databricks)
+export FLYTE_CONNECT_FAKE_SERVICES := $(abspath $(TARGET_DIR)/release/fake-services)
 
 test: lint test-rust test-python
 
@@ -64,9 +64,9 @@ test: lint test-rust test-python
 RUST_TEST_ARGS := --release --workspace --exclude flyte-connector-sdk
 test-rust: build test-components
 	$(CARGO) test $(RUST_TEST_ARGS)
-	$(CARGO) test --release -p flyte-connector-sdk
+	$(CARGO) test --release -p flyte-connector-sdk --all-features
 
-# `--no-run` builds the harness's fake-databricks binary exactly as test-rust
+# `--no-run` builds the harness's fake-services binary exactly as test-rust
 # builds it, so after test-rust this is a no-op.
 test-python: build test-components $(VENV)/.installed
 	$(CARGO) test $(RUST_TEST_ARGS) --no-run
@@ -77,7 +77,7 @@ test-python: build test-components $(VENV)/.installed
 PROTO_COMPAT := ../shared/tools/proto-compat
 lint: wasm-target
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --release -p flyte-connect -p flyte-connect-e2e -p flyte-connector-sdk --all-targets -- -D warnings
+	$(CARGO) clippy --release -p flyte-connect -p flyte-connect-e2e -p flyte-connector-sdk --all-targets --all-features -- -D warnings
 	$(CARGO) clippy --profile wasm --target $(WASM_TARGET) $(addprefix -p ,$(CONNECTORS) $(TEST_COMPONENTS)) -- -D warnings
 	@if [ -x $(PROTO_COMPAT) ]; then $(PROTO_COMPAT) proto; else echo "proto-compat: $(PROTO_COMPAT) not found, skipped"; fi
 

@@ -90,12 +90,17 @@
 //! connector's manifest allows. Its errors convert into [`Error`] with `?`,
 //! retryable for HTTP 429 and 5xx and timeouts.
 //!
+//! With the `jwt` feature, [`jwt`] signs RS256 tokens (service-account and
+//! key-pair authentication) inside the sandbox.
+//!
 //! [Flyte]: https://flyte.org
 
 #![deny(missing_docs)]
 
 mod error;
 pub mod http;
+#[cfg(feature = "jwt")]
+pub mod jwt;
 mod metadata;
 mod phase;
 mod request;

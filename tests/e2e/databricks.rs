@@ -4,24 +4,24 @@
 //! failures, and the outbound-HTTP policy. The token never reaches the log.
 
 use flyte_connect::proto::{
-    connector::{CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, Resource},
-    core::{Connection, TaskTemplate, task_execution::Phase},
+    connector::{CreateTaskRequest, Resource},
+    core::{TaskTemplate, task_execution::Phase},
 };
 use flyte_connect_e2e::{
-    Server, Workspace,
+    Server,
     fake_databricks::{self, FakeDatabricks, IMAGE},
-    literals::category,
+    hosted::{HostedConnector, connection},
     metric_value,
 };
 use serde_json::{Value, json};
 use tonic::Code;
 
 const TOKEN: &str = "dapi-secret-token-0123456789";
+const SECRET: &str = "databricks_token";
 
 struct Setup {
     fake: FakeDatabricks,
-    server: Server,
-    _plugins: Workspace,
+    hosted: HostedConnector,
 }
 
 impl Setup {
@@ -29,31 +29,21 @@ impl Setup {
     /// for the fake's `127.0.0.1:PORT`), and the fake workspace.
     async fn start(allowed_hosts: &[&str]) -> Self {
         let fake = FakeDatabricks::start(TOKEN).await;
-        let plugins = Workspace::with_components(&["databricks"]);
         let rules: Vec<String> = allowed_hosts
             .iter()
             .map(|rule| format!("{:?}", rule.replace("{fake}", &fake.addr().to_string())))
             .collect();
-        plugins.write(
-            "databricks.toml",
-            format!("allowed_hosts = [{}]\n", rules.join(", ")).as_bytes(),
-        );
-        let dir = plugins.path().display().to_string();
-        // Debug logs: the token must not appear even there.
-        let server = Server::start_with_env(
-            &["--plugin-dir", &dir],
-            plugins.path(),
-            &[("RUST_LOG", "debug")],
-        );
-        Self {
-            fake,
-            server,
-            _plugins: plugins,
-        }
+        let manifest = format!("allowed_hosts = [{}]\n", rules.join(", "));
+        let hosted = HostedConnector::start("databricks", "databricks", &manifest);
+        Self { fake, hosted }
     }
 
     async fn allowed() -> Self {
         Self::start(&["http://{fake}"]).await
+    }
+
+    fn server(&self) -> &Server {
+        &self.hosted.server
     }
 
     fn template(&self, databricks_conf: Value) -> TaskTemplate {
@@ -63,75 +53,37 @@ impl Setup {
     fn create_request(&self, run_name: &str, token: &str) -> CreateTaskRequest {
         CreateTaskRequest {
             template: Some(self.template(fake_databricks::job_conf(run_name))),
-            connection: Some(connection(token)),
+            connection: Some(connection(&[(SECRET, token)])),
             ..Default::default()
         }
     }
 
     async fn create(&self, run_name: &str) -> Result<Vec<u8>, tonic::Status> {
-        let answer = self
-            .server
-            .tasks()
+        self.hosted
+            .create(self.create_request(run_name, TOKEN))
             .await
-            .create_task(self.create_request(run_name, TOKEN))
-            .await?;
-        Ok(answer.into_inner().resource_meta)
     }
 
     async fn get(&self, meta: &[u8]) -> Resource {
-        self.server
-            .tasks()
-            .await
-            .get_task(GetTaskRequest {
-                task_category: category("databricks"),
-                resource_meta: meta.to_vec(),
-                connection: Some(connection(TOKEN)),
-                ..Default::default()
-            })
-            .await
-            .expect("GetTask")
-            .into_inner()
-            .resource
-            .expect("a resource")
+        self.hosted.get(meta, &connection(&[(SECRET, TOKEN)])).await
     }
 
     async fn delete(&self, meta: &[u8]) -> Result<(), tonic::Status> {
-        self.server
-            .tasks()
+        self.hosted
+            .delete(meta, &connection(&[(SECRET, TOKEN)]))
             .await
-            .delete_task(DeleteTaskRequest {
-                task_category: category("databricks"),
-                resource_meta: meta.to_vec(),
-                connection: Some(connection(TOKEN)),
-            })
-            .await
-            .map(|_| ())
     }
 
     /// The phases of `polls` successive GetTask calls.
     async fn phases(&self, meta: &[u8], polls: usize) -> Vec<Phase> {
-        let mut phases = Vec::new();
-        for _ in 0..polls {
-            phases.push(self.get(meta).await.phase());
-        }
-        phases
+        self.hosted
+            .phases(meta, &connection(&[(SECRET, TOKEN)]), polls)
+            .await
     }
 
     /// Nothing the server printed contains the token.
     fn assert_token_never_logged(&self) {
-        let output = self.server.output.text();
-        assert!(output.contains("DEBUG"), "the server logged at debug");
-        assert!(
-            !output.contains(TOKEN),
-            "the token reached the log:\n{output}"
-        );
-    }
-}
-
-fn connection(token: &str) -> Connection {
-    Connection {
-        secrets: [("databricks_token".to_owned(), token.to_owned())].into(),
-        ..Default::default()
+        self.hosted.assert_never_logged(&[TOKEN]);
     }
 }
 
@@ -181,7 +133,7 @@ async fn a_run_is_submitted_then_polled_to_success() {
     );
     let calls = setup.fake.calls();
     assert_eq!((calls.submit, calls.get, calls.unauthorized), (1, 3, 0));
-    let text = setup.server.metrics_text();
+    let text = setup.server().metrics_text();
     let labels = [
         ("connector", "Databricks Connector"),
         ("host", &format!("http://{}", setup.fake.addr())),
@@ -268,7 +220,7 @@ async fn a_refused_token_names_the_workspace_never_the_token() {
     let setup = Setup::allowed().await;
     let wrong = "dapi-wrong-token-999";
     let status = setup
-        .server
+        .server()
         .tasks()
         .await
         .create_task(setup.create_request("nightly", wrong))
@@ -282,7 +234,7 @@ async fn a_refused_token_names_the_workspace_never_the_token() {
         status.message()
     );
     assert!(!status.message().contains(wrong), "{}", status.message());
-    assert!(!setup.server.output.text().contains(wrong));
+    assert!(!setup.server().output.text().contains(wrong));
     assert_eq!(setup.fake.calls().unauthorized, 1);
 }
 
@@ -310,7 +262,7 @@ async fn transient_failures_are_retryable() {
 #[tokio::test]
 async fn a_template_the_connector_cannot_run_is_invalid_argument() {
     let setup = Setup::allowed().await;
-    let mut tasks = setup.server.tasks().await;
+    let mut tasks = setup.server().tasks().await;
     let mut request = setup.create_request("x", TOKEN);
     request.template = Some(setup.template(json!({"run_name": "no cluster"})));
     let status = tasks.create_task(request).await.expect_err("no cluster");
@@ -365,7 +317,7 @@ async fn hosts_the_manifest_does_not_allow_are_denied_before_any_request() {
             0,
             "{rules:?}: the fake was reached"
         );
-        let output = setup.server.output.text();
+        let output = setup.server().output.text();
         let warnings = output
             .lines()
             .filter(|l| l.contains("WARN") && l.contains("outbound HTTP denied"))
@@ -377,7 +329,7 @@ async fn hosts_the_manifest_does_not_allow_are_denied_before_any_request() {
         ];
         assert_eq!(
             metric_value(
-                &setup.server.metrics_text(),
+                &setup.server().metrics_text(),
                 "flyte_connector_outbound_denied_total",
                 &labels
             ),
@@ -390,8 +342,8 @@ async fn hosts_the_manifest_does_not_allow_are_denied_before_any_request() {
 #[tokio::test]
 async fn an_invalid_rule_keeps_the_plugin_out_with_a_warning_naming_it() {
     let setup = Setup::start(&["https://{fake}/api"]).await;
-    assert!(setup.server.connector_names().await.is_empty());
-    let output = setup.server.output.text();
+    assert!(setup.server().connector_names().await.is_empty());
+    let output = setup.server().output.text();
     assert!(
         output.lines().any(|l| l.contains("WARN")
             && l.contains("databricks.wasm")

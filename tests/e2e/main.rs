@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts the real `flyte-connect` binary on free
 //! loopback ports with real components and talks to it as a client would.
 
+mod bigquery;
 mod cli;
 mod databricks;
 mod errors;
@@ -11,5 +12,6 @@ mod outbound;
 mod queue;
 mod reload;
 mod run_loop;
+mod snowflake;
 mod tasks;
 mod tutorial;

@@ -13,6 +13,11 @@ module:
                and <repo>/target/test-components that holds both echo.wasm and
                faulty.wasm; `make test-python` sets it to the latter).
 
+The connector modules (test_databricks.py, ...) start their own server with
+one connector and run the harness's fakes as processes (`fake_service`):
+
+- fakes:       $FLYTE_CONNECT_FAKE_SERVICES (default <repo>/target/release/fake-services)
+
 Test modules import the helpers with `from conftest import ...` (pytest's
 default `prepend` import mode puts this folder on sys.path).
 """
@@ -20,14 +25,16 @@ default `prepend` import mode puts this folder on sys.path).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import grpc
 import pytest
@@ -47,6 +54,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_BIN = Path(os.environ.get("FLYTE_CONNECT_BIN", REPO_ROOT / "target" / "release" / "flyte-connect"))
 REQUIRED_COMPONENTS = ("echo.wasm", "faulty.wasm")
+FAKE_SERVICES_BIN = Path(
+    os.environ.get("FLYTE_CONNECT_FAKE_SERVICES", REPO_ROOT / "target" / "release" / "fake-services")
+)
 
 
 def _default_components_dir() -> Path:
@@ -194,6 +204,41 @@ def metadata(server: Server) -> service_pb2_grpc.ConnectorMetadataServiceStub:
 @pytest.fixture
 def health(server: Server) -> health_pb2_grpc.HealthStub:
     return health_pb2_grpc.HealthStub(server.channel)
+
+
+# --------------------------------------------------------------------------------------
+# The harness's fake services (tests/src/bin/fake_services.rs)
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fake_service(kind: str, *args: object) -> Iterator[str]:
+    """Runs `fake-services KIND ARGS...` until the block ends; yields the fake's
+    base URL, http://127.0.0.1:PORT. The fake stops when its stdin closes."""
+    if not FAKE_SERVICES_BIN.is_file():
+        pytest.fail(f"fake-services not found at {FAKE_SERVICES_BIN} (run `make test-python`)")
+    process = subprocess.Popen(
+        [str(FAKE_SERVICES_BIN), kind, *map(str, args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = process.stdout.readline().strip()
+        assert line.startswith("listening on "), f"fake-services {kind} did not start: {line!r}"
+        yield "http://" + line.removeprefix("listening on ")
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+
+def fake_record(base_url: str, what: str) -> Any:
+    """A fake's record as JSON: `calls` (its request counters) or `submitted`
+    (the bodies submitted, with their user agents, `[{"body", "user_agent"}]`)."""
+    with urllib.request.urlopen(f"{base_url}/__fake/{what}", timeout=RPC_TIMEOUT_S) as answer:
+        return json.load(answer)
 
 
 # --------------------------------------------------------------------------------------

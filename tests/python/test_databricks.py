@@ -9,10 +9,8 @@ Resource metas are compared with what the Python connector itself writes
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
-import subprocess
 import urllib.request
 from typing import Iterator, List
 
@@ -25,28 +23,17 @@ from flyteidl2.core import execution_pb2, security_pb2, tasks_pb2
 from flyteplugins.databricks import Databricks
 from flyteplugins.databricks.connector import DatabricksJobMetadata
 
-from conftest import COMPONENTS_DIR, REPO_ROOT, RPC_TIMEOUT_S, running_server
+from conftest import COMPONENTS_DIR, RPC_TIMEOUT_S, fake_service, running_server
 
 TOKEN = "dapi-python-suite-token"
-FAKE_BIN = pathlib.Path(
-    os.environ.get("FLYTE_CONNECT_FAKE_DATABRICKS", REPO_ROOT / "target" / "release" / "fake-databricks")
-)
 Phase = execution_pb2.TaskExecution.Phase
 
 
 @pytest.fixture(scope="module")
 def fake_databricks() -> Iterator[str]:
     """The fake workspace's base URL, http://127.0.0.1:PORT."""
-    if not FAKE_BIN.is_file():
-        pytest.fail(f"fake-databricks not found at {FAKE_BIN} (run `make test-python`)")
-    process = subprocess.Popen([str(FAKE_BIN), TOKEN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline().strip()
-        assert line.startswith("listening on "), line
-        yield "http://" + line.removeprefix("listening on ")
-    finally:
-        process.stdin.close()
-        process.wait(timeout=30)
+    with fake_service("databricks", TOKEN) as base_url:
+        yield base_url
 
 
 @pytest.fixture(scope="module")

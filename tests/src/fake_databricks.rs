@@ -5,6 +5,8 @@
 //! - `GET /api/2.1/jobs/runs/get?run_id=N` → the run, its `state` one step
 //!   further along its script at each call
 //! - `POST /api/2.1/jobs/runs/cancel` with `{"run_id": N}` → `{}`
+//! - `GET /__fake/calls` → [`Calls`]; `GET /__fake/submitted` → the submitted
+//!   bodies with their user agents, `[{"body", "user_agent"}]`
 //!
 //! Every request must carry `Authorization: Bearer TOKEN` (else 403, as
 //! Databricks answers). A run's script is picked by its `run_name`:
@@ -35,6 +37,7 @@ use axum::{
     routing::{get, post},
 };
 use flyte_connect::proto::core::{Container, KeyValuePair, TaskTemplate, task_template::Target};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 /// The container image of [`task_template`].
@@ -112,7 +115,7 @@ const QUEUED: &[Step] = &[
 const CANCELED: Step = ("TERMINATED", Some("CANCELED"), "Run cancelled by the user");
 
 /// Requests the fake has received, by endpoint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Calls {
     /// `runs/submit`.
     pub submit: usize,
@@ -140,10 +143,17 @@ struct Run {
     failing_polls: usize,
 }
 
+/// A submission as received.
+#[derive(Clone, Serialize)]
+struct Submitted {
+    body: Value,
+    user_agent: String,
+}
+
 #[derive(Default)]
 struct Workspace {
     runs: BTreeMap<u64, Run>,
-    submitted: Vec<Value>,
+    submitted: Vec<Submitted>,
     calls: Calls,
 }
 
@@ -198,6 +208,8 @@ impl FakeDatabricks {
             .route("/api/2.1/jobs/runs/submit", post(submit))
             .route("/api/2.1/jobs/runs/get", get(get_run))
             .route("/api/2.1/jobs/runs/cancel", post(cancel))
+            .route("/__fake/calls", get(fake_calls))
+            .route("/__fake/submitted", get(fake_submitted))
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -235,7 +247,22 @@ impl FakeDatabricks {
 
     /// The bodies of the runs submitted, in order.
     pub fn submitted(&self) -> Vec<Value> {
-        self.fake.workspace().submitted.clone()
+        self.fake
+            .workspace()
+            .submitted
+            .iter()
+            .map(|s| s.body.clone())
+            .collect()
+    }
+
+    /// The `User-Agent` of each submission, in order (empty when missing).
+    pub fn user_agents(&self) -> Vec<String> {
+        self.fake
+            .workspace()
+            .submitted
+            .iter()
+            .map(|s| s.user_agent.clone())
+            .collect()
     }
 
     /// Whether run `run_id` was cancelled.
@@ -286,7 +313,12 @@ async fn submit(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<V
     let mut workspace = fake.workspace();
     workspace.calls.submit += 1;
     let run_name = body["run_name"].as_str().unwrap_or_default().to_owned();
-    workspace.submitted.push(body);
+    let user_agent = headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    workspace.submitted.push(Submitted { body, user_agent });
     let script = match run_name.as_str() {
         "throttled" => {
             return error(
@@ -388,4 +420,12 @@ async fn cancel(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<V
     };
     run.cancelled = true;
     Json(json!({})).into_response()
+}
+
+async fn fake_calls(State(fake): State<Fake>) -> Response {
+    Json(fake.workspace().calls).into_response()
+}
+
+async fn fake_submitted(State(fake): State<Fake>) -> Response {
+    Json(fake.workspace().submitted.clone()).into_response()
 }

@@ -6,7 +6,11 @@
 //! `FLYTE_CONNECT_BIN` and `FLYTE_CONNECT_COMPONENTS`); by default they are
 //! looked up under the workspace's `target/`.
 
+pub mod fake_bigquery;
 pub mod fake_databricks;
+pub mod fake_snowflake;
+pub mod hosted;
+pub mod jwt;
 pub mod literals;
 pub mod native;
 

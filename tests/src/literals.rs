@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use flyte_connect::proto::{
     connector::{CreateTaskRequest, TaskCategory},
     core::{
-        Literal, LiteralCollection, LiteralMap, LiteralType, Primitive, Scalar, SimpleType,
-        TaskTemplate, TypedInterface, Variable, VariableEntry, VariableMap, literal, literal_type,
-        primitive, scalar,
+        Literal, LiteralCollection, LiteralMap, LiteralType, Primitive, RuntimeMetadata, Scalar,
+        SimpleType, Sql, StructuredDatasetType, TaskMetadata, TaskTemplate, TypedInterface,
+        Variable, VariableEntry, VariableMap, literal, literal_type, primitive, runtime_metadata,
+        scalar, sql, task_template,
     },
     task::{Inputs, NamedLiteral},
 };
@@ -39,6 +40,14 @@ pub fn string(s: &str) -> Literal {
 /// A boolean literal.
 pub fn boolean(b: bool) -> Literal {
     primitive(primitive::Value::Boolean(b))
+}
+
+/// A datetime literal, `seconds` and `nanos` since the Unix epoch (UTC).
+pub fn datetime(seconds: i64, nanos: i32) -> Literal {
+    primitive(primitive::Value::Datetime(pbjson_types::Timestamp {
+        seconds,
+        nanos,
+    }))
 }
 
 /// A collection literal.
@@ -142,6 +151,64 @@ pub fn create_request(task_type: &str, inputs: &TypedInputs) -> CreateTaskReques
         inputs: Some(inputs.inputs()),
         template: Some(TaskTemplate {
             interface: Some(inputs.interface()),
+            ..template(task_type)
+        }),
+        output_prefix: "s3://bucket/prefix".to_owned(),
+        ..Default::default()
+    }
+}
+
+/// The type of a Flyte `DataFrame` output, as `flyte` declares it.
+pub fn dataframe_type() -> LiteralType {
+    LiteralType {
+        r#type: Some(literal_type::Type::StructuredDatasetType(
+            StructuredDatasetType::default(),
+        )),
+        ..Default::default()
+    }
+}
+
+/// A SQL task's CreateTask request, as Flyte's SQL task plugins make it:
+/// `statement` in `sql`, `custom` as the plugin's `custom_config`, the
+/// inputs declared and sent, `outputs` declared, and the SDK version in
+/// `metadata.runtime`.
+pub fn sql_task_request(
+    task_type: &str,
+    statement: &str,
+    custom: serde_json::Value,
+    inputs: &TypedInputs,
+    outputs: &[(&str, LiteralType)],
+) -> CreateTaskRequest {
+    let mut interface = inputs.interface();
+    interface.outputs = Some(VariableMap {
+        variables: outputs
+            .iter()
+            .map(|(name, literal_type)| VariableEntry {
+                key: (*name).to_owned(),
+                value: Some(Variable {
+                    r#type: Some(literal_type.clone()),
+                    ..Default::default()
+                }),
+            })
+            .collect(),
+    });
+    CreateTaskRequest {
+        inputs: Some(inputs.inputs()),
+        template: Some(TaskTemplate {
+            interface: Some(interface),
+            custom: serde_json::from_value(custom).ok(),
+            target: Some(task_template::Target::Sql(Sql {
+                statement: statement.to_owned(),
+                dialect: sql::Dialect::Ansi as i32,
+            })),
+            metadata: Some(TaskMetadata {
+                runtime: Some(RuntimeMetadata {
+                    r#type: runtime_metadata::RuntimeType::FlyteSdk as i32,
+                    version: "2.12.1".to_owned(),
+                    flavor: "python".to_owned(),
+                }),
+                ..Default::default()
+            }),
             ..template(task_type)
         }),
         output_prefix: "s3://bucket/prefix".to_owned(),

@@ -1,0 +1,118 @@
+//! One connector component served by the real binary, with a manifest, as
+//! the tests of connectors that call external services use it: create,
+//! poll and cancel tasks with a connection, and check the log for secrets.
+
+use flyte_connect::proto::{
+    connector::{CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, Resource},
+    core::{Connection, task_execution::Phase},
+};
+
+use crate::{Server, Workspace, literals::category};
+
+/// A server running one connector component.
+pub struct HostedConnector {
+    /// The server, started with `RUST_LOG=debug` so that secret checks see
+    /// everything it logs.
+    pub server: Server,
+    task_type: String,
+    _plugins: Workspace,
+}
+
+impl HostedConnector {
+    /// Serves component `name` (from the test components) with `manifest`
+    /// as its `NAME.toml`, for tasks of `task_type`.
+    pub fn start(name: &str, task_type: &str, manifest: &str) -> Self {
+        let plugins = Workspace::with_components(&[name]);
+        plugins.write(&format!("{name}.toml"), manifest.as_bytes());
+        let dir = plugins.path().display().to_string();
+        let server = Server::start_with_env(
+            &["--plugin-dir", &dir],
+            plugins.path(),
+            &[("RUST_LOG", "debug")],
+        );
+        Self {
+            server,
+            task_type: task_type.to_owned(),
+            _plugins: plugins,
+        }
+    }
+
+    /// CreateTask; the resource meta.
+    pub async fn create(&self, request: CreateTaskRequest) -> Result<Vec<u8>, tonic::Status> {
+        let answer = self.server.tasks().await.create_task(request).await?;
+        Ok(answer.into_inner().resource_meta)
+    }
+
+    /// GetTask with `connection`.
+    pub async fn try_get(
+        &self,
+        meta: &[u8],
+        connection: &Connection,
+    ) -> Result<Resource, tonic::Status> {
+        let answer = self
+            .server
+            .tasks()
+            .await
+            .get_task(GetTaskRequest {
+                task_category: category(&self.task_type),
+                resource_meta: meta.to_vec(),
+                connection: Some(connection.clone()),
+                ..Default::default()
+            })
+            .await?;
+        Ok(answer.into_inner().resource.unwrap_or_default())
+    }
+
+    /// GetTask with `connection`, which must succeed.
+    pub async fn get(&self, meta: &[u8], connection: &Connection) -> Resource {
+        self.try_get(meta, connection).await.expect("GetTask")
+    }
+
+    /// The phases of `polls` successive GetTask calls.
+    pub async fn phases(&self, meta: &[u8], connection: &Connection, polls: usize) -> Vec<Phase> {
+        let mut phases = Vec::with_capacity(polls);
+        for _ in 0..polls {
+            phases.push(self.get(meta, connection).await.phase());
+        }
+        phases
+    }
+
+    /// DeleteTask with `connection`.
+    pub async fn delete(&self, meta: &[u8], connection: &Connection) -> Result<(), tonic::Status> {
+        self.server
+            .tasks()
+            .await
+            .delete_task(DeleteTaskRequest {
+                task_category: category(&self.task_type),
+                resource_meta: meta.to_vec(),
+                connection: Some(connection.clone()),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Asserts that nothing the server printed (at debug level) contains
+    /// any of `secrets`.
+    pub fn assert_never_logged(&self, secrets: &[&str]) {
+        let output = self.server.output.text();
+        assert!(output.contains("DEBUG"), "the server logged at debug");
+        for secret in secrets {
+            assert!(
+                !output.contains(secret),
+                "a secret ({} chars) reached the log:\n{output}",
+                secret.len()
+            );
+        }
+    }
+}
+
+/// A connection with these secrets.
+pub fn connection(secrets: &[(&str, &str)]) -> Connection {
+    Connection {
+        secrets: secrets
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect(),
+        ..Default::default()
+    }
+}
