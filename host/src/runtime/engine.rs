@@ -111,6 +111,7 @@ pub(super) fn build(settings: &EngineSettings) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
+        .wasm_wide_arithmetic(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     if let Some(dir) = &settings.cache_dir {
