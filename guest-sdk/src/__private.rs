@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::{
-    Connection, Connector, Context, Error, LogsPage, LogsQuery, Metadata, MetricResult,
+    Connection, Connector, Context, Error, LinkType, LogsPage, LogsQuery, Metadata, MetricResult,
     MetricsQuery, Phase, Resource, TaskCategory, TaskLog, TaskRequest,
 };
 
@@ -242,6 +242,11 @@ fn log_to_wit(log: TaskLog) -> wit::TaskLog {
         icon_uri: log.icon_uri,
         show_while_pending: log.show_while_pending,
         hide_once_finished: log.hide_once_finished,
+        link_type: match log.link_type {
+            LinkType::External => wit::LinkType::External,
+            LinkType::Dashboard => wit::LinkType::Dashboard,
+            LinkType::Ide => wit::LinkType::Ide,
+        },
     }
 }
 

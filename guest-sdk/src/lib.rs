@@ -115,7 +115,7 @@ pub use http::HttpError;
 pub use metadata::{Metadata, TaskCategory};
 pub use phase::Phase;
 pub use request::{Connection, Context, LogsQuery, MetricsQuery, TaskRequest};
-pub use response::{LogsPage, MetricResult, Output, Outputs, Resource, TaskLog};
+pub use response::{LinkType, LogsPage, MetricResult, Output, Outputs, Resource, TaskLog};
 pub use serde_json;
 pub use time::Rfc3339;
 
@@ -125,8 +125,9 @@ extern crate self as flyte_connector_sdk;
 /// Everything a connector usually needs: `use flyte_connector_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Connection, Connector, Context, Error, LogsPage, LogsQuery, Metadata, MetricResult,
-        MetricsQuery, Output, Outputs, Phase, Resource, TaskCategory, TaskLog, TaskRequest,
+        Connection, Connector, Context, Error, LinkType, LogsPage, LogsQuery, Metadata,
+        MetricResult, MetricsQuery, Output, Outputs, Phase, Resource, TaskCategory, TaskLog,
+        TaskRequest,
     };
 }
 

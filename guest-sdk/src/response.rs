@@ -242,6 +242,20 @@ pub struct TaskLog {
     pub show_while_pending: bool,
     /// Hide the link once the task has finished.
     pub hide_once_finished: bool,
+    /// What the link opens; an external log viewer unless set.
+    pub link_type: LinkType,
+}
+
+/// What a log link opens (`flyteidl2.core.TaskLog.LinkType`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LinkType {
+    /// An external log viewer.
+    #[default]
+    External,
+    /// A dashboard of the running workload (a console showing the job).
+    Dashboard,
+    /// An interactive development environment.
+    Ide,
 }
 
 impl TaskLog {
@@ -255,7 +269,16 @@ impl TaskLog {
             icon_uri: String::new(),
             show_while_pending: false,
             hide_once_finished: false,
+            link_type: LinkType::External,
         }
+    }
+
+    /// Sets what the link opens, e.g. [`LinkType::Dashboard`] for a
+    /// service's console showing the job (as Flyte's BigQuery and Snowflake
+    /// connectors mark theirs).
+    pub fn link_type(mut self, link_type: LinkType) -> Self {
+        self.link_type = link_type;
+        self
     }
 
     /// Sets whether the link works yet.

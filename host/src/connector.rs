@@ -158,6 +158,20 @@ pub struct TaskLog {
     pub show_while_pending: bool,
     /// Hide the link once the task has finished.
     pub hide_once_finished: bool,
+    /// What the link opens.
+    pub link_type: LinkType,
+}
+
+/// What a log link opens (`flyteidl2.core.TaskLog.LinkType`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LinkType {
+    /// An external log viewer.
+    #[default]
+    External,
+    /// A dashboard of the running workload.
+    Dashboard,
+    /// An interactive development environment.
+    Ide,
 }
 
 /// One named output a connector produced.

@@ -7,7 +7,7 @@
 
 use flyte_connect::proto::{
     connector::CreateTaskRequest,
-    core::{Connection, SimpleType, literal, scalar, task_execution::Phase},
+    core::{Connection, SimpleType, literal, scalar, task_execution::Phase, task_log::LinkType},
 };
 use flyte_connect_e2e::{
     fake_bigquery::{
@@ -174,6 +174,7 @@ async fn a_query_job_runs_to_success_with_typed_parameters_and_the_python_meta()
     assert_eq!(first.phase(), Phase::Initializing);
     assert_eq!(first.message, "PENDING");
     assert_eq!(first.log_links[0].name, "BigQuery Console");
+    assert_eq!(first.log_links[0].link_type(), LinkType::Dashboard);
     assert_eq!(
         first.log_links[0].uri,
         format!(

@@ -5,7 +5,7 @@
 
 use flyte_connect::proto::{
     connector::{CreateTaskRequest, Resource},
-    core::{TaskTemplate, task_execution::Phase},
+    core::{TaskTemplate, task_execution::Phase, task_log::LinkType},
 };
 use flyte_connect_e2e::{
     Server,
@@ -123,6 +123,8 @@ async fn a_run_is_submitted_then_polled_to_success() {
     assert_eq!(first.phase(), Phase::Initializing);
     assert_eq!(first.message, "Waiting for cluster");
     assert_eq!(first.log_links[0].name, "Databricks Console");
+    // The Python connector leaves the type at its default.
+    assert_eq!(first.log_links[0].link_type(), LinkType::External);
     assert_eq!(
         first.log_links[0].uri,
         format!("{}/#job/2000/run/1000", setup.fake.base_url())

@@ -7,7 +7,7 @@
 
 use flyte_connect::proto::{
     connector::CreateTaskRequest,
-    core::{Connection, SimpleType, literal, scalar, task_execution::Phase},
+    core::{Connection, SimpleType, literal, scalar, task_execution::Phase, task_log::LinkType},
 };
 use flyte_connect_e2e::{
     fake_snowflake::FakeSnowflake,
@@ -168,6 +168,7 @@ async fn a_statement_runs_to_success_with_typed_bindings_and_the_python_meta() {
     let running = setup.hosted.get(&meta, &connection).await;
     assert_eq!(running.phase(), Phase::Running);
     assert_eq!(running.log_links[0].name, "Snowflake Dashboard");
+    assert_eq!(running.log_links[0].link_type(), LinkType::Dashboard);
     assert_eq!(
         running.log_links[0].uri,
         format!(

@@ -258,7 +258,8 @@ def test_a_plugin_made_query_runs_to_success_with_typed_parameters_and_the_pytho
     assert [phase_name(r) for r in resources] == ["INITIALIZING", "RUNNING", "SUCCEEDED"]
     assert [r.message for r in resources] == ["PENDING", "RUNNING", "DONE"]
     link = resources[0].log_links[0]
-    assert (link.name, link.ready) == ("BigQuery Console", True)
+    # A dashboard link, ready, as the Python connector marks it.
+    assert (link.name, link.ready, link.link_type) == ("BigQuery Console", True, execution_pb2.TaskLog.DASHBOARD)
     assert link.uri == (
         f"https://console.cloud.google.com/bigquery?project={PROJECT}&j=bq:US:{job_id}&page=queryresults"
     )

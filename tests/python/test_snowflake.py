@@ -240,6 +240,7 @@ def test_a_plugin_made_query_runs_to_success_with_typed_bindings_and_the_python_
     assert [phase_name(r) for r in resources] == ["RUNNING", "SUCCEEDED"]
     link = resources[0].log_links[0]
     assert (link.name, link.uri) == ("Snowflake Dashboard", _construct_query_link(ACCOUNT, query_id))
+    assert (link.ready, link.link_type) == (True, execution_pb2.TaskLog.DASHBOARD)
 
     # The result set, as a DataFrame flyte reads, and the very literal the Python connector's server returns.
     done = resources[-1]

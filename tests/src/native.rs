@@ -9,8 +9,8 @@ use std::{marker::PhantomData, sync::Arc};
 use async_trait::async_trait;
 use flyte_connect::connector::{
     Connector, ConnectorError, ConnectorInfo, CreateRequest, Deadline, DeleteRequest, GetRequest,
-    LogsPage, LogsRequest, MetricResult, MetricsRequest, Output, Phase, Resource, TaskCategory,
-    TaskLog,
+    LinkType, LogsPage, LogsRequest, MetricResult, MetricsRequest, Output, Phase, Resource,
+    TaskCategory, TaskLog,
 };
 use flyte_connector_sdk::__private::{
     Adapter,
@@ -117,6 +117,11 @@ fn resource(resource: wit::Resource) -> Result<Resource, ConnectorError> {
                 icon_uri: l.icon_uri,
                 show_while_pending: l.show_while_pending,
                 hide_once_finished: l.hide_once_finished,
+                link_type: match l.link_type {
+                    wit::LinkType::External => LinkType::External,
+                    wit::LinkType::Dashboard => LinkType::Dashboard,
+                    wit::LinkType::Ide => LinkType::Ide,
+                },
             })
             .collect(),
         outputs,

@@ -108,6 +108,7 @@ impl BigQueryMeta {
                 self.job_id
             ),
         )
+        .link_type(LinkType::Dashboard)
     }
 }
 

@@ -100,6 +100,7 @@ impl SnowflakeMeta {
             "Snowflake Dashboard",
             format!("{base}/#/compute/history/queries/{}/detail", self.query_id),
         )
+        .link_type(LinkType::Dashboard)
     }
 
     /// Where the query's results are, as the Python connector names them.

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use crate::connector::{
-    self, ConnectorError, ConnectorInfo, LogsPage, MetricResult, Output, Phase, Resource,
+    self, ConnectorError, ConnectorInfo, LinkType, LogsPage, MetricResult, Output, Phase, Resource,
     TaskCategory, TaskLog,
 };
 
@@ -176,6 +176,11 @@ pub(super) fn resource(resource: wit::Resource) -> Result<Resource, ConnectorErr
                 icon_uri: l.icon_uri,
                 show_while_pending: l.show_while_pending,
                 hide_once_finished: l.hide_once_finished,
+                link_type: match l.link_type {
+                    wit::LinkType::External => LinkType::External,
+                    wit::LinkType::Dashboard => LinkType::Dashboard,
+                    wit::LinkType::Ide => LinkType::Ide,
+                },
             })
             .collect(),
         outputs,

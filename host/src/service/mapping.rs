@@ -11,8 +11,8 @@ use tonic::metadata::MetadataMap;
 use super::ServiceError;
 use crate::{
     connector::{
-        ConnectionMap, CreateRequest, Deadline, DeleteRequest, GetRequest, LogsPage, LogsRequest,
-        MetricResult, MetricsRequest, Phase, Resource, TaskCategory,
+        ConnectionMap, CreateRequest, Deadline, DeleteRequest, GetRequest, LinkType, LogsPage,
+        LogsRequest, MetricResult, MetricsRequest, Phase, Resource, TaskCategory,
     },
     convert::{self, ConvertError},
     proto::{connector as pb, core, flyteidl2::logs::dataplane},
@@ -155,6 +155,15 @@ fn phase_to_proto(phase: Phase) -> core::task_execution::Phase {
     }
 }
 
+fn link_type_to_proto(link_type: LinkType) -> core::task_log::LinkType {
+    use core::task_log::LinkType as Pb;
+    match link_type {
+        LinkType::External => Pb::External,
+        LinkType::Dashboard => Pb::Dashboard,
+        LinkType::Ide => Pb::Ide,
+    }
+}
+
 /// GetTask's answer: outputs converted to literals, custom_info to a Struct.
 pub(crate) fn get_response(resource: Resource) -> Result<pb::GetTaskResponse, ConvertError> {
     // Like the Python server: no outputs and empty outputs both leave the field unset.
@@ -181,6 +190,7 @@ pub(crate) fn get_response(resource: Resource) -> Result<pb::GetTaskResponse, Co
                     icon_uri: link.icon_uri,
                     show_while_pending: link.show_while_pending,
                     hide_once_finished: link.hide_once_finished,
+                    link_type: link_type_to_proto(link.link_type) as i32,
                     ..Default::default()
                 })
                 .collect(),
