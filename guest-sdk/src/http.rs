@@ -84,6 +84,28 @@ pub fn delete(url: impl Into<String>) -> Request {
     request("DELETE", url)
 }
 
+/// Percent-encodes `text` for one URL path segment or query value: every
+/// byte but ASCII letters, digits and `-._~` becomes `%XX`, so ids from a
+/// resource meta cannot change the URL's shape.
+///
+/// ```
+/// use flyte_connector_sdk::http::encode_component;
+///
+/// assert_eq!(encode_component("example.com:proj"), "example.com%3Aproj");
+/// assert_eq!(encode_component("../x?y"), "..%2Fx%3Fy");
+/// ```
+pub fn encode_component(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 /// An HTTP request being built. Its `Debug` output hides credentials.
 #[derive(Clone)]
 pub struct Request {

@@ -117,7 +117,7 @@ pub use phase::Phase;
 pub use request::{Connection, Context, LogsQuery, MetricsQuery, TaskRequest};
 pub use response::{LinkType, LogsPage, MetricResult, Output, Outputs, Resource, TaskLog};
 pub use serde_json;
-pub use time::Rfc3339;
+pub use time::{Rfc3339, utc_wall_clock};
 
 // The generated bindings name this crate by its own name.
 extern crate self as flyte_connector_sdk;

@@ -11,8 +11,8 @@ use crate::{Server, Workspace, literals::category};
 
 /// A server running one connector component.
 pub struct HostedConnector {
-    /// The server, started with `RUST_LOG=debug` so that secret checks see
-    /// everything it logs.
+    /// The server; [`HostedConnector::start`] runs it with `RUST_LOG=debug`
+    /// so that secret checks see everything it logs.
     pub server: Server,
     task_type: String,
     _plugins: Workspace,
@@ -20,16 +20,23 @@ pub struct HostedConnector {
 
 impl HostedConnector {
     /// Serves component `name` (from the test components) with `manifest`
-    /// as its `NAME.toml`, for tasks of `task_type`.
+    /// as its `NAME.toml`, for tasks of `task_type`, logging at debug.
     pub fn start(name: &str, task_type: &str, manifest: &str) -> Self {
+        Self::start_with_env(name, task_type, manifest, &[("RUST_LOG", "debug")])
+    }
+
+    /// Like [`HostedConnector::start`], with the server's environment
+    /// (`RUST_LOG` at its default unless set here).
+    pub fn start_with_env(
+        name: &str,
+        task_type: &str,
+        manifest: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let plugins = Workspace::with_components(&[name]);
         plugins.write(&format!("{name}.toml"), manifest.as_bytes());
         let dir = plugins.path().display().to_string();
-        let server = Server::start_with_env(
-            &["--plugin-dir", &dir],
-            plugins.path(),
-            &[("RUST_LOG", "debug")],
-        );
+        let server = Server::start_with_env(&["--plugin-dir", &dir], plugins.path(), env);
         Self {
             server,
             task_type: task_type.to_owned(),

@@ -17,7 +17,10 @@
 mod auth;
 mod params;
 
-use flyte_connector_sdk::{http, prelude::*};
+use flyte_connector_sdk::{
+    http::{self, encode_component as encode},
+    prelude::*,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -65,20 +68,6 @@ fn endpoint() -> String {
         .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned())
         .trim_end_matches('/')
         .to_owned()
-}
-
-/// Percent-encodes a path segment or query value (ids and locations are
-/// plain, but a domain-scoped project id has a `:`).
-fn encode(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
 }
 
 impl BigQueryMeta {

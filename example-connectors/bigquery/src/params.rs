@@ -1,7 +1,7 @@
 //! The task's inputs as BigQuery named query parameters, typed from the
 //! task's interface.
 
-use flyte_connector_sdk::Error;
+use flyte_connector_sdk::{Error, utc_wall_clock};
 use serde_json::{Map, Value, json};
 
 /// The BigQuery type of a Flyte input type, if it has one.
@@ -68,27 +68,13 @@ fn parameter_value(bq_type: &str, value: &Value) -> Option<Value> {
         }
         ("STRING", Value::String(s)) => Value::String(s.clone()),
         ("BOOL", Value::Bool(b)) => Value::String(b.to_string()),
-        ("DATETIME", Value::String(s)) => Value::String(civil_datetime(s)?),
+        // The UTC wall-clock time with microseconds, as the Python client sends it.
+        ("DATETIME", Value::String(s)) => Value::String(utc_wall_clock(s, 6)?),
         // Binary literals arrive as {"tag", "value"} with the value in base64,
         // which is how BigQuery takes BYTES.
         ("BYTES", Value::Object(binary)) => binary.get("value")?.as_str().map(Value::from)?,
         _ => return None,
     })
-}
-
-/// An RFC 3339 UTC timestamp (`2024-01-02T03:04:05.5+00:00` or `...Z`) as
-/// a BigQuery DATETIME (`2024-01-02T03:04:05.500000`), the UTC wall-clock
-/// time as the Python client sends it.
-fn civil_datetime(rfc3339: &str) -> Option<String> {
-    let local = rfc3339
-        .strip_suffix('Z')
-        .or_else(|| rfc3339.strip_suffix("+00:00"))?;
-    let (seconds, fraction) = local.split_once('.').unwrap_or((local, ""));
-    if seconds.len() != 19 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let micros: String = fraction.chars().chain("000000".chars()).take(6).collect();
-    Some(format!("{seconds}.{micros}"))
 }
 
 #[cfg(test)]
@@ -162,7 +148,7 @@ mod tests {
             matches!(&err, Error::InvalidRequest(m) if m.contains("`n`") && m.contains("INT64")),
             "{err}"
         );
-        let err = parameter("t", json!("2024-01-02T03:04:05+02:00")).expect_err("offset");
+        let err = parameter("t", json!("yesterday")).expect_err("not a datetime");
         assert!(err.message().contains("DATETIME"), "{err}");
         let err = query_parameters(&json!({"undeclared": 1}), &types()).expect_err("no type");
         assert!(err.message().contains("`undeclared`"), "{err}");

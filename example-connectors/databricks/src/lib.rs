@@ -297,7 +297,7 @@ impl Connector for Databricks {
         let url = format!(
             "{}/api/2.1/jobs/runs/get?run_id={}",
             base_url(instance),
-            meta.run_id
+            http::encode_component(&meta.run_id)
         );
         let run: Run = call(http::get(url).bearer_auth(token), instance, "poll the run")?.json()?;
         let life_cycle = run.state.life_cycle_state.as_deref().unwrap_or("PENDING");

@@ -146,7 +146,7 @@ impl SnowflakeMeta {
         format!(
             "{}/api/v2/statements/{}{suffix}",
             self.endpoint(),
-            self.query_id
+            http::encode_component(&self.query_id)
         )
     }
 }

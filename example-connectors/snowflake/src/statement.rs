@@ -3,7 +3,7 @@
 //! interface, and with `batch` list inputs expand into one multi-row
 //! `VALUES` clause, as `flyteplugins-snowflake` documents.
 
-use flyte_connector_sdk::Error;
+use flyte_connector_sdk::{Error, utc_wall_clock};
 use serde_json::{Map, Value, json};
 
 /// A statement ready to send: the SQL with `?` placeholders and its
@@ -165,7 +165,8 @@ fn binding(name: &str, input: &Input<'_>) -> Result<Value, Error> {
         ("FLOAT", Value::String(s)) if s == "-Infinity" => ("REAL", json!("-inf")),
         ("STRING", Value::String(s)) => ("TEXT", Value::String(s.clone())),
         ("BOOLEAN", Value::Bool(b)) => ("BOOLEAN", Value::String(b.to_string())),
-        ("DATETIME", Value::String(s)) => match wall_clock_utc(s) {
+        // TIMESTAMP_NTZ text: the UTC wall-clock time with nanoseconds.
+        ("DATETIME", Value::String(s)) => match utc_wall_clock(s, 9) {
             Some(timestamp) => ("TIMESTAMP_NTZ", Value::String(timestamp)),
             None => return Err(bad_value(name, input)),
         },
@@ -188,24 +189,6 @@ fn bad_value(name: &str, input: &Input<'_>) -> Error {
         "input `{name}` does not match its type {}: {}",
         input.literal_type, input.value
     ))
-}
-
-/// An RFC 3339 UTC timestamp as TIMESTAMP_NTZ text with nanoseconds
-/// (`2024-01-02T03:04:05.500000000`): the UTC wall-clock time.
-fn wall_clock_utc(rfc3339: &str) -> Option<String> {
-    let local = rfc3339
-        .strip_suffix('Z')
-        .or_else(|| rfc3339.strip_suffix("+00:00"))?;
-    let (seconds, fraction) = local.split_once('.').unwrap_or((local, ""));
-    if seconds.len() != 19 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let nanos: String = fraction
-        .chars()
-        .chain("000000000".chars())
-        .take(9)
-        .collect();
-    Some(format!("{seconds}.{nanos}"))
 }
 
 /// The byte range of the one `VALUES (...)` clause's contents (between its

@@ -6,12 +6,15 @@
 //!
 //! Also: peak memory (RSS) of each server, and how long each takes to serve
 //! its first call; for flyte-connect with five components, from a cold and
-//! from a warm compile cache.
+//! from a warm compile cache. And what one poll (GetTask) of the service
+//! connectors costs against loopback fakes, signing included (`polls`).
 //!
-//! `BENCH_SECONDS` sets the seconds per load level (default 5);
+//! `-- --polls` runs only the poll costs. `BENCH_SECONDS` sets the seconds
+//! per load level (default 5);
 //! `BENCH_PYTHON_VENV` the venv holding the `flyte` package (default `.venv`).
 
 mod load;
+mod polls;
 mod servers;
 
 use std::{
@@ -235,6 +238,12 @@ fn main() {
         );
         return;
     }
+    if args.iter().any(|a| a == "--polls") {
+        // `--polls`: only the service connectors' GetTask costs.
+        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        polls::report(&runtime.block_on(polls::measure()));
+        return;
+    }
     let seconds = Duration::from_secs(
         std::env::var("BENCH_SECONDS")
             .ok()
@@ -262,5 +271,6 @@ fn main() {
         results.push(measure(servers::this_binary("native").await, seconds).await);
         results.push(measure(servers::this_binary("bare").await, seconds).await);
         report(&results, five, seconds);
+        polls::report(&polls::measure().await);
     });
 }
