@@ -35,9 +35,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::SocketAddr,
-    sync::{Arc, Mutex, PoisonError},
-    time::{SystemTime, UNIX_EPOCH},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use axum::{
@@ -52,7 +50,10 @@ use rsa::RsaPublicKey;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::jwt;
+use crate::{
+    fake_http::{self, FakeService, Ledger, Serving, now_ms},
+    jwt,
+};
 
 /// The `aud` of a self-signed service-account JWT for BigQuery.
 pub const AUDIENCE: &str = "https://bigquery.googleapis.com/";
@@ -193,41 +194,65 @@ struct Job {
 }
 
 impl Job {
+    /// A job of `script` in `location`, not polled yet.
+    fn new(location: String, configuration: Value, script: &'static [Step]) -> Self {
+        Self {
+            location,
+            configuration,
+            script,
+            polls: 0,
+            cancelled: false,
+            created_ms: now_ms(),
+        }
+    }
+
     /// The step the last answer showed (PENDING before any `jobs.get`).
     fn shown(&self) -> Step {
         self.script[self.polls.saturating_sub(1).min(self.script.len() - 1)]
     }
-}
 
-/// An insert as received.
-#[derive(Clone, Serialize)]
-struct Submitted {
-    body: Value,
-    user_agent: String,
+    /// The step a `jobs.get` shows, one further along the script.
+    fn poll(&mut self) -> Step {
+        if self.cancelled {
+            Step::Done
+        } else {
+            fake_http::advance(self.script, &mut self.polls)
+        }
+    }
+
+    /// The step a `jobs.cancel` shows: the job cancelled, unless it was
+    /// shown finished already.
+    fn cancel(&mut self) -> Step {
+        if self.cancelled {
+            return Step::Done;
+        }
+        match self.shown() {
+            // Shown as finished already: a cancel changes nothing.
+            finished @ (Step::Done | Step::Failed) if self.polls > 0 => finished,
+            _ => {
+                self.cancelled = true;
+                Step::Done
+            }
+        }
+    }
 }
 
 #[derive(Default)]
 struct Google {
     /// By project, then job id.
     jobs: BTreeMap<(String, String), Job>,
-    submitted: Vec<Submitted>,
     bearers: Vec<BearerKind>,
     issued: BTreeSet<String>,
-    calls: Calls,
 }
 
+/// The fake Google as its handlers share it: the service account it
+/// accepts, where it serves, its jobs and tokens, and what it received.
 #[derive(Clone)]
-struct Fake {
+pub struct Fake {
     account: Arc<ServiceAccount>,
     base_url: Arc<str>,
     google: Arc<Mutex<Google>>,
-}
-
-fn now_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
+    ledger: Ledger<Calls>,
 }
 
 /// A Google API error: `{"error": {"code", "message", "errors", "status"}}`.
@@ -262,9 +287,13 @@ fn not_found(project: &str, location: &str, job_id: &str) -> Response {
     )
 }
 
+/// The job a `jobs.get` or `jobs.cancel` names: `{project}` and `{job_id}`
+/// of its path, and its query (`location`).
+type JobPath = (Path<(String, String)>, Query<BTreeMap<String, String>>);
+
 impl Fake {
-    fn google(&self) -> std::sync::MutexGuard<'_, Google> {
-        self.google.lock().unwrap_or_else(PoisonError::into_inner)
+    fn google(&self) -> MutexGuard<'_, Google> {
+        fake_http::lock(&self.google)
     }
 
     /// Why the self-signed JWT `token` is not the service account's.
@@ -284,38 +313,6 @@ impl Fake {
             return Err("aud is not BigQuery".into());
         }
         jwt::check_times(&claims, MAX_LIFETIME_SECS)
-    }
-
-    /// Checks the bearer; the error is the answer Google gives.
-    fn authorize(&self, headers: &HeaderMap) -> Result<BearerKind, Box<Response>> {
-        let token = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let kind = match token {
-            Some(token) if self.google().issued.contains(token) => Some(BearerKind::MetadataToken),
-            Some(token) if token.contains('.') => self
-                .check_jwt(token)
-                .ok()
-                .map(|()| BearerKind::SelfSignedJwt),
-            _ => None,
-        };
-        let mut google = self.google();
-        match kind {
-            Some(kind) => {
-                google.bearers.push(kind);
-                Ok(kind)
-            }
-            None => {
-                google.calls.unauthorized += 1;
-                Err(Box::new(error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    UNAUTHENTICATED,
-                )))
-            }
-        }
     }
 
     /// The job resource as `jobs.get` shows it at `step`.
@@ -376,27 +373,55 @@ impl Fake {
     }
 }
 
-/// A running fake Google; it stops when dropped.
-pub struct FakeBigQuery {
-    addr: SocketAddr,
-    fake: Fake,
-    _stop: tokio::sync::oneshot::Sender<()>,
+impl FakeService for Fake {
+    type Calls = Calls;
+
+    fn ledger(&self) -> &Ledger<Calls> {
+        &self.ledger
+    }
+
+    /// Checks the bearer; the error is the answer Google gives.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Box<Response>> {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let kind = match token {
+            Some(token) if self.google().issued.contains(token) => Some(BearerKind::MetadataToken),
+            Some(token) if token.contains('.') => self
+                .check_jwt(token)
+                .ok()
+                .map(|()| BearerKind::SelfSignedJwt),
+            _ => None,
+        };
+        match kind {
+            Some(kind) => {
+                self.google().bearers.push(kind);
+                Ok(())
+            }
+            None => {
+                self.ledger.count(|calls| &mut calls.unauthorized);
+                Err(Box::new(error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    UNAUTHENTICATED,
+                )))
+            }
+        }
+    }
 }
+
+/// A running fake Google; it stops when dropped. Its
+/// [`addr`](Serving::addr) is what `GCE_METADATA_HOST` names, its
+/// [`base_url`](Serving::base_url) the root of the BigQuery API.
+pub type FakeBigQuery = Serving<Fake>;
 
 impl FakeBigQuery {
     /// Serves on a free loopback port, accepting `service_account`'s JWTs
     /// and the tokens it issues itself.
     pub async fn start(service_account: ServiceAccount) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the fake BigQuery port");
-        let addr = listener.local_addr().expect("the fake's address");
-        let fake = Fake {
-            account: Arc::new(service_account),
-            base_url: Arc::from(format!("http://{addr}")),
-            google: Arc::default(),
-        };
-        let app = Router::new()
+        let routes = Router::new()
             .route("/bigquery/v2/projects/{project}/jobs", post(insert))
             .route(
                 "/bigquery/v2/projects/{project}/jobs/{job_id}",
@@ -409,68 +434,29 @@ impl FakeBigQuery {
             .route(
                 "/computeMetadata/v1/instance/service-accounts/default/token",
                 get(metadata_token),
-            )
-            .route("/__fake/calls", get(fake_calls))
-            .route("/__fake/submitted", get(fake_submitted))
-            .with_state(fake.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Self {
-            addr,
-            fake,
-            _stop: stop,
-        }
-    }
-
-    /// `127.0.0.1:PORT`, what `GCE_METADATA_HOST` names.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:PORT`, the root of the BigQuery API.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Requests received so far.
-    pub fn calls(&self) -> Calls {
-        self.fake.google().calls
+            );
+        Self::serve("BigQuery", routes, |addr| Fake {
+            account: Arc::new(service_account),
+            base_url: Arc::from(format!("http://{addr}")),
+            google: Arc::default(),
+            ledger: Ledger::default(),
+        })
+        .await
     }
 
     /// The bodies of the inserts received, in order.
     pub fn jobs(&self) -> Vec<Value> {
-        self.fake
-            .google()
-            .submitted
-            .iter()
-            .map(|s| s.body.clone())
-            .collect()
-    }
-
-    /// The `User-Agent` of each insert, in order (empty when missing).
-    pub fn user_agents(&self) -> Vec<String> {
-        self.fake
-            .google()
-            .submitted
-            .iter()
-            .map(|s| s.user_agent.clone())
-            .collect()
+        self.fake().ledger.bodies()
     }
 
     /// How each authorized BigQuery request authorized itself, in order.
     pub fn bearers(&self) -> Vec<BearerKind> {
-        self.fake.google().bearers.clone()
+        self.fake().google().bearers.clone()
     }
 
     /// Whether a job `job_id` (of any project) was cancelled.
     pub fn cancelled(&self, job_id: &str) -> bool {
-        self.fake
+        self.fake()
             .google()
             .jobs
             .iter()
@@ -480,26 +466,15 @@ impl FakeBigQuery {
     /// Registers job `job_id` of `project` in `location` as if inserted
     /// earlier (by another server), with the default script.
     pub fn add_job(&self, project: &str, location: &str, job_id: &str) {
-        self.fake.google().jobs.insert(
+        self.fake().google().jobs.insert(
             (project.to_owned(), job_id.to_owned()),
-            Job {
-                location: location.to_owned(),
-                configuration: json!({"query": {"query": "SELECT 1", "useLegacySql": false}}),
-                script: SUCCESS,
-                polls: 0,
-                cancelled: false,
-                created_ms: now_ms(),
-            },
+            Job::new(
+                location.to_owned(),
+                json!({"query": {"query": "SELECT 1", "useLegacySql": false}}),
+                SUCCESS,
+            ),
         );
     }
-}
-
-fn user_agent(headers: &HeaderMap) -> String {
-    headers
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 async fn insert(
@@ -508,11 +483,9 @@ async fn insert(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(denied) = fake.authorize(&headers) {
+    if let Err(denied) = fake.admit(&headers, |calls| &mut calls.insert) {
         return *denied;
     }
-    let mut google = fake.google();
-    google.calls.insert += 1;
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -520,10 +493,7 @@ async fn insert(
             "Invalid JSON payload received.",
         );
     };
-    google.submitted.push(Submitted {
-        body: body.clone(),
-        user_agent: user_agent(&headers),
-    });
+    fake.ledger.record(body.clone(), &headers);
     let reference = &body["jobReference"];
     let Some(job_id) = reference["jobId"].as_str().filter(|id| !id.is_empty()) else {
         return error(
@@ -570,6 +540,7 @@ async fn insert(
     } else {
         SUCCESS
     };
+    let mut google = fake.google();
     let key = (project.clone(), job_id.to_owned());
     if let Some(existing) = google.jobs.get(&key) {
         return error(
@@ -581,14 +552,7 @@ async fn insert(
             ),
         );
     }
-    let job = Job {
-        location,
-        configuration: body["configuration"].clone(),
-        script,
-        polls: 0,
-        cancelled: false,
-        created_ms: now_ms(),
-    };
+    let job = Job::new(location, body["configuration"].clone(), script);
     let resource = fake.resource(&project, job_id, &job, Step::Pending);
     google.jobs.insert(key, job);
     Json(resource).into_response()
@@ -599,82 +563,56 @@ fn location_matches(wanted: Option<&String>, location: &str) -> bool {
     wanted.is_none_or(|wanted| wanted.eq_ignore_ascii_case(location))
 }
 
-async fn get_job(
-    State(fake): State<Fake>,
-    Path((project, job_id)): Path<(String, String)>,
-    Query(query): Query<BTreeMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(denied) = fake.authorize(&headers) {
-        return *denied;
+impl Fake {
+    /// Answers for `jobs.get` and `jobs.cancel`: admits the request
+    /// (counting it in the counter `counter` picks), finds the job `path`
+    /// names (404 when it is not in the location the query names, if any),
+    /// and gives the job resource at the step `step` moves it to.
+    fn on_job(
+        &self,
+        headers: &HeaderMap,
+        (Path((project, job_id)), Query(query)): JobPath,
+        counter: impl FnOnce(&mut Calls) -> &mut usize,
+        step: impl FnOnce(&mut Job) -> Step,
+    ) -> Result<Value, Box<Response>> {
+        self.admit(headers, counter)?;
+        let mut google = self.google();
+        let wanted = query.get("location");
+        let Some(job) = google
+            .jobs
+            .get_mut(&(project.clone(), job_id.clone()))
+            .filter(|job| location_matches(wanted, &job.location))
+        else {
+            let location = wanted.map_or(DEFAULT_LOCATION, String::as_str);
+            return Err(Box::new(not_found(&project, location, &job_id)));
+        };
+        let step = step(job);
+        Ok(self.resource(&project, &job_id, job, step))
     }
-    let mut google = fake.google();
-    google.calls.get += 1;
-    let wanted = query.get("location");
-    let key = (project.clone(), job_id.clone());
-    let Some(job) = google
-        .jobs
-        .get_mut(&key)
-        .filter(|job| location_matches(wanted, &job.location))
-    else {
-        let location = wanted.map_or(DEFAULT_LOCATION, String::as_str);
-        return not_found(&project, location, &job_id);
-    };
-    let step = if job.cancelled {
-        Step::Done
-    } else {
-        let step = job.script[job.polls.min(job.script.len() - 1)];
-        job.polls += 1;
-        step
-    };
-    Json(fake.resource(&project, &job_id, job, step)).into_response()
 }
 
-async fn cancel(
-    State(fake): State<Fake>,
-    Path((project, job_id)): Path<(String, String)>,
-    Query(query): Query<BTreeMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(denied) = fake.authorize(&headers) {
-        return *denied;
+async fn get_job(State(fake): State<Fake>, path: JobPath, headers: HeaderMap) -> Response {
+    match fake.on_job(&headers, path, |calls| &mut calls.get, Job::poll) {
+        Ok(resource) => Json(resource).into_response(),
+        Err(answer) => *answer,
     }
-    let mut google = fake.google();
-    google.calls.cancel += 1;
-    let wanted = query.get("location");
-    let key = (project.clone(), job_id.clone());
-    let Some(job) = google
-        .jobs
-        .get_mut(&key)
-        .filter(|job| location_matches(wanted, &job.location))
-    else {
-        let location = wanted.map_or(DEFAULT_LOCATION, String::as_str);
-        return not_found(&project, location, &job_id);
-    };
-    let step = if job.cancelled {
-        Step::Done
-    } else {
-        match job.shown() {
-            // Shown as finished already: a cancel changes nothing.
-            finished @ (Step::Done | Step::Failed) if job.polls > 0 => finished,
-            _ => {
-                job.cancelled = true;
-                Step::Done
-            }
-        }
-    };
-    Json(json!({
-        "kind": "bigquery#jobCancelResponse",
-        "job": fake.resource(&project, &job_id, job, step),
-    }))
-    .into_response()
+}
+
+async fn cancel(State(fake): State<Fake>, path: JobPath, headers: HeaderMap) -> Response {
+    match fake.on_job(&headers, path, |calls| &mut calls.cancel, Job::cancel) {
+        Ok(resource) => Json(json!({
+            "kind": "bigquery#jobCancelResponse",
+            "job": resource,
+        }))
+        .into_response(),
+        Err(answer) => *answer,
+    }
 }
 
 async fn metadata_token(State(fake): State<Fake>, headers: HeaderMap) -> Response {
     let flavor = headers.get("metadata-flavor").and_then(|v| v.to_str().ok());
-    let mut google = fake.google();
     if flavor != Some("Google") {
-        google.calls.unauthorized += 1;
+        fake.ledger.count(|calls| &mut calls.unauthorized);
         return (
             StatusCode::FORBIDDEN,
             [("metadata-flavor", "Google")],
@@ -682,9 +620,9 @@ async fn metadata_token(State(fake): State<Fake>, headers: HeaderMap) -> Respons
         )
             .into_response();
     }
-    google.calls.metadata_token += 1;
-    let token = format!("ya29.fake-{}", google.calls.metadata_token);
-    google.issued.insert(token.clone());
+    let issued = fake.ledger.count(|calls| &mut calls.metadata_token);
+    let token = format!("ya29.fake-{issued}");
+    fake.google().issued.insert(token.clone());
     (
         [("metadata-flavor", "Google")],
         Json(json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})),
@@ -692,35 +630,15 @@ async fn metadata_token(State(fake): State<Fake>, headers: HeaderMap) -> Respons
         .into_response()
 }
 
-async fn fake_calls(State(fake): State<Fake>) -> Response {
-    Json(fake.google().calls).into_response()
-}
-
-async fn fake_submitted(State(fake): State<Fake>) -> Response {
-    Json(fake.google().submitted.clone()).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::jwt::{OTHER_KEY, SERVICE_KEY, fixture, now_secs, sign_rs256};
-
-    fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into()
-    }
-
-    /// Status and JSON body (Null when the body is not JSON).
-    fn answer(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
-        let mut response = response.expect("a response");
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().expect("a body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
+    use crate::{
+        fake_http::client::{agent, reply, served},
+        jwt::{OTHER_KEY, SERVICE_KEY, fixture, now_secs, sign_rs256},
+    };
 
     fn token(key: &str, aud: &str) -> String {
         let now = now_secs();
@@ -754,6 +672,16 @@ mod tests {
         let agent = agent();
         let jobs = format!("{}/bigquery/v2/projects/p1/jobs", fake.base_url());
         let good = format!("Bearer {}", token(SERVICE_KEY, AUDIENCE));
+        let insert = |bearer: &str, job_id: &str, query: &str| {
+            reply(
+                agent
+                    .post(&jobs)
+                    .header("authorization", bearer)
+                    .send(job(job_id, query)),
+            )
+        };
+        let get =
+            |url: &str, bearer: &str| reply(agent.get(url).header("authorization", bearer).call());
 
         // Refused: no bearer, the wrong key, the wrong audience.
         for bearer in [
@@ -761,12 +689,7 @@ mod tests {
             format!("Bearer {}", token(OTHER_KEY, AUDIENCE)),
             format!("Bearer {}", token(SERVICE_KEY, "https://example.com/")),
         ] {
-            let (status, body) = answer(
-                agent
-                    .post(&jobs)
-                    .header("authorization", &bearer)
-                    .send(job("j0", "SELECT 1")),
-            );
+            let (status, body) = insert(&bearer, "j0", "SELECT 1");
             assert_eq!(status, 401);
             assert_eq!(body["error"]["status"], "UNAUTHENTICATED");
             assert!(
@@ -778,7 +701,7 @@ mod tests {
         assert!(fake.jobs().is_empty());
 
         // Inserted, then PENDING, RUNNING, DONE.
-        let (status, body) = answer(
+        let (status, body) = reply(
             agent
                 .post(&jobs)
                 .header("authorization", &good)
@@ -791,9 +714,7 @@ mod tests {
         assert_eq!(body["configuration"]["query"]["query"], "SELECT @n");
         assert_eq!(fake.user_agents(), ["flyte-connect-test/1"]);
         let url = format!("{jobs}/job-1?location=eu");
-        let states: Vec<Value> = (0..4)
-            .map(|_| answer(agent.get(&url).header("authorization", &good).call()).1)
-            .collect();
+        let states: Vec<Value> = (0..4).map(|_| get(&url, &good).1).collect();
         let names: Vec<&str> = states
             .iter()
             .map(|s| s["status"]["state"].as_str().unwrap_or_default())
@@ -804,43 +725,23 @@ mod tests {
             "anon_job1"
         );
         // Another location, or a second insert of the same id.
-        let (status, _) = answer(
-            agent
-                .get(format!("{jobs}/job-1?location=US"))
-                .header("authorization", &good)
-                .call(),
-        );
+        let (status, _) = get(&format!("{jobs}/job-1?location=US"), &good);
         assert_eq!(status, 404);
-        let (status, body) = answer(
-            agent
-                .post(&jobs)
-                .header("authorization", &good)
-                .send(job("job-1", "SELECT 1")),
-        );
+        let (status, body) = insert(&good, "job-1", "SELECT 1");
         assert_eq!(status, 409);
         assert_eq!(body["error"]["errors"][0]["reason"], "duplicate");
 
         // A failing query and a throttled one.
-        answer(
-            agent
-                .post(&jobs)
-                .header("authorization", &good)
-                .send(job("bad", "SELEC 1")),
-        );
+        insert(&good, "bad", "SELEC 1");
         let url = format!("{jobs}/bad?location=EU");
-        answer(agent.get(&url).header("authorization", &good).call());
-        let (_, failed) = answer(agent.get(&url).header("authorization", &good).call());
+        get(&url, &good);
+        let (_, failed) = get(&url, &good);
         assert_eq!(failed["status"]["errorResult"]["reason"], "invalidQuery");
-        let (status, _) = answer(
-            agent
-                .post(&jobs)
-                .header("authorization", &good)
-                .send(job("t", "SELECT 1 -- throttled")),
-        );
+        let (status, _) = insert(&good, "t", "SELECT 1 -- throttled");
         assert_eq!(status, 429);
 
         // A slow job, cancelled with a metadata token.
-        let (status, metadata) = answer(
+        let (status, metadata) = reply(
             agent
                 .get(format!(
                     "{}/computeMetadata/v1/instance/service-accounts/default/token",
@@ -854,7 +755,7 @@ mod tests {
             "Bearer {}",
             metadata["access_token"].as_str().expect("a token")
         );
-        let (status, _) = answer(
+        let (status, _) = reply(
             agent
                 .get(format!(
                     "{}/computeMetadata/v1/instance/service-accounts/default/token",
@@ -863,13 +764,8 @@ mod tests {
                 .call(),
         );
         assert_eq!(status, 403);
-        answer(
-            agent
-                .post(&jobs)
-                .header("authorization", &access)
-                .send(job("slow-1", "SELECT 1 -- slow")),
-        );
-        let (status, body) = answer(
+        insert(&access, "slow-1", "SELECT 1 -- slow");
+        let (status, body) = reply(
             agent
                 .post(format!("{jobs}/slow-1/cancel?location=EU"))
                 .header("authorization", &access)
@@ -878,12 +774,7 @@ mod tests {
         assert_eq!(status, 200);
         assert_eq!(body["kind"], "bigquery#jobCancelResponse");
         assert!(fake.cancelled("slow-1"));
-        let (_, stopped) = answer(
-            agent
-                .get(format!("{jobs}/slow-1"))
-                .header("authorization", &access)
-                .call(),
-        );
+        let (_, stopped) = get(&format!("{jobs}/slow-1"), &access);
         assert_eq!(stopped["status"]["state"], "DONE");
         assert_eq!(stopped["status"]["errorResult"]["reason"], "stopped");
         assert_eq!(
@@ -895,15 +786,8 @@ mod tests {
 
         // A job inserted elsewhere; the counters as the fake serves them.
         fake.add_job("p2", "US", "elsewhere");
-        let (status, body) = answer(
-            agent
-                .get(format!(
-                    "{}/bigquery/v2/projects/p2/jobs/elsewhere",
-                    fake.base_url()
-                ))
-                .header("authorization", &good)
-                .call(),
-        );
+        let elsewhere = format!("{}/bigquery/v2/projects/p2/jobs/elsewhere", fake.base_url());
+        let (status, body) = get(&elsewhere, &good);
         assert_eq!((status, &body["status"]["state"]), (200, &json!("PENDING")));
         let calls = fake.calls();
         assert_eq!(
@@ -916,17 +800,8 @@ mod tests {
                 unauthorized: 4,
             }
         );
-        let (_, served) = answer(
-            agent
-                .get(format!("{}/__fake/calls", fake.base_url()))
-                .call(),
-        );
+        let (served, submitted) = served(&fake.base_url());
         assert_eq!(served["insert"], 5);
-        let (_, submitted) = answer(
-            agent
-                .get(format!("{}/__fake/submitted", fake.base_url()))
-                .call(),
-        );
         assert_eq!(submitted[0]["user_agent"], "flyte-connect-test/1");
         assert_eq!(submitted[0]["body"]["jobReference"]["jobId"], "job-1");
     }

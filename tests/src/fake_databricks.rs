@@ -25,8 +25,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use axum::{
@@ -39,6 +38,8 @@ use axum::{
 use flyte_connect::proto::core::{Container, KeyValuePair, TaskTemplate, task_template::Target};
 use serde::Serialize;
 use serde_json::{Value, json};
+
+use crate::fake_http::{self, FakeService, Ledger, Serving};
 
 /// The container image of [`task_template`].
 pub const IMAGE: &str = "ghcr.io/flyteorg/databricks-task:v1";
@@ -143,31 +144,40 @@ struct Run {
     failing_polls: usize,
 }
 
-/// A submission as received.
-#[derive(Clone, Serialize)]
-struct Submitted {
-    body: Value,
-    user_agent: String,
+impl Run {
+    /// Run `run_id` of `script`, not polled yet, the first `failing_polls`
+    /// polls answering 503.
+    fn new(run_id: u64, script: &'static [Step], failing_polls: usize) -> Self {
+        Self {
+            job_id: run_id + 1000,
+            script,
+            polls: 0,
+            cancelled: false,
+            failing_polls,
+        }
+    }
 }
 
-#[derive(Default)]
-struct Workspace {
-    runs: BTreeMap<u64, Run>,
-    submitted: Vec<Submitted>,
-    calls: Calls,
-}
-
+/// The fake workspace as its handlers share it: the token it accepts, its
+/// runs, and what it received.
 #[derive(Clone)]
-struct Fake {
+pub struct Fake {
     token: Arc<str>,
-    workspace: Arc<Mutex<Workspace>>,
+    runs: Arc<Mutex<BTreeMap<u64, Run>>>,
+    ledger: Ledger<Calls>,
 }
 
 impl Fake {
-    fn workspace(&self) -> std::sync::MutexGuard<'_, Workspace> {
-        self.workspace
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn runs(&self) -> MutexGuard<'_, BTreeMap<u64, Run>> {
+        fake_http::lock(&self.runs)
+    }
+}
+
+impl FakeService for Fake {
+    type Calls = Calls;
+
+    fn ledger(&self) -> &Ledger<Calls> {
+        &self.ledger
     }
 
     /// Checks the bearer token; the error is the answer Databricks gives.
@@ -177,115 +187,53 @@ impl Fake {
         if given == Some(expected.as_str()) {
             return Ok(());
         }
-        self.workspace().calls.unauthorized += 1;
-        Err(Box::new(
-            (
-                StatusCode::FORBIDDEN,
-                Json(
-                    json!({"error_code": "PERMISSION_DENIED", "message": "Invalid access token."}),
-                ),
-            )
-                .into_response(),
-        ))
+        self.ledger.count(|calls| &mut calls.unauthorized);
+        Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "Invalid access token.",
+        )))
     }
 }
 
 /// A running fake workspace; it stops when dropped.
-pub struct FakeDatabricks {
-    addr: SocketAddr,
-    fake: Fake,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
+pub type FakeDatabricks = Serving<Fake>;
 
 impl FakeDatabricks {
-    /// Serves on a free loopback port, accepting `token` only.
+    /// Serves on a free loopback port, accepting `token` only. Its
+    /// [`base_url`](Serving::base_url) is what a template's
+    /// `databricksInstance` names.
     pub async fn start(token: &str) -> Self {
-        let fake = Fake {
-            token: Arc::from(token),
-            workspace: Arc::default(),
-        };
-        let app = Router::new()
+        let routes = Router::new()
             .route("/api/2.1/jobs/runs/submit", post(submit))
             .route("/api/2.1/jobs/runs/get", get(get_run))
-            .route("/api/2.1/jobs/runs/cancel", post(cancel))
-            .route("/__fake/calls", get(fake_calls))
-            .route("/__fake/submitted", get(fake_submitted))
-            .with_state(fake.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the fake Databricks port");
-        let addr = listener.local_addr().expect("the fake's address");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Self {
-            addr,
-            fake,
-            _stop: stop,
-        }
-    }
-
-    /// `127.0.0.1:PORT`.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:PORT`, what a template's `databricksInstance` names.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Requests received so far.
-    pub fn calls(&self) -> Calls {
-        self.fake.workspace().calls
+            .route("/api/2.1/jobs/runs/cancel", post(cancel));
+        let fake = Fake {
+            token: Arc::from(token),
+            runs: Arc::default(),
+            ledger: Ledger::default(),
+        };
+        Self::serve("Databricks", routes, |_| fake).await
     }
 
     /// The bodies of the runs submitted, in order.
     pub fn submitted(&self) -> Vec<Value> {
-        self.fake
-            .workspace()
-            .submitted
-            .iter()
-            .map(|s| s.body.clone())
-            .collect()
-    }
-
-    /// The `User-Agent` of each submission, in order (empty when missing).
-    pub fn user_agents(&self) -> Vec<String> {
-        self.fake
-            .workspace()
-            .submitted
-            .iter()
-            .map(|s| s.user_agent.clone())
-            .collect()
+        self.fake().ledger.bodies()
     }
 
     /// Whether run `run_id` was cancelled.
     pub fn cancelled(&self, run_id: u64) -> bool {
-        self.fake
-            .workspace()
-            .runs
+        self.fake()
+            .runs()
             .get(&run_id)
             .is_some_and(|run| run.cancelled)
     }
 
     /// Registers run `run_id` as if submitted earlier (by another server).
     pub fn add_run(&self, run_id: u64) {
-        self.fake.workspace().runs.insert(
-            run_id,
-            Run {
-                job_id: run_id + 1000,
-                script: SUCCESS,
-                polls: 0,
-                cancelled: false,
-                failing_polls: 0,
-            },
-        );
+        self.fake()
+            .runs()
+            .insert(run_id, Run::new(run_id, SUCCESS, 0));
     }
 }
 
@@ -306,19 +254,17 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// The 400 Databricks gives for a missing or unknown run id.
+fn invalid_parameter(message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE", message)
+}
+
 async fn submit(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    if let Err(denied) = fake.authorize(&headers) {
+    if let Err(denied) = fake.admit(&headers, |calls| &mut calls.submit) {
         return *denied;
     }
-    let mut workspace = fake.workspace();
-    workspace.calls.submit += 1;
     let run_name = body["run_name"].as_str().unwrap_or_default().to_owned();
-    let user_agent = headers
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    workspace.submitted.push(Submitted { body, user_agent });
+    fake.ledger.record(body, &headers);
     let script = match run_name.as_str() {
         "throttled" => {
             return error(
@@ -339,17 +285,10 @@ async fn submit(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<V
         "queued" => QUEUED,
         _ => SUCCESS,
     };
-    let run_id = 1000 + workspace.runs.len() as u64;
-    workspace.runs.insert(
-        run_id,
-        Run {
-            job_id: run_id + 1000,
-            script,
-            polls: 0,
-            cancelled: false,
-            failing_polls: usize::from(run_name == "flaky-poll"),
-        },
-    );
+    let mut runs = fake.runs();
+    let run_id = 1000 + runs.len() as u64;
+    let failing_polls = usize::from(run_name == "flaky-poll");
+    runs.insert(run_id, Run::new(run_id, script, failing_polls));
     Json(json!({ "run_id": run_id })).into_response()
 }
 
@@ -358,24 +297,15 @@ async fn get_run(
     headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if let Err(denied) = fake.authorize(&headers) {
+    if let Err(denied) = fake.admit(&headers, |calls| &mut calls.get) {
         return *denied;
     }
-    let mut workspace = fake.workspace();
-    workspace.calls.get += 1;
     let Some(run_id) = query.get("run_id").and_then(|id| id.parse::<u64>().ok()) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "INVALID_PARAMETER_VALUE",
-            "run_id is required",
-        );
+        return invalid_parameter("run_id is required");
     };
-    let Some(run) = workspace.runs.get_mut(&run_id) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "INVALID_PARAMETER_VALUE",
-            "Run does not exist",
-        );
+    let mut runs = fake.runs();
+    let Some(run) = runs.get_mut(&run_id) else {
+        return invalid_parameter("Run does not exist");
     };
     if run.failing_polls > 0 {
         run.failing_polls -= 1;
@@ -388,9 +318,7 @@ async fn get_run(
     let (life_cycle, result, message) = if run.cancelled {
         CANCELED
     } else {
-        let step = run.script[run.polls.min(run.script.len() - 1)];
-        run.polls += 1;
-        step
+        fake_http::advance(run.script, &mut run.polls)
     };
     let mut state = json!({"life_cycle_state": life_cycle, "state_message": message});
     if let Some(result) = result {
@@ -406,26 +334,13 @@ async fn get_run(
 }
 
 async fn cancel(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    if let Err(denied) = fake.authorize(&headers) {
+    if let Err(denied) = fake.admit(&headers, |calls| &mut calls.cancel) {
         return *denied;
     }
-    let mut workspace = fake.workspace();
-    workspace.calls.cancel += 1;
-    let Some(run) = run_id_of(&body["run_id"]).and_then(|id| workspace.runs.get_mut(&id)) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "INVALID_PARAMETER_VALUE",
-            "Run does not exist",
-        );
+    let mut runs = fake.runs();
+    let Some(run) = run_id_of(&body["run_id"]).and_then(|id| runs.get_mut(&id)) else {
+        return invalid_parameter("Run does not exist");
     };
     run.cancelled = true;
     Json(json!({})).into_response()
-}
-
-async fn fake_calls(State(fake): State<Fake>) -> Response {
-    Json(fake.workspace().calls).into_response()
-}
-
-async fn fake_submitted(State(fake): State<Fake>) -> Response {
-    Json(fake.workspace().submitted.clone()).into_response()
 }

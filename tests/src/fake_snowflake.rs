@@ -33,9 +33,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
-    sync::{Arc, Mutex, PoisonError},
-    time::{SystemTime, UNIX_EPOCH},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use axum::{
@@ -50,7 +48,10 @@ use rsa::RsaPublicKey;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::jwt;
+use crate::{
+    fake_http::{self, FakeService, Ledger, Serving, now_ms},
+    jwt,
+};
 
 /// The longest lifetime (`exp` − `iat`) of an accepted JWT, in seconds.
 pub const MAX_LIFETIME_SECS: u64 = 3600;
@@ -111,42 +112,39 @@ struct Statement {
 }
 
 impl Statement {
+    /// A statement of `script`, not polled yet.
+    fn new(script: &'static [Step]) -> Self {
+        Self {
+            script,
+            polls: 0,
+            cancelled: false,
+            created_ms: now_ms(),
+        }
+    }
+
     /// Whether the last status answer showed the statement finished.
     fn finished(&self) -> bool {
         self.polls > 0 && self.script[(self.polls - 1).min(self.script.len() - 1)] != Step::Running
     }
 }
 
-/// A submission as received.
-#[derive(Clone, Serialize)]
-struct Submitted {
-    body: Value,
-    user_agent: String,
-}
-
 #[derive(Default)]
 struct Account {
     statements: BTreeMap<String, Statement>,
-    submitted: Vec<Submitted>,
     next: u64,
-    calls: Calls,
 }
 
+/// The fake account as its handlers share it: the user and key whose JWTs
+/// it accepts, its statements, and what it received.
 #[derive(Clone)]
-struct Fake {
+pub struct Fake {
     /// `ACCOUNT.USER.SHA256:FINGERPRINT`.
     issuer: Arc<str>,
     /// `ACCOUNT.USER`.
     subject: Arc<str>,
     public_key: Arc<RsaPublicKey>,
     account: Arc<Mutex<Account>>,
-}
-
-fn now_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
+    ledger: Ledger<Calls>,
 }
 
 /// The account part of a JWT's claims: the identifier before its first
@@ -205,8 +203,8 @@ fn bindings_valid(bindings: Option<&Value>, n: usize) -> bool {
 }
 
 impl Fake {
-    fn account(&self) -> std::sync::MutexGuard<'_, Account> {
-        self.account.lock().unwrap_or_else(PoisonError::into_inner)
+    fn account(&self) -> MutexGuard<'_, Account> {
+        fake_http::lock(&self.account)
     }
 
     /// Why the request's JWT is not one of the registered key.
@@ -228,10 +226,37 @@ impl Fake {
         jwt::check_times(&claims, MAX_LIFETIME_SECS)
     }
 
+    /// Answers for a status request or a cancel: admits it (counting it in
+    /// the counter `counter` picks), finds the statement `path` names (404
+    /// when there is none), and answers with `answer` on it and its handle.
+    fn on_statement(
+        &self,
+        headers: &HeaderMap,
+        Path(handle): Path<String>,
+        counter: impl FnOnce(&mut Calls) -> &mut usize,
+        answer: impl FnOnce(&mut Statement, &str) -> Response,
+    ) -> Response {
+        if let Err(denied) = self.admit(headers, counter) {
+            return *denied;
+        }
+        match self.account().statements.get_mut(&handle) {
+            Some(statement) => answer(statement, &handle),
+            None => not_found(&handle),
+        }
+    }
+}
+
+impl FakeService for Fake {
+    type Calls = Calls;
+
+    fn ledger(&self) -> &Ledger<Calls> {
+        &self.ledger
+    }
+
     /// Checks the JWT; the error is the answer Snowflake gives.
     fn authorize(&self, headers: &HeaderMap) -> Result<(), Box<Response>> {
         self.check(headers).map_err(|reason| {
-            self.account().calls.unauthorized += 1;
+            self.ledger.count(|calls| &mut calls.unauthorized);
             Box::new(answer(
                 StatusCode::UNAUTHORIZED,
                 json!({"code": "390144", "message": format!("JWT token is invalid. [{reason}]")}),
@@ -240,12 +265,9 @@ impl Fake {
     }
 }
 
-/// A running fake Snowflake account; it stops when dropped.
-pub struct FakeSnowflake {
-    addr: SocketAddr,
-    fake: Fake,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
+/// A running fake Snowflake account; it stops when dropped. Its
+/// [`base_url`](Serving::base_url) is the root of the SQL API.
+pub type FakeSnowflake = Serving<Fake>;
 
 impl FakeSnowflake {
     /// Serves on a free loopback port, accepting the JWTs of `user` of
@@ -261,81 +283,33 @@ impl FakeSnowflake {
             subject: Arc::from(subject),
             public_key: Arc::new(public_key),
             account: Arc::default(),
+            ledger: Ledger::default(),
         };
-        let app = Router::new()
+        let routes = Router::new()
             .route("/api/v2/statements", post(submit))
             .route("/api/v2/statements/{handle}", get(status))
-            .route("/api/v2/statements/{handle}/cancel", post(cancel))
-            .route("/__fake/calls", get(fake_calls))
-            .route("/__fake/submitted", get(fake_submitted))
-            .with_state(fake.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the fake Snowflake port");
-        let addr = listener.local_addr().expect("the fake's address");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Self {
-            addr,
-            fake,
-            _stop: stop,
-        }
-    }
-
-    /// `127.0.0.1:PORT`.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:PORT`, the root of the SQL API.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+            .route("/api/v2/statements/{handle}/cancel", post(cancel));
+        Self::serve("Snowflake", routes, |_| fake).await
     }
 
     /// The `iss` an accepted JWT carries: `ACCOUNT.USER.SHA256:FINGERPRINT`.
     pub fn issuer(&self) -> String {
-        self.fake.issuer.to_string()
+        self.fake().issuer.to_string()
     }
 
     /// The `sub` an accepted JWT carries: `ACCOUNT.USER`.
     pub fn subject(&self) -> String {
-        self.fake.subject.to_string()
-    }
-
-    /// Requests received so far.
-    pub fn calls(&self) -> Calls {
-        self.fake.account().calls
+        self.fake().subject.to_string()
     }
 
     /// The bodies of the statements submitted, in order.
     pub fn statements(&self) -> Vec<Value> {
-        self.fake
-            .account()
-            .submitted
-            .iter()
-            .map(|s| s.body.clone())
-            .collect()
-    }
-
-    /// The `User-Agent` of each submission, in order (empty when missing).
-    pub fn user_agents(&self) -> Vec<String> {
-        self.fake
-            .account()
-            .submitted
-            .iter()
-            .map(|s| s.user_agent.clone())
-            .collect()
+        self.fake().ledger.bodies()
     }
 
     /// Whether statement `handle` was cancelled.
     pub fn cancelled(&self, handle: &str) -> bool {
-        self.fake
+        self.fake()
             .account()
             .statements
             .get(handle)
@@ -345,24 +319,11 @@ impl FakeSnowflake {
     /// Registers statement `handle` as if submitted earlier (by another
     /// server), with the default script.
     pub fn add_statement(&self, handle: &str) {
-        self.fake.account().statements.insert(
-            handle.to_owned(),
-            Statement {
-                script: SUCCESS,
-                polls: 0,
-                cancelled: false,
-                created_ms: now_ms(),
-            },
-        );
+        self.fake()
+            .account()
+            .statements
+            .insert(handle.to_owned(), Statement::new(SUCCESS));
     }
-}
-
-fn user_agent(headers: &HeaderMap) -> String {
-    headers
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 fn running(handle: &str) -> Response {
@@ -383,11 +344,9 @@ async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(denied) = fake.authorize(&headers) {
+    if let Err(denied) = fake.admit(&headers, |calls| &mut calls.submit) {
         return *denied;
     }
-    let mut account = fake.account();
-    account.calls.submit += 1;
     let invalid_payload = || {
         answer(
             StatusCode::BAD_REQUEST,
@@ -397,10 +356,7 @@ async fn submit(
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return invalid_payload();
     };
-    account.submitted.push(Submitted {
-        body: body.clone(),
-        user_agent: user_agent(&headers),
-    });
+    fake.ledger.record(body.clone(), &headers);
     if query.get("async").map(String::as_str) != Some("true") {
         // The real service would wait up to 45 s; the fake insists on async.
         return answer(
@@ -435,126 +391,101 @@ async fn submit(
     } else {
         SUCCESS
     };
+    let mut account = fake.account();
     account.next += 1;
     let handle = format!("01b9a8c2-0000-4e5f-0000-{:012}", account.next);
-    account.statements.insert(
-        handle.clone(),
-        Statement {
-            script,
-            polls: 0,
-            cancelled: false,
-            created_ms: now_ms(),
-        },
-    );
+    account
+        .statements
+        .insert(handle.clone(), Statement::new(script));
     running(&handle)
 }
 
-async fn status(
-    State(fake): State<Fake>,
-    Path(handle): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(denied) = fake.authorize(&headers) {
-        return *denied;
+impl Statement {
+    /// The answer to a status request about this statement, `handle`: one
+    /// step further along its script.
+    fn status(&mut self, handle: &str) -> Response {
+        if self.cancelled {
+            return answer(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({
+                    "code": "000604",
+                    "message": "SQL execution canceled",
+                    "sqlState": "57014",
+                    "statementHandle": handle,
+                    "statementStatusUrl": status_url(handle),
+                }),
+            );
+        }
+        match fake_http::advance(self.script, &mut self.polls) {
+            Step::Running => running(handle),
+            Step::Succeeded => answer(
+                StatusCode::OK,
+                json!({
+                    "resultSetMetaData": {
+                        "numRows": 1,
+                        "format": "jsonv2",
+                        "partitionInfo": [{"rowCount": 1, "uncompressedSize": 4}],
+                        "rowType": [{
+                            "name": "N",
+                            "database": "",
+                            "schema": "",
+                            "table": "",
+                            "type": "fixed",
+                            "scale": 0,
+                            "precision": 1,
+                            "byteLength": null,
+                            "length": null,
+                            "collation": null,
+                            "nullable": false,
+                        }],
+                    },
+                    "data": [["1"]],
+                    "code": "090001",
+                    "statementStatusUrl": status_url(handle),
+                    "requestId": format!("{handle}-request"),
+                    "sqlState": "00000",
+                    "statementHandle": handle,
+                    "message": "Statement executed successfully.",
+                    "createdOn": self.created_ms,
+                }),
+            ),
+            Step::Failed => answer(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({
+                    "code": "002003",
+                    "message": "SQL compilation error:\nObject 'MISSING_TABLE' does not exist or not authorized.",
+                    "sqlState": "02000",
+                    "statementHandle": handle,
+                    "statementStatusUrl": status_url(handle),
+                    "createdOn": self.created_ms,
+                }),
+            ),
+        }
     }
-    let mut account = fake.account();
-    account.calls.status += 1;
-    let Some(statement) = account.statements.get_mut(&handle) else {
-        return not_found(&handle);
-    };
-    if statement.cancelled {
-        return answer(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            json!({
-                "code": "000604",
-                "message": "SQL execution canceled",
-                "sqlState": "57014",
-                "statementHandle": handle,
-                "statementStatusUrl": status_url(&handle),
-            }),
-        );
-    }
-    let step = statement.script[statement.polls.min(statement.script.len() - 1)];
-    statement.polls += 1;
-    match step {
-        Step::Running => running(&handle),
-        Step::Succeeded => answer(
+
+    /// The answer to a cancel of this statement, `handle`: cancelled unless
+    /// a status answer showed it finished already.
+    fn cancel(&mut self, handle: &str) -> Response {
+        if !self.finished() {
+            self.cancelled = true;
+        }
+        answer(
             StatusCode::OK,
             json!({
-                "resultSetMetaData": {
-                    "numRows": 1,
-                    "format": "jsonv2",
-                    "partitionInfo": [{"rowCount": 1, "uncompressedSize": 4}],
-                    "rowType": [{
-                        "name": "N",
-                        "database": "",
-                        "schema": "",
-                        "table": "",
-                        "type": "fixed",
-                        "scale": 0,
-                        "precision": 1,
-                        "byteLength": null,
-                        "length": null,
-                        "collation": null,
-                        "nullable": false,
-                    }],
-                },
-                "data": [["1"]],
-                "code": "090001",
-                "statementStatusUrl": status_url(&handle),
-                "requestId": format!("{handle}-request"),
-                "sqlState": "00000",
+                "message": "Statement aborted.",
                 "statementHandle": handle,
-                "message": "Statement executed successfully.",
-                "createdOn": statement.created_ms,
+                "statementStatusUrl": status_url(handle),
             }),
-        ),
-        Step::Failed => answer(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            json!({
-                "code": "002003",
-                "message": "SQL compilation error:\nObject 'MISSING_TABLE' does not exist or not authorized.",
-                "sqlState": "02000",
-                "statementHandle": handle,
-                "statementStatusUrl": status_url(&handle),
-                "createdOn": statement.created_ms,
-            }),
-        ),
+        )
     }
 }
 
-async fn cancel(
-    State(fake): State<Fake>,
-    Path(handle): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(denied) = fake.authorize(&headers) {
-        return *denied;
-    }
-    let mut account = fake.account();
-    account.calls.cancel += 1;
-    let Some(statement) = account.statements.get_mut(&handle) else {
-        return not_found(&handle);
-    };
-    if !statement.finished() {
-        statement.cancelled = true;
-    }
-    answer(
-        StatusCode::OK,
-        json!({
-            "message": "Statement aborted.",
-            "statementHandle": handle,
-            "statementStatusUrl": status_url(&handle),
-        }),
-    )
+async fn status(State(fake): State<Fake>, path: Path<String>, headers: HeaderMap) -> Response {
+    fake.on_statement(&headers, path, |calls| &mut calls.status, Statement::status)
 }
 
-async fn fake_calls(State(fake): State<Fake>) -> Response {
-    Json(fake.account().calls).into_response()
-}
-
-async fn fake_submitted(State(fake): State<Fake>) -> Response {
-    Json(fake.account().submitted.clone()).into_response()
+async fn cancel(State(fake): State<Fake>, path: Path<String>, headers: HeaderMap) -> Response {
+    fake.on_statement(&headers, path, |calls| &mut calls.cancel, Statement::cancel)
 }
 
 #[cfg(test)]
@@ -562,25 +493,13 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::jwt::{
-        OTHER_KEY, SERVICE_KEY, SERVICE_PUBLIC_KEY, fixture, fixture_public_key, now_secs,
-        sign_rs256,
+    use crate::{
+        fake_http::client::{agent, reply, served},
+        jwt::{
+            OTHER_KEY, SERVICE_KEY, SERVICE_PUBLIC_KEY, fixture, fixture_public_key, now_secs,
+            sign_rs256,
+        },
     };
-
-    fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into()
-    }
-
-    /// Status and JSON body (Null when the body is not JSON).
-    fn reply(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
-        let mut response = response.expect("a response");
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().expect("a body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
 
     fn token(fake: &FakeSnowflake, key: &str) -> String {
         let now = now_secs();
@@ -740,17 +659,8 @@ mod tests {
             }
         );
         assert_eq!(fake.statements().len(), 5);
-        let (_, served) = reply(
-            agent
-                .get(format!("{}/__fake/calls", fake.base_url()))
-                .call(),
-        );
+        let (served, recorded) = served(&fake.base_url());
         assert_eq!(served["submit"], 5);
-        let (_, recorded) = reply(
-            agent
-                .get(format!("{}/__fake/submitted", fake.base_url()))
-                .call(),
-        );
         assert_eq!(recorded[0]["body"]["statement"], "SELECT ? AS N");
         assert_eq!(recorded[0]["user_agent"], "flyte-connect-test/1");
     }

@@ -8,6 +8,7 @@
 
 pub mod fake_bigquery;
 pub mod fake_databricks;
+pub mod fake_http;
 pub mod fake_snowflake;
 pub mod hosted;
 pub mod jwt;
