@@ -147,6 +147,8 @@ pub fn message_to_json<M: serde::Serialize>(
 }
 
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]
