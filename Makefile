@@ -71,6 +71,7 @@ test-rust: build test-components
 test-python: build test-components $(VENV)/.installed
 	$(CARGO) test $(RUST_TEST_ARGS) --no-run
 	$(VENV)/bin/python -m pytest -q tests/python
+	$(VENV)/bin/python -m pytest -q guest-sdk/python
 
 # Formatting, clippy, and wire compatibility with the published flyteidl2 schema
 # (the checker lives in the shared tools beside this repository).
