@@ -98,6 +98,14 @@ impl HostedConnector {
             .map(|_| ())
     }
 
+    /// Asserts that the server never logged the private key `pem` (a line
+    /// from its middle, or any PEM key marker) nor a signed JWT (whose
+    /// header starts `eyJhbGciOiJSUzI1NiI`).
+    pub fn assert_key_never_logged(&self, pem: &str) {
+        let key_line = pem.lines().nth(5).expect("a PEM line");
+        self.assert_never_logged(&[key_line, "PRIVATE KEY-----", "eyJhbGciOiJSUzI1NiI"]);
+    }
+
     /// Asserts that nothing the server printed (at debug level) contains
     /// any of `secrets`.
     pub fn assert_never_logged(&self, secrets: &[&str]) {
