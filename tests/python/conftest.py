@@ -24,9 +24,11 @@ default `prepend` import mode puts this folder on sys.path).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -239,6 +241,62 @@ def fake_record(base_url: str, what: str) -> Any:
     (the bodies submitted, with their user agents, `[{"body", "user_agent"}]`)."""
     with urllib.request.urlopen(f"{base_url}/__fake/{what}", timeout=RPC_TIMEOUT_S) as answer:
         return json.load(answer)
+
+
+# --------------------------------------------------------------------------------------
+# One connector component served against a fake (the connector modules)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class HostedConnector:
+    """flyte-connect serving one connector component, and the fake it calls."""
+
+    stub: service_pb2_grpc.AsyncConnectorServiceStub
+    server: Server
+    fake: str  # the fake's base URL
+
+
+@contextlib.contextmanager
+def hosted_connector(
+    name: str, manifest: str, fake: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HostedConnector]:
+    """flyte-connect serving NAME.wasm of the test components, with `manifest`
+    as its NAME.toml, logging at debug (so secret checks see everything), until
+    the block ends."""
+    plugins = tmp_path_factory.mktemp(f"{name}-plugins")
+    shutil.copy(COMPONENTS_DIR / f"{name}.wasm", plugins / f"{name}.wasm")
+    (plugins / f"{name}.toml").write_text(manifest)
+    with running_server(plugins, tmp_path_factory.mktemp(f"{name}-server"), {"RUST_LOG": "debug"}) as srv:
+        yield HostedConnector(service_pb2_grpc.AsyncConnectorServiceStub(srv.channel), srv, fake)
+
+
+def key_lines(pem: str) -> List[str]:
+    """The base64 lines of a PEM key: none may ever show up in a log or a message."""
+    return [line for line in pem.splitlines() if line and not line.startswith("-----")]
+
+
+def plugin_template(task: Any) -> tasks_pb2.TaskTemplate:
+    """The TaskTemplate flyte registers for `task` (a task plugin's task). The
+    tasks' code lives in this folder, which flyte's resolver needs to know."""
+    from flyte._internal.runtime.task_serde import get_proto_task
+    from flyte.models import SerializationContext
+
+    here = Path(__file__).resolve().parent
+    context = SerializationContext(version="v1", project="p", domain="development", org="o", root_dir=here)
+    return get_proto_task(task, context)
+
+
+def flyte_inputs(task: Any, **inputs: Any) -> Any:
+    """`inputs` as flyte's controllers send them for `task` (its type engine's
+    literals), a flyte `Inputs`."""
+    from flyte._internal.runtime.convert import convert_from_native_to_inputs
+
+    return asyncio.run(convert_from_native_to_inputs(task.native_interface, **inputs))
+
+
+def phase_name(resource: connector_pb2.Resource) -> str:
+    return execution_pb2.TaskExecution.Phase.Name(resource.phase)
 
 
 # --------------------------------------------------------------------------------------

@@ -17,22 +17,17 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import pathlib
-import shutil
-from dataclasses import dataclass
-from typing import Dict, Iterator, List, Type
+from typing import Dict, Iterator, Type
 
 import flyte.io
 import grpc
 import pytest
-from flyte._internal.runtime.convert import Inputs, convert_from_inputs_to_native, convert_from_native_to_inputs
-from flyte._internal.runtime.task_serde import get_proto_task
+from flyte._internal.runtime.convert import convert_from_inputs_to_native
 from flyte.connectors import Resource
 from flyte.connectors._connector import get_resource_proto
-from flyte.models import SerializationContext
 from flyte.types import TypeEngine
-from flyteidl2.connector import connector_pb2, service_pb2_grpc
-from flyteidl2.core import execution_pb2, security_pb2, tasks_pb2
+from flyteidl2.connector import connector_pb2
+from flyteidl2.core import execution_pb2, security_pb2
 from flyteplugins.bigquery import BigQueryConfig, BigQueryTask
 from flyteplugins.bigquery.connector import BigQueryMetadata, pythonTypeToBigQueryType
 from google.api_core.client_options import ClientOptions
@@ -40,15 +35,18 @@ from google.auth import jwt as google_jwt
 from google.cloud import bigquery
 
 from conftest import (
-    COMPONENTS_DIR,
     REPO_ROOT,
     RPC_TIMEOUT_S,
-    Server,
+    HostedConnector,
     expect_rpc_error,
     fake_record,
     fake_service,
+    flyte_inputs,
+    hosted_connector,
+    key_lines,
     output_literals,
-    running_server,
+    phase_name,
+    plugin_template,
 )
 
 KEYS = REPO_ROOT / "tests" / "fixtures" / "keys"
@@ -59,7 +57,6 @@ PROJECT = "flyte-proj"
 RESULT_DATASET = "_0a1b2c3d4e"
 SECRET = "google_application_credentials"
 USER_AGENT = "Flyte/2.12.1 (GPN:Union;development)"
-Phase = execution_pb2.TaskExecution.Phase
 
 
 def key_file(private_key_pem: str) -> str:
@@ -84,35 +81,19 @@ def key_file(private_key_pem: str) -> str:
     )
 
 
-def key_lines(pem: str) -> List[str]:
-    """The base64 lines of a PEM key: none may ever show up in a log or a message."""
-    return [line for line in pem.splitlines() if line and not line.startswith("-----")]
-
-
 SERVICE_PEM = (KEYS / "service.pem").read_text()
 KEY_FILE = key_file(SERVICE_PEM)
 
 
-@dataclass
-class Hosted:
-    stub: service_pb2_grpc.AsyncConnectorServiceStub
-    server: Server
-    fake: str  # the fake Google's base URL
-
-
 @pytest.fixture(scope="module")
-def bigquery_connector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosted]:
+def bigquery_connector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostedConnector]:
     """flyte-connect serving bigquery.wasm, pointed at a fake Google by its manifest."""
     with fake_service("bigquery", CLIENT_EMAIL, PRIVATE_KEY_ID, KEYS / "service.pub.pem") as fake:
-        plugins = tmp_path_factory.mktemp("bigquery-plugins")
-        shutil.copy(COMPONENTS_DIR / "bigquery.wasm", plugins / "bigquery.wasm")
         host = fake.removeprefix("http://")
-        (plugins / "bigquery.toml").write_text(
-            f'allowed_hosts = ["{fake}"]\n\n[env]\nBIGQUERY_ENDPOINT = "{fake}"\nGCE_METADATA_HOST = "{host}"\n'
-        )
-        with running_server(plugins, tmp_path_factory.mktemp("bigquery-server"), {"RUST_LOG": "debug"}) as srv:
-            yield Hosted(service_pb2_grpc.AsyncConnectorServiceStub(srv.channel), srv, fake)
-    log = srv.log()  # all of it, shutdown included
+        manifest = f'allowed_hosts = ["{fake}"]\n\n[env]\nBIGQUERY_ENDPOINT = "{fake}"\nGCE_METADATA_HOST = "{host}"\n'
+        with hosted_connector("bigquery", manifest, fake, tmp_path_factory) as hosted:
+            yield hosted
+    log = hosted.server.log()  # all of it, shutdown included
     for line in key_lines(SERVICE_PEM):
         assert line not in log, "a line of the service account's key reached the server's log"
     assert "PRIVATE KEY" not in log, "the key file reached the server's log"
@@ -128,18 +109,6 @@ def bigquery_task(name: str, query: str, inputs: Dict[str, Type] | None = None) 
     )
 
 
-def template_of(task: BigQueryTask) -> tasks_pb2.TaskTemplate:
-    """The TaskTemplate flyte registers for `task`."""
-    here = pathlib.Path(__file__).resolve().parent
-    context = SerializationContext(version="v1", project="p", domain="development", org="o", root_dir=here)
-    return get_proto_task(task, context)
-
-
-def flyte_inputs(task: BigQueryTask, **inputs) -> Inputs:
-    """`inputs` as flyte's controllers send them for `task` (its type engine's literals)."""
-    return asyncio.run(convert_from_native_to_inputs(task.native_interface, **inputs))
-
-
 def connection(key: str = KEY_FILE) -> security_pb2.Connection:
     return security_pb2.Connection(secrets={SECRET: key})
 
@@ -148,10 +117,10 @@ def category() -> connector_pb2.TaskCategory:
     return connector_pb2.TaskCategory(name="bigquery_query_job_task", version=0)
 
 
-def create(hosted: Hosted, task: BigQueryTask, key: str = KEY_FILE, **inputs) -> bytes:
+def create(hosted: HostedConnector, task: BigQueryTask, key: str = KEY_FILE, **inputs) -> bytes:
     """CreateTask with the template and the inputs, as Flyte sends them."""
     request = connector_pb2.CreateTaskRequest(
-        template=template_of(task),
+        template=plugin_template(task),
         output_prefix="s3://bucket/outputs/run-1/a0",
         connection=connection(key),
     )
@@ -160,17 +129,17 @@ def create(hosted: Hosted, task: BigQueryTask, key: str = KEY_FILE, **inputs) ->
     return hosted.stub.CreateTask(request, timeout=RPC_TIMEOUT_S).resource_meta
 
 
-def get(hosted: Hosted, meta: bytes) -> connector_pb2.Resource:
+def get(hosted: HostedConnector, meta: bytes) -> connector_pb2.Resource:
     request = connector_pb2.GetTaskRequest(task_category=category(), resource_meta=meta, connection=connection())
     return hosted.stub.GetTask(request, timeout=RPC_TIMEOUT_S).resource
 
 
-def delete(hosted: Hosted, meta: bytes) -> None:
+def delete(hosted: HostedConnector, meta: bytes) -> None:
     request = connector_pb2.DeleteTaskRequest(task_category=category(), resource_meta=meta, connection=connection())
     hosted.stub.DeleteTask(request, timeout=RPC_TIMEOUT_S)
 
 
-def inserted_job(hosted: Hosted, job_id: str) -> dict:
+def inserted_job(hosted: HostedConnector, job_id: str) -> dict:
     """The body of the jobs.insert for `job_id` the fake received, with its user agent."""
     found = [s for s in fake_record(hosted.fake, "submitted") if s["body"]["jobReference"]["jobId"] == job_id]
     assert len(found) == 1, f"{len(found)} inserts of job {job_id}"
@@ -200,10 +169,6 @@ def google_client(fake: str, location: str) -> bigquery.Client:
     return bigquery.Client(
         project=PROJECT, location=location, credentials=credentials, client_options=ClientOptions(api_endpoint=fake)
     )
-
-
-def phase_name(resource: connector_pb2.Resource) -> str:
-    return Phase.Name(resource.phase)
 
 
 def test_a_plugin_made_query_runs_to_success_with_typed_parameters_and_the_python_meta(bigquery_connector):

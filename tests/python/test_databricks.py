@@ -9,21 +9,17 @@ Resource metas are compared with what the Python connector itself writes
 from __future__ import annotations
 
 import json
-import pathlib
-import shutil
 import urllib.request
 from typing import Iterator, List
 
 import flyte
 import pytest
-from flyte._internal.runtime.task_serde import get_proto_task
-from flyte.models import SerializationContext
 from flyteidl2.connector import connector_pb2, service_pb2_grpc
 from flyteidl2.core import execution_pb2, security_pb2, tasks_pb2
 from flyteplugins.databricks import Databricks
 from flyteplugins.databricks.connector import DatabricksJobMetadata
 
-from conftest import COMPONENTS_DIR, RPC_TIMEOUT_S, fake_service, running_server
+from conftest import RPC_TIMEOUT_S, fake_service, hosted_connector, plugin_template
 
 TOKEN = "dapi-python-suite-token"
 Phase = execution_pb2.TaskExecution.Phase
@@ -38,12 +34,10 @@ def fake_databricks() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def stub(fake_databricks: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[service_pb2_grpc.AsyncConnectorServiceStub]:
-    plugins = tmp_path_factory.mktemp("databricks-plugins")
-    shutil.copy(COMPONENTS_DIR / "databricks.wasm", plugins / "databricks.wasm")
-    (plugins / "databricks.toml").write_text(f'allowed_hosts = ["{fake_databricks}"]\n')
-    with running_server(plugins, tmp_path_factory.mktemp("databricks-server"), {"RUST_LOG": "debug"}) as srv:
-        yield service_pb2_grpc.AsyncConnectorServiceStub(srv.channel)
-        log = srv.log()
+    manifest = f'allowed_hosts = ["{fake_databricks}"]\n'
+    with hosted_connector("databricks", manifest, fake_databricks, tmp_path_factory) as hosted:
+        yield hosted.stub
+        log = hosted.server.log()
     assert TOKEN not in log, "the token reached the server's log"
 
 
@@ -67,11 +61,7 @@ def databricks_template(instance: str, run_name: str) -> tasks_pb2.TaskTemplate:
     def double(x: int) -> int:
         return 2 * x
 
-    task = env.task(double)
-    # The task's code lives in this folder, which flyte's resolver needs to know.
-    here = pathlib.Path(__file__).resolve().parent
-    context = SerializationContext(version="v1", project="p", domain="d", org="o", root_dir=here)
-    return get_proto_task(task, context)
+    return plugin_template(env.task(double))
 
 
 def connection() -> security_pb2.Connection:

@@ -16,39 +16,36 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import pathlib
 import re
-import shutil
 import urllib.request
-from dataclasses import dataclass
 from typing import Dict, Iterator, List, Type
 
 import flyte.io
 import grpc
 import pytest
-from flyte._internal.runtime.convert import Inputs, convert_from_native_to_inputs
-from flyte._internal.runtime.task_serde import get_proto_task
 from flyte.connectors import Resource
 from flyte.connectors._connector import get_resource_proto
-from flyte.models import SerializationContext
 from flyte.types import TypeEngine
-from flyteidl2.connector import connector_pb2, service_pb2_grpc
-from flyteidl2.core import execution_pb2, security_pb2, tasks_pb2
+from flyteidl2.connector import connector_pb2
+from flyteidl2.core import execution_pb2, security_pb2
 from flyteplugins.snowflake import Snowflake, SnowflakeConfig
 from flyteplugins.snowflake._crypto import get_private_key
 from flyteplugins.snowflake.connector import SnowflakeJobMetadata, _construct_query_link, _expand_batch_query
 from snowflake.connector.auth import AuthByKeyPair
 
 from conftest import (
-    COMPONENTS_DIR,
     REPO_ROOT,
     RPC_TIMEOUT_S,
-    Server,
+    HostedConnector,
     expect_rpc_error,
     fake_record,
     fake_service,
+    flyte_inputs,
+    hosted_connector,
+    key_lines,
     output_literals,
-    running_server,
+    phase_name,
+    plugin_template,
 )
 
 KEYS = REPO_ROOT / "tests" / "fixtures" / "keys"
@@ -61,35 +58,20 @@ ROLE = "LOADER"
 KEY_SECRET = "snowflake_private_key"
 PASSPHRASE_SECRET = "snowflake_private_key_passphrase"
 PASSPHRASE = "flyte-test-passphrase"
-Phase = execution_pb2.TaskExecution.Phase
-
-
-def key_lines(pem: str) -> List[str]:
-    """The base64 lines of a PEM key: none may ever show up in a log or a message."""
-    return [line for line in pem.splitlines() if line and not line.startswith("-----")]
 
 
 SERVICE_PEM = (KEYS / "service.pem").read_text()
 ENCRYPTED_PEM = (KEYS / "service.encrypted.p8").read_text()
 
 
-@dataclass
-class Hosted:
-    stub: service_pb2_grpc.AsyncConnectorServiceStub
-    server: Server
-    fake: str  # the fake account's base URL
-
-
 @pytest.fixture(scope="module")
-def snowflake_connector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosted]:
+def snowflake_connector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostedConnector]:
     """flyte-connect serving snowflake.wasm, pointed at a fake account by its manifest."""
     with fake_service("snowflake", ACCOUNT, USER, KEYS / "service.pub.pem") as fake:
-        plugins = tmp_path_factory.mktemp("snowflake-plugins")
-        shutil.copy(COMPONENTS_DIR / "snowflake.wasm", plugins / "snowflake.wasm")
-        (plugins / "snowflake.toml").write_text(f'allowed_hosts = ["{fake}"]\n\n[env]\nSNOWFLAKE_ENDPOINT = "{fake}"\n')
-        with running_server(plugins, tmp_path_factory.mktemp("snowflake-server"), {"RUST_LOG": "debug"}) as srv:
-            yield Hosted(service_pb2_grpc.AsyncConnectorServiceStub(srv.channel), srv, fake)
-    log = srv.log()  # all of it, shutdown included
+        manifest = f'allowed_hosts = ["{fake}"]\n\n[env]\nSNOWFLAKE_ENDPOINT = "{fake}"\n'
+        with hosted_connector("snowflake", manifest, fake, tmp_path_factory) as hosted:
+            yield hosted
+    log = hosted.server.log()  # all of it, shutdown included
     for line in key_lines(SERVICE_PEM) + key_lines(ENCRYPTED_PEM):
         assert line not in log, "a line of the key reached the server's log"
     assert "PRIVATE KEY" not in log, "the key reached the server's log"
@@ -123,18 +105,6 @@ def snowflake_task(
     )
 
 
-def template_of(task: Snowflake) -> tasks_pb2.TaskTemplate:
-    """The TaskTemplate flyte registers for `task`."""
-    here = pathlib.Path(__file__).resolve().parent
-    context = SerializationContext(version="v1", project="p", domain="development", org="o", root_dir=here)
-    return get_proto_task(task, context)
-
-
-def flyte_inputs(task: Snowflake, **inputs) -> Inputs:
-    """`inputs` as flyte's controllers send them for `task` (its type engine's literals)."""
-    return asyncio.run(convert_from_native_to_inputs(task.native_interface, **inputs))
-
-
 def connection(key: str = SERVICE_PEM, passphrase: str | None = None) -> security_pb2.Connection:
     secrets = {KEY_SECRET: key}
     if passphrase is not None:
@@ -146,10 +116,10 @@ def category() -> connector_pb2.TaskCategory:
     return connector_pb2.TaskCategory(name="snowflake", version=0)
 
 
-def create(hosted: Hosted, task: Snowflake, conn: security_pb2.Connection | None = None, **inputs) -> bytes:
+def create(hosted: HostedConnector, task: Snowflake, conn: security_pb2.Connection | None = None, **inputs) -> bytes:
     """CreateTask with the template and the inputs, as Flyte sends them."""
     request = connector_pb2.CreateTaskRequest(
-        template=template_of(task),
+        template=plugin_template(task),
         output_prefix="s3://bucket/outputs/run-1/a0",
         connection=conn or connection(),
     )
@@ -158,14 +128,14 @@ def create(hosted: Hosted, task: Snowflake, conn: security_pb2.Connection | None
     return hosted.stub.CreateTask(request, timeout=RPC_TIMEOUT_S).resource_meta
 
 
-def get(hosted: Hosted, meta: bytes, conn: security_pb2.Connection | None = None) -> connector_pb2.Resource:
+def get(hosted: HostedConnector, meta: bytes, conn: security_pb2.Connection | None = None) -> connector_pb2.Resource:
     request = connector_pb2.GetTaskRequest(
         task_category=category(), resource_meta=meta, connection=conn or connection()
     )
     return hosted.stub.GetTask(request, timeout=RPC_TIMEOUT_S).resource
 
 
-def delete(hosted: Hosted, meta: bytes) -> None:
+def delete(hosted: HostedConnector, meta: bytes) -> None:
     request = connector_pb2.DeleteTaskRequest(task_category=category(), resource_meta=meta, connection=connection())
     hosted.stub.DeleteTask(request, timeout=RPC_TIMEOUT_S)
 
@@ -184,12 +154,8 @@ def python_meta(query_id: str, has_output: bool) -> bytes:
     ).encode()
 
 
-def submitted(hosted: Hosted) -> List[dict]:
+def submitted(hosted: HostedConnector) -> List[dict]:
     return [s["body"] for s in fake_record(hosted.fake, "submitted")]
-
-
-def phase_name(resource: connector_pb2.Resource) -> str:
-    return Phase.Name(resource.phase)
 
 
 def results_uri(query_id: str) -> str:
@@ -296,7 +262,7 @@ def test_a_batch_with_an_encrypted_key_is_one_multi_row_statement(snowflake_conn
     assert not resources[-1].HasField("outputs"), resources[-1].outputs
 
 
-def submit_elsewhere(hosted: Hosted, statement: str) -> str:
+def submit_elsewhere(hosted: HostedConnector, statement: str) -> str:
     """Submits `statement` with a JWT made by Snowflake's own driver from the key
     as the Python connector loads it; the statement handle."""
     token = AuthByKeyPair(get_private_key(SERVICE_PEM)).prepare(account=ACCOUNT, user=USER)
