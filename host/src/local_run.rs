@@ -183,9 +183,10 @@ pub async fn run(options: RunOptions, out: &mut impl Write) -> anyhow::Result<Ou
         };
         let now = (resource.phase, resource.message.clone());
         if last.as_ref() != Some(&now) {
+            let phase = mapping::phase_to_proto(now.0).as_str_name();
             match now.1.as_str() {
-                "" => writeln!(out, "phase {}", phase_name(now.0))?,
-                message => writeln!(out, "phase {}: {message}", phase_name(now.0))?,
+                "" => writeln!(out, "phase {phase}")?,
+                message => writeln!(out, "phase {phase}: {message}")?,
             }
         }
         for link in &resource.log_links {
@@ -232,20 +233,6 @@ fn terminal(phase: Phase) -> Option<Outcome> {
         | Phase::Running
         | Phase::Initializing
         | Phase::WaitingForResources => None,
-    }
-}
-
-fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Undefined => "UNDEFINED",
-        Phase::Queued => "QUEUED",
-        Phase::Running => "RUNNING",
-        Phase::Succeeded => "SUCCEEDED",
-        Phase::Aborted => "ABORTED",
-        Phase::Failed => "FAILED",
-        Phase::Initializing => "INITIALIZING",
-        Phase::WaitingForResources => "WAITING_FOR_RESOURCES",
-        Phase::RetryableFailed => "RETRYABLE_FAILED",
     }
 }
 

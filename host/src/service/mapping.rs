@@ -140,7 +140,8 @@ fn merge_connection(connection: Option<&core::Connection>) -> ConnectionMap {
     merged
 }
 
-fn phase_to_proto(phase: Phase) -> core::task_execution::Phase {
+/// A phase as the protobuf enum (whose `as_str_name` is its flyteidl2 name).
+pub(crate) fn phase_to_proto(phase: Phase) -> core::task_execution::Phase {
     use core::task_execution::Phase as Pb;
     match phase {
         Phase::Undefined => Pb::Undefined,
