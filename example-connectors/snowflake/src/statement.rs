@@ -31,25 +31,50 @@ pub fn prepare(
     types: &Map<String, Value>,
     batch: bool,
 ) -> Result<Statement, Error> {
+    let mut statement = Statement {
+        sql: String::with_capacity(template.len()),
+        bindings: Map::new(),
+    };
     if inputs.is_empty() {
-        return Ok(Statement {
-            sql: template.to_owned(),
-            bindings: Map::new(),
-        });
+        statement.sql.push_str(template);
+        return Ok(statement);
     }
     let null_type = Value::Null;
-    let input = |name: &str| -> Option<Input<'_>> {
-        Some(Input {
-            value: inputs.get(name)?,
-            literal_type: types.get(name).unwrap_or(&null_type),
-        })
-    };
     if !batch {
-        return bind(template, |name| input(name));
+        statement.bind(template, |name| {
+            Some(Input {
+                value: inputs.get(name)?,
+                literal_type: types.get(name).unwrap_or(&null_type),
+            })
+        })?;
+        return Ok(statement);
     }
 
     // Batch: `VALUES (%(a)s, %(b)s)` becomes `VALUES (?, ?), (?, ?), ...`,
-    // one row per list element.
+    // one row per list element; outside the clause there is nothing to bind.
+    let rows = batch_rows(inputs)?;
+    let (start, end) = values_clause(template)?;
+    statement.bind(&template[..start], |_| None)?;
+    for row in 0..rows {
+        if row > 0 {
+            statement.sql.push_str("), (");
+        }
+        statement.bind(&template[start..end], |name| {
+            Some(Input {
+                value: inputs.get(name)?.as_array()?.get(row)?,
+                literal_type: types
+                    .get(name)
+                    .and_then(|t| t.get("collectionType"))
+                    .unwrap_or(&null_type),
+            })
+        })?;
+    }
+    statement.bind(&template[end..], |_| None)?;
+    Ok(statement)
+}
+
+/// The number of rows of a batch: the length every input list shares.
+fn batch_rows(inputs: &Map<String, Value>) -> Result<usize, Error> {
     let mut rows = None;
     for (name, value) in inputs {
         let length = value
@@ -70,76 +95,57 @@ pub fn prepare(
             Some(_) => {}
         }
     }
-    let rows = rows.unwrap_or(0);
-    if rows == 0 {
-        return Err(Error::invalid_request(
+    match rows.unwrap_or(0) {
+        0 => Err(Error::invalid_request(
             "Batch inputs must contain at least one row.",
-        ));
+        )),
+        rows => Ok(rows),
     }
-    let (start, end) = values_clause(template)?;
-    let row_template = &template[start..end];
-    let mut expanded = String::from(&template[..start]);
-    for row in 0..rows {
-        if row > 0 {
-            expanded.push_str("), (");
-        }
-        expanded.push_str(&suffix_placeholders(row_template, row));
-    }
-    expanded.push_str(&template[end..]);
-    bind(&expanded, |name| {
-        let (column, row) = name.rsplit_once('_')?;
-        let row: usize = row.parse().ok()?;
-        let literal_type = types
-            .get(column)
-            .and_then(|t| t.get("collectionType"))
-            .unwrap_or(&null_type);
-        Some(Input {
-            value: inputs.get(column)?.as_array()?.get(row)?,
-            literal_type,
-        })
-    })
 }
 
-/// Replaces pyformat placeholders with `?` and collects their bindings, in
-/// order. `%%` is a literal `%`; any other `%` is an error.
-fn bind<'a>(
-    template: &str,
-    lookup: impl Fn(&str) -> Option<Input<'a>>,
-) -> Result<Statement, Error> {
-    let mut sql = String::with_capacity(template.len());
-    let mut bindings = Map::new();
-    let mut rest = template;
-    while let Some(at) = rest.find('%') {
-        sql.push_str(&rest[..at]);
-        rest = &rest[at..];
-        if let Some(after) = rest.strip_prefix("%%") {
-            sql.push('%');
+impl Statement {
+    /// Appends `text` with its pyformat placeholders replaced by `?`,
+    /// binding each to the value `lookup` finds for its name, numbered on
+    /// from the bindings already made. `%%` is a literal `%`; any other `%`
+    /// is an error.
+    fn bind<'a>(
+        &mut self,
+        text: &str,
+        lookup: impl Fn(&str) -> Option<Input<'a>>,
+    ) -> Result<(), Error> {
+        let mut rest = text;
+        while let Some(at) = rest.find('%') {
+            self.sql.push_str(&rest[..at]);
+            rest = &rest[at..];
+            if let Some(after) = rest.strip_prefix("%%") {
+                self.sql.push('%');
+                rest = after;
+                continue;
+            }
+            let placeholder = rest
+                .strip_prefix("%(")
+                .and_then(|inner| inner.split_once(")s"))
+                .filter(|(name, _)| !name.contains(['(', ')']));
+            let Some((name, after)) = placeholder else {
+                let shown: String = rest.chars().take(12).collect();
+                return Err(Error::invalid_request(format!(
+                    "the query has a `%` that is not a %(name)s placeholder, near `{shown}` \
+                     (write a literal % as %%)"
+                )));
+            };
+            let input = lookup(name).ok_or_else(|| {
+                Error::invalid_request(format!(
+                    "the query uses %({name})s but the task has no such input"
+                ))
+            })?;
+            let position = (self.bindings.len() + 1).to_string();
+            self.bindings.insert(position, binding(name, &input)?);
+            self.sql.push('?');
             rest = after;
-            continue;
         }
-        let placeholder = rest
-            .strip_prefix("%(")
-            .and_then(|inner| inner.split_once(")s"))
-            .filter(|(name, _)| !name.contains(['(', ')']));
-        let Some((name, after)) = placeholder else {
-            let shown: String = rest.chars().take(12).collect();
-            return Err(Error::invalid_request(format!(
-                "the query has a `%` that is not a %(name)s placeholder, near `{shown}` \
-                 (write a literal % as %%)"
-            )));
-        };
-        let input = lookup(name).ok_or_else(|| {
-            Error::invalid_request(format!(
-                "the query uses %({name})s but the task has no such input"
-            ))
-        })?;
-        let binding = binding(name, &input)?;
-        bindings.insert((bindings.len() + 1).to_string(), binding);
-        sql.push('?');
-        rest = after;
+        self.sql.push_str(rest);
+        Ok(())
     }
-    sql.push_str(rest);
-    Ok(Statement { sql, bindings })
 }
 
 /// The SQL API binding of one value, typed from its Flyte type.
@@ -229,28 +235,6 @@ fn values_clause(template: &str) -> Result<(usize, usize), Error> {
             "Batch query expansion supports exactly one VALUES (...) clause.",
         )),
     }
-}
-
-/// `%(name)s` → `%(name_ROW)s` in one row of a batch.
-fn suffix_placeholders(row_template: &str, row: usize) -> String {
-    let mut out = String::with_capacity(row_template.len() + 8);
-    let mut rest = row_template;
-    while let Some(at) = rest.find("%(") {
-        out.push_str(&rest[..at]);
-        let inner = &rest[at + 2..];
-        match inner.split_once(")s") {
-            Some((name, after)) if !name.contains(['(', ')']) => {
-                out.push_str(&format!("%({name}_{row})s"));
-                rest = after;
-            }
-            _ => {
-                out.push_str("%(");
-                rest = inner;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]
