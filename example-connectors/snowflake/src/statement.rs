@@ -51,25 +51,31 @@ pub fn prepare(
     }
 
     // Batch: `VALUES (%(a)s, %(b)s)` becomes `VALUES (?, ?), (?, ?), ...`,
-    // one row per list element; outside the clause there is nothing to bind.
+    // one row per list element. Elsewhere, as in the Python connector's
+    // flattened parameters, `%(a_1)s` names row 1 of `a`.
     let rows = batch_rows(inputs)?;
+    let element = |name: &str, row: usize| -> Option<Input<'_>> {
+        Some(Input {
+            value: inputs.get(name)?.as_array()?.get(row)?,
+            literal_type: types
+                .get(name)
+                .and_then(|t| t.get("collectionType"))
+                .unwrap_or(&null_type),
+        })
+    };
+    let flattened = |name: &str| {
+        let (column, row) = name.rsplit_once('_')?;
+        element(column, row.parse().ok()?)
+    };
     let (start, end) = values_clause(template)?;
-    statement.bind(&template[..start], |_| None)?;
+    statement.bind(&template[..start], flattened)?;
     for row in 0..rows {
         if row > 0 {
             statement.sql.push_str("), (");
         }
-        statement.bind(&template[start..end], |name| {
-            Some(Input {
-                value: inputs.get(name)?.as_array()?.get(row)?,
-                literal_type: types
-                    .get(name)
-                    .and_then(|t| t.get("collectionType"))
-                    .unwrap_or(&null_type),
-            })
-        })?;
+        statement.bind(&template[start..end], |name| element(name, row))?;
     }
-    statement.bind(&template[end..], |_| None)?;
+    statement.bind(&template[end..], flattened)?;
     Ok(statement)
 }
 
@@ -312,6 +318,27 @@ mod tests {
         let values: Vec<&Value> = statement.bindings.values().map(|b| &b["value"]).collect();
         assert_eq!(values, ["1", "a", "2", "b", "3", "c"]);
         assert_eq!(statement.bindings["2"]["type"], "TEXT");
+    }
+
+    #[test]
+    fn outside_the_values_clause_a_batch_names_rows_as_python_flattens_them() {
+        let statement = prepare(
+            "INSERT INTO t VALUES (%(ids)s) -- after %(ids_1)s",
+            &map(json!({"ids": [7, 8]})),
+            &types(),
+            true,
+        )
+        .expect("batch");
+        assert_eq!(statement.sql, "INSERT INTO t VALUES (?), (?) -- after ?");
+        assert_eq!(statement.bindings["3"]["value"], "8");
+        let err = prepare(
+            "INSERT INTO t VALUES (%(ids)s) WHERE %(ids)s",
+            &map(json!({"ids": [7]})),
+            &types(),
+            true,
+        )
+        .expect_err("a bare column outside VALUES");
+        assert!(err.message().contains("%(ids)s"), "{err}");
     }
 
     #[test]
