@@ -9,16 +9,21 @@ PYTHON      ?= python3
 WASM_TARGET := wasm32-wasip2
 TARGET_DIR  := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo target)
 
-# Example connectors (example-connectors/*) and test-only components (tests/components/*).
-CONNECTORS      := $(notdir $(wildcard example-connectors/*))
-TEST_COMPONENTS := $(notdir $(wildcard tests/components/*))
+# Example connectors (example-connectors/*: Rust crates, and Python modules
+# NAME/*_connector.py) and test-only components (tests/components/*).
+CONNECTORS      := $(patsubst example-connectors/%/Cargo.toml,%,$(wildcard example-connectors/*/Cargo.toml))
+PY_CONNECTORS   := $(patsubst example-connectors/%/,%,$(dir $(wildcard example-connectors/*/*_connector.py)))
+TEST_COMPONENTS := $(patsubst tests/components/%/Cargo.toml,%,$(wildcard tests/components/*/Cargo.toml))
+PY_TEST_COMPONENTS := $(patsubst tests/components/%/,%,$(dir $(wildcard tests/components/*/*_connector.py)))
+# What a Python component is built from besides its own folder: the SDK and its WIT.
+PY_SDK_FILES    := $(wildcard guest-sdk/python/src/flyte_connector/*.py guest-sdk/python/src/flyte_connector/wit/*.wit) wit/connector.wit
 
 CONNECTOR_DIR      := connectors
 TEST_COMPONENT_DIR := $(TARGET_DIR)/test-components
 SERVER_BIN         := $(TARGET_DIR)/release/flyte-connect
 VENV               := .venv
 
-.PHONY: all build connectors test-components run test test-rust test-python lint fmt bench wasm-target clean
+.PHONY: all build connectors rust-connectors python-connectors test-components run test test-rust test-python lint fmt bench wasm-target clean
 
 all: build connectors
 
@@ -30,17 +35,33 @@ build:
 
 # Each example connector becomes connectors/NAME.wasm, with its manifest
 # example-connectors/NAME/NAME.toml beside it when it has one.
-connectors: wasm-target
+connectors: rust-connectors python-connectors
+	@ls -l $(CONNECTOR_DIR)
+
+rust-connectors: wasm-target
 	$(CARGO) build --profile wasm --target $(WASM_TARGET) $(addprefix -p ,$(CONNECTORS))
 	@mkdir -p $(CONNECTOR_DIR)
 	@for c in $(CONNECTORS); do \
 		cp $(TARGET_DIR)/$(WASM_TARGET)/wasm/$$c.wasm $(CONNECTOR_DIR)/$$c.wasm; \
 		if [ -f example-connectors/$$c/$$c.toml ]; then cp example-connectors/$$c/$$c.toml $(CONNECTOR_DIR)/$$c.toml; fi; \
 	done
-	@ls -l $(CONNECTOR_DIR)
+
+# Python connectors are built by the SDK's own command (componentize-py),
+# again only when their module or the SDK changed.
+python-connectors: $(PY_CONNECTORS:%=$(CONNECTOR_DIR)/%.wasm)
+
+.SECONDEXPANSION:
+$(PY_CONNECTORS:%=$(CONNECTOR_DIR)/%.wasm): $(CONNECTOR_DIR)/%.wasm: $$(wildcard example-connectors/$$*/*) $(PY_SDK_FILES) $(VENV)/.sdk-installed
+	@mkdir -p $(CONNECTOR_DIR)
+	$(VENV)/bin/flyte-connector build $(wildcard example-connectors/$*/*_connector.py) -o $@ --quiet
+	@if [ -f example-connectors/$*/$*.toml ]; then cp example-connectors/$*/$*.toml $(CONNECTOR_DIR)/$*.toml; fi
+
+$(PY_TEST_COMPONENTS:%=$(TEST_COMPONENT_DIR)/%.wasm): $(TEST_COMPONENT_DIR)/%.wasm: $$(wildcard tests/components/$$*/*) $(PY_SDK_FILES) $(VENV)/.sdk-installed
+	@mkdir -p $(TEST_COMPONENT_DIR)
+	$(VENV)/bin/flyte-connector build $(wildcard tests/components/$*/*_connector.py) -o $@ --quiet
 
 # Every component the tests load: the examples plus the misbehaving test components.
-test-components: connectors
+test-components: connectors $(PY_TEST_COMPONENTS:%=$(TEST_COMPONENT_DIR)/%.wasm)
 	$(CARGO) build --profile wasm --target $(WASM_TARGET) $(addprefix -p ,$(TEST_COMPONENTS))
 	@mkdir -p $(TEST_COMPONENT_DIR)
 	@for c in $(TEST_COMPONENTS); do cp $(TARGET_DIR)/$(WASM_TARGET)/wasm/$$c.wasm $(TEST_COMPONENT_DIR)/$$c.wasm; done
@@ -49,8 +70,15 @@ test-components: connectors
 run: build connectors
 	$(SERVER_BIN) c0 --port 8000 --prometheus_port 9090 --plugin-dir $(CONNECTOR_DIR)
 
-$(VENV)/.installed: tests/python/requirements.txt
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
+
+# The Python SDK (editable) and componentize-py, which builds Python connectors.
+$(VENV)/.sdk-installed: guest-sdk/python/pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e guest-sdk/python
+	@touch $@
+
+$(VENV)/.installed: tests/python/requirements.txt | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	@touch $@
 

@@ -1,10 +1,13 @@
-//! The Databricks connector end to end: the real binary, `databricks.wasm`,
-//! and a fake Databricks workspace on loopback — submit, poll every kind of
-//! run, cancel, the Python connector's metas, a refused token, retryable
-//! failures, and the outbound-HTTP policy. The token never reaches the log.
+//! The Databricks connector end to end: the real binary, each build of the
+//! connector (`databricks.wasm` in Rust, `databricks-py.wasm` in Python), and
+//! a fake Databricks workspace on loopback — submit, poll every kind of run,
+//! cancel, the Python connector's metas, a refused token, retryable
+//! failures, the workspace from the manifest, and the outbound-HTTP policy.
+//! The token never reaches the log. Every test runs against both builds
+//! (`databricks::rust::*`, `databricks::python::*`).
 
 use flyte_connect::proto::{
-    connector::{CreateTaskRequest, Resource},
+    connector::{CreateTaskRequest, ListConnectorsRequest, Resource},
     core::{TaskTemplate, task_execution::Phase, task_log::LinkType},
 };
 use flyte_connect_e2e::{
@@ -19,27 +22,93 @@ use tonic::Code;
 const TOKEN: &str = "dapi-secret-token-0123456789";
 const SECRET: &str = "databricks_token";
 
+/// One build of the Databricks connector.
+#[derive(Debug, Clone, Copy)]
+struct Component {
+    /// The component's file stem in the test components.
+    file: &'static str,
+    /// The connector's name, as ListConnectors and the metrics give it.
+    name: &'static str,
+}
+
+const RUST: Component = Component {
+    file: "databricks",
+    name: "Databricks Connector",
+};
+
+const PYTHON: Component = Component {
+    file: "databricks-py",
+    name: "Databricks Connector (Python)",
+};
+
+/// Runs each test (an `async fn(Component)` below) against both builds:
+/// `rust::TEST` and `python::TEST`.
+macro_rules! for_both_components {
+    ($($test:ident),* $(,)?) => {
+        mod rust {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::RUST).await;
+                }
+            )*
+        }
+
+        mod python {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::PYTHON).await;
+                }
+            )*
+        }
+    };
+}
+
+for_both_components!(
+    a_run_is_submitted_then_polled_to_success,
+    failed_queued_and_internal_error_runs_map_to_their_phases,
+    delete_cancels_the_run_and_is_idempotent,
+    a_meta_written_by_the_python_connector_is_polled_and_cancelled,
+    a_refused_token_names_the_workspace_never_the_token,
+    transient_failures_are_retryable,
+    a_template_the_connector_cannot_run_is_invalid_argument,
+    the_workspace_comes_from_the_manifest_when_the_task_names_none,
+    hosts_the_manifest_does_not_allow_are_denied_before_any_request,
+    an_invalid_rule_keeps_the_plugin_out_with_a_warning_naming_it,
+);
+
 struct Setup {
     fake: FakeDatabricks,
     hosted: HostedConnector,
 }
 
 impl Setup {
-    /// The connector, with a manifest of `allowed_hosts` (`{fake}` stands
-    /// for the fake's `127.0.0.1:PORT`), and the fake workspace.
-    async fn start(allowed_hosts: &[&str]) -> Self {
+    /// `component` serving task type `databricks`, with a manifest of
+    /// `allowed_hosts` (`{fake}` stands for the fake's `127.0.0.1:PORT`)
+    /// followed by `rest`, and the fake workspace.
+    async fn start_with(component: Component, allowed_hosts: &[&str], rest: &str) -> Self {
         let fake = FakeDatabricks::start(TOKEN).await;
+        let fake_addr = fake.addr().to_string();
         let rules: Vec<String> = allowed_hosts
             .iter()
-            .map(|rule| format!("{:?}", rule.replace("{fake}", &fake.addr().to_string())))
+            .map(|rule| format!("{:?}", rule.replace("{fake}", &fake_addr)))
             .collect();
-        let manifest = format!("allowed_hosts = [{}]\n", rules.join(", "));
-        let hosted = HostedConnector::start("databricks", "databricks", &manifest);
+        let manifest = format!(
+            "allowed_hosts = [{}]\n{}",
+            rules.join(", "),
+            rest.replace("{fake}", &fake_addr)
+        );
+        let hosted = HostedConnector::start(component.file, "databricks", &manifest);
         Self { fake, hosted }
     }
 
-    async fn allowed() -> Self {
-        Self::start(&["http://{fake}"]).await
+    async fn start(component: Component, allowed_hosts: &[&str]) -> Self {
+        Self::start_with(component, allowed_hosts, "").await
+    }
+
+    async fn allowed(component: Component) -> Self {
+        Self::start(component, &["http://{fake}"]).await
     }
 
     fn server(&self) -> &Server {
@@ -87,9 +156,9 @@ impl Setup {
     }
 }
 
-#[tokio::test]
-async fn a_run_is_submitted_then_polled_to_success() {
-    let setup = Setup::allowed().await;
+async fn a_run_is_submitted_then_polled_to_success(component: Component) {
+    let setup = Setup::allowed(component).await;
+    assert_eq!(setup.server().connector_names().await, [component.name]);
     let meta = setup.create("nightly").await.expect("CreateTask");
     // The Python connector's meta, byte for byte.
     assert_eq!(
@@ -137,7 +206,7 @@ async fn a_run_is_submitted_then_polled_to_success() {
     assert_eq!((calls.submit, calls.get, calls.unauthorized), (1, 3, 0));
     let text = setup.server().metrics_text();
     let labels = [
-        ("connector", "Databricks Connector"),
+        ("connector", component.name),
         ("host", &format!("http://{}", setup.fake.addr())),
         ("status", "2xx"),
     ];
@@ -149,9 +218,8 @@ async fn a_run_is_submitted_then_polled_to_success() {
     setup.assert_token_never_logged();
 }
 
-#[tokio::test]
-async fn failed_queued_and_internal_error_runs_map_to_their_phases() {
-    let setup = Setup::allowed().await;
+async fn failed_queued_and_internal_error_runs_map_to_their_phases(component: Component) {
+    let setup = Setup::allowed(component).await;
     let failed = setup.create("fails").await.expect("create");
     assert_eq!(setup.get(&failed).await.phase(), Phase::Initializing);
     let last = setup.get(&failed).await;
@@ -183,9 +251,8 @@ async fn failed_queued_and_internal_error_runs_map_to_their_phases() {
     setup.assert_token_never_logged();
 }
 
-#[tokio::test]
-async fn delete_cancels_the_run_and_is_idempotent() {
-    let setup = Setup::allowed().await;
+async fn delete_cancels_the_run_and_is_idempotent(component: Component) {
+    let setup = Setup::allowed(component).await;
     let meta = setup.create("to-cancel").await.expect("create");
     setup.delete(&meta).await.expect("DeleteTask");
     assert!(setup.fake.cancelled(1000));
@@ -200,9 +267,8 @@ async fn delete_cancels_the_run_and_is_idempotent() {
     assert_eq!(setup.fake.calls().cancel, 2);
 }
 
-#[tokio::test]
-async fn a_meta_written_by_the_python_connector_is_polled_and_cancelled() {
-    let setup = Setup::allowed().await;
+async fn a_meta_written_by_the_python_connector_is_polled_and_cancelled(component: Component) {
+    let setup = Setup::allowed(component).await;
     setup.fake.add_run(77);
     // What flyteplugins-databricks' connector stored: json.dumps(asdict(meta)).
     let meta = format!(
@@ -217,9 +283,8 @@ async fn a_meta_written_by_the_python_connector_is_polled_and_cancelled() {
     assert!(setup.fake.cancelled(77));
 }
 
-#[tokio::test]
-async fn a_refused_token_names_the_workspace_never_the_token() {
-    let setup = Setup::allowed().await;
+async fn a_refused_token_names_the_workspace_never_the_token(component: Component) {
+    let setup = Setup::allowed(component).await;
     let wrong = "dapi-wrong-token-999";
     let status = setup
         .server()
@@ -240,9 +305,8 @@ async fn a_refused_token_names_the_workspace_never_the_token() {
     assert_eq!(setup.fake.calls().unauthorized, 1);
 }
 
-#[tokio::test]
-async fn transient_failures_are_retryable() {
-    let setup = Setup::allowed().await;
+async fn transient_failures_are_retryable(component: Component) {
+    let setup = Setup::allowed(component).await;
     for run_name in ["throttled", "broken"] {
         let status = setup.create(run_name).await.expect_err(run_name);
         assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
@@ -261,9 +325,8 @@ async fn transient_failures_are_retryable() {
     assert!(resource.message.contains("503"), "{}", resource.message);
 }
 
-#[tokio::test]
-async fn a_template_the_connector_cannot_run_is_invalid_argument() {
-    let setup = Setup::allowed().await;
+async fn a_template_the_connector_cannot_run_is_invalid_argument(component: Component) {
+    let setup = Setup::allowed(component).await;
     let mut tasks = setup.server().tasks().await;
     let mut request = setup.create_request("x", TOKEN);
     request.template = Some(setup.template(json!({"run_name": "no cluster"})));
@@ -288,15 +351,65 @@ async fn a_template_the_connector_cannot_run_is_invalid_argument() {
     assert_eq!(setup.fake.calls().total(), 0);
 }
 
-#[tokio::test]
-async fn hosts_the_manifest_does_not_allow_are_denied_before_any_request() {
+async fn the_workspace_comes_from_the_manifest_when_the_task_names_none(component: Component) {
+    let setup = Setup::start_with(
+        component,
+        &["http://{fake}"],
+        "[env]\nFLYTE_DATABRICKS_INSTANCE = \"http://{fake}/\"\n",
+    )
+    .await;
+    let mut request = setup.create_request("nightly", TOKEN);
+    request.template = Some(fake_databricks::task_template(
+        "",
+        fake_databricks::job_conf("nightly"),
+    ));
+    let meta = setup.hosted.create(request).await.expect("CreateTask");
+    // The meta names the workspace as the manifest does, trailing slash included.
+    assert_eq!(
+        String::from_utf8(meta.clone()).expect("UTF-8"),
+        format!(
+            r#"{{"databricks_instance": "{}/", "run_id": "1000"}}"#,
+            setup.fake.base_url()
+        )
+    );
+    let resource = setup.get(&meta).await;
+    assert_eq!(resource.phase(), Phase::Initializing);
+    assert_eq!(
+        resource.log_links[0].uri,
+        format!("{}/#job/2000/run/1000", setup.fake.base_url())
+    );
+
+    // Without either, the task is refused before any request.
+    let setup = Setup::allowed(component).await;
+    let mut request = setup.create_request("nightly", TOKEN);
+    request.template = Some(fake_databricks::task_template(
+        "",
+        fake_databricks::job_conf("nightly"),
+    ));
+    let status = setup
+        .hosted
+        .create(request)
+        .await
+        .expect_err("no workspace");
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert!(
+        status
+            .message()
+            .contains("the task names no Databricks instance"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(setup.fake.calls().total(), 0);
+}
+
+async fn hosts_the_manifest_does_not_allow_are_denied_before_any_request(component: Component) {
     for rules in [
         vec![],
         vec!["https://{fake}"],         // wrong scheme
         vec!["http://127.0.0.1:1"],     // wrong port
         vec!["*.cloud.databricks.com"], // another host
     ] {
-        let setup = Setup::start(&rules).await;
+        let setup = Setup::start(component, &rules).await;
         let host = format!("127.0.0.1:{}", setup.fake.addr().port());
         for _ in 0..2 {
             let status = setup.create("nightly").await.expect_err("denied");
@@ -326,7 +439,7 @@ async fn hosts_the_manifest_does_not_allow_are_denied_before_any_request() {
             .count();
         assert_eq!(warnings, 1, "{rules:?}: logged once per host:\n{output}");
         let labels = [
-            ("connector", "Databricks Connector"),
+            ("connector", component.name),
             ("host", &format!("http://{host}")),
         ];
         assert_eq!(
@@ -341,15 +454,182 @@ async fn hosts_the_manifest_does_not_allow_are_denied_before_any_request() {
     }
 }
 
-#[tokio::test]
-async fn an_invalid_rule_keeps_the_plugin_out_with_a_warning_naming_it() {
-    let setup = Setup::start(&["https://{fake}/api"]).await;
+async fn an_invalid_rule_keeps_the_plugin_out_with_a_warning_naming_it(component: Component) {
+    let setup = Setup::start(component, &["https://{fake}/api"]).await;
     assert!(setup.server().connector_names().await.is_empty());
     let output = setup.server().output.text();
     assert!(
         output.lines().any(|l| l.contains("WARN")
-            && l.contains("databricks.wasm")
+            && l.contains(&format!("{}.wasm", component.file))
             && l.contains("/api\" is invalid")),
         "{output}"
     );
+}
+
+/// The Python build's own manifest serves it under task type
+/// `databricks_py`, beside the Rust build, which owns `databricks`.
+#[tokio::test]
+async fn the_python_builds_manifest_serves_it_as_databricks_py() {
+    let manifest = include_str!("../../example-connectors/databricks-py/databricks-py.toml");
+    let hosted = HostedConnector::start(PYTHON.file, "databricks_py", manifest);
+    let listed = hosted
+        .server
+        .metadata()
+        .await
+        .list_connectors(ListConnectorsRequest {})
+        .await
+        .expect("ListConnectors")
+        .into_inner();
+    let summary: Vec<(String, Vec<(String, i32)>)> = listed
+        .connectors
+        .into_iter()
+        .map(|c| {
+            let categories = c
+                .supported_task_categories
+                .into_iter()
+                .map(|t| (t.name, t.version))
+                .collect();
+            (c.name, categories)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [(
+            PYTHON.name.to_owned(),
+            vec![("databricks_py".to_owned(), 0)]
+        )]
+    );
+}
+
+/// What one build answered to [`answers`]' calls, with the fake's address
+/// written `{fake}`, and the run specs it submitted.
+#[derive(Debug, PartialEq)]
+struct Answers {
+    answers: Vec<String>,
+    submitted: Vec<Value>,
+}
+
+/// The answers of `component` to calls that succeed and calls that fail in
+/// every way the connector itself words.
+async fn answers(component: Component) -> Answers {
+    let setup = Setup::allowed(component).await;
+    let status = |status: tonic::Status| format!("{:?}: {}", status.code(), status.message());
+    let resource = |resource: Resource| {
+        format!(
+            "{:?}: {} {:?}",
+            resource.phase(),
+            resource.message,
+            resource.log_links
+        )
+    };
+    let mut answers = Vec::new();
+    for run_name in ["throttled", "broken"] {
+        answers.push(status(setup.create(run_name).await.expect_err(run_name)));
+    }
+    let mut request = setup.create_request("nightly", "dapi-wrong");
+    answers.push(status(
+        setup.hosted.create(request).await.expect_err("token"),
+    ));
+    request = setup.create_request("nightly", TOKEN);
+    request.connection = None;
+    answers.push(status(
+        setup.hosted.create(request).await.expect_err("none"),
+    ));
+    for conf in [
+        Value::Null,
+        json!({"run_name": "r"}),
+        json!({"new_cluster": 1}),
+    ] {
+        request = setup.create_request("nightly", TOKEN);
+        request.template = Some(setup.template(conf));
+        answers.push(status(
+            setup.hosted.create(request).await.expect_err("conf"),
+        ));
+    }
+    request = setup.create_request("nightly", TOKEN);
+    request.template = Some(fake_databricks::task_template(
+        "myorg.cloud.databricks.com",
+        fake_databricks::job_conf("nightly"),
+    ));
+    answers.push(status(
+        setup.hosted.create(request).await.expect_err("host"),
+    ));
+
+    // Accepted runs, one on an existing cluster with numbers of every kind,
+    // one on a new cluster whose settings the template completes or keeps.
+    request = setup.create_request("nightly", TOKEN);
+    request.template = Some(setup.template(json!({
+        "run_name": "existing",
+        "existing_cluster_id": "c-1",
+        "timeout_seconds": 60,
+        "max_retries": 1.5,
+        "tags": {"n": [1, -2, 2.5, 1e300]},
+    })));
+    setup.hosted.create(request).await.expect("existing");
+    request = setup.create_request("nightly", TOKEN);
+    request.template = Some(setup.template(json!({
+        "run_name": "kept",
+        "new_cluster": {
+            "docker_image": {"url": "mine"},
+            "spark_conf": {"a": "b"},
+            "spark_env_vars": {"FLYTE_INTERNAL_EXECUTION_ID": "mine", "B": "2"},
+            "num_workers": 0,
+        },
+    })));
+    setup.hosted.create(request).await.expect("kept");
+    let meta = setup.create("nightly").await.expect("nightly");
+    answers.push(String::from_utf8(meta.clone()).expect("UTF-8"));
+    answers.push(resource(setup.get(&meta).await));
+    let no_token = connection(&[]);
+    answers.push(status(
+        setup
+            .hosted
+            .try_get(&meta, &no_token)
+            .await
+            .expect_err("get"),
+    ));
+    answers.push(status(
+        setup
+            .hosted
+            .delete(&meta, &no_token)
+            .await
+            .expect_err("delete"),
+    ));
+    let flaky = setup.create("flaky-poll").await.expect("flaky");
+    answers.push(resource(setup.get(&flaky).await));
+    let unknown = format!(
+        r#"{{"databricks_instance": "{}", "run_id": "999"}}"#,
+        setup.fake.base_url()
+    );
+    let unknown = unknown.as_bytes();
+    let with_token = connection(&[(SECRET, TOKEN)]);
+    answers.push(status(
+        setup
+            .hosted
+            .try_get(unknown, &with_token)
+            .await
+            .expect_err("get"),
+    ));
+    answers.push(status(setup.delete(unknown).await.expect_err("delete")));
+
+    let fake = setup.fake.addr().to_string();
+    Answers {
+        answers: answers
+            .into_iter()
+            .map(|answer| answer.replace(&fake, "{fake}"))
+            .collect(),
+        submitted: setup.fake.submitted(),
+    }
+}
+
+/// Both builds answer every call alike, down to the messages and the
+/// specs they submit.
+#[tokio::test]
+async fn the_python_build_answers_as_the_rust_one() {
+    let (rust, python) = tokio::join!(answers(RUST), answers(PYTHON));
+    assert_eq!(rust.submitted.len(), 6, "{:#?}", rust.submitted);
+    for (rust, python) in rust.answers.iter().zip(&python.answers) {
+        assert_eq!(rust, python);
+    }
+    assert_eq!(rust, python);
 }

@@ -1,9 +1,10 @@
-//! The README's tutorial, followed step by step: its shell blocks run as
-//! written and its file blocks are written where it says, against a fake
-//! of the jobs API it calls; then the connector it builds is served and
-//! called over gRPC. The only glue: the API's address replaces
-//! `127.0.0.1:8080`, this checkout replaces `/path/to/flyte-connect`, and the
-//! crate's `target` and `Cargo.lock` come from a cache so deps compile once.
+//! The README's two tutorials — the jobs connector in Rust and in Python —
+//! followed step by step: their shell blocks run as written and their file
+//! blocks are written where they say, against a fake of the jobs API they
+//! call; then the connector each builds is served and called over gRPC. The
+//! only glue: the API's address replaces `127.0.0.1:8080`, this checkout
+//! replaces `/path/to/flyte-connect`, and the Rust crate's `target` and
+//! `Cargo.lock` come from a cache so its deps compile once.
 
 use std::{
     net::SocketAddr,
@@ -49,13 +50,16 @@ struct Block {
     text: String,
 }
 
-/// The fenced blocks of the README's tutorial section, in order.
-fn tutorial_blocks() -> Vec<Block> {
+const RUST_TUTORIAL: &str = "### Tutorial: a connector that calls an HTTP API";
+const PYTHON_TUTORIAL: &str = "### Tutorial: a connector in Python";
+
+/// The fenced blocks of the README's section `heading`, in order.
+fn tutorial_blocks(heading: &str) -> Vec<Block> {
     let readme =
         std::fs::read_to_string(workspace_root().join("README.md")).expect("read README.md");
     let start = readme
-        .find("### Tutorial: a connector that calls an HTTP API")
-        .expect("the README has the tutorial");
+        .find(heading)
+        .unwrap_or_else(|| panic!("the README has {heading:?}"));
     let section = &readme[start..];
     let end = section[4..]
         .find("\n## ")
@@ -194,9 +198,20 @@ fn build_cache() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_tutorial_builds_a_connector_that_calls_an_http_api() {
+    follow(RUST_TUTORIAL, 8).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_python_tutorial_builds_the_same_connector_in_python() {
+    follow(PYTHON_TUTORIAL, 8).await;
+}
+
+/// Follows the tutorial under `heading` (at least `min_blocks` blocks), then
+/// serves what it built and calls it as Flyte would.
+async fn follow(heading: &str, min_blocks: usize) {
     let (api, calls) = start_api().await;
-    let blocks = tutorial_blocks();
-    assert!(blocks.len() >= 8, "the tutorial lost its steps");
+    let blocks = tutorial_blocks(heading);
+    assert!(blocks.len() >= min_blocks, "the tutorial lost its steps");
     let (script, serve_args) = script(&blocks, api, &build_cache());
     assert!(
         !serve_args.is_empty(),

@@ -24,6 +24,8 @@ default `prepend` import mode puts this folder on sys.path).
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncio
 import contextlib
 import json
@@ -55,7 +57,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_BIN = Path(os.environ.get("FLYTE_CONNECT_BIN", REPO_ROOT / "target" / "release" / "flyte-connect"))
-REQUIRED_COMPONENTS = ("echo.wasm", "faulty.wasm")
+REQUIRED_COMPONENTS = ("echo.wasm", "echo-py.wasm", "faulty.wasm")
 FAKE_SERVICES_BIN = Path(
     os.environ.get("FLYTE_CONNECT_FAKE_SERVICES", REPO_ROOT / "target" / "release" / "fake-services")
 )
@@ -196,6 +198,23 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def connectors(server: Server) -> service_pb2_grpc.AsyncConnectorServiceStub:
     return service_pb2_grpc.AsyncConnectorServiceStub(server.channel)
+
+
+@dataclasses.dataclass(frozen=True)
+class Echo:
+    """One of the two echo connectors: the Rust one and its Python twin."""
+
+    task_type: str
+    connector_name: str
+
+
+ECHOES = [Echo("echo", "Echo Connector"), Echo("echo_py", "Echo Connector (Python)")]
+
+
+@pytest.fixture(params=ECHOES, ids=[e.task_type for e in ECHOES])
+def echo(request: pytest.FixtureRequest) -> Echo:
+    """Each echo connector in turn: tests taking it run against both."""
+    return request.param
 
 
 @pytest.fixture
@@ -412,14 +431,16 @@ def echo_round_trip(
     stub: service_pb2_grpc.AsyncConnectorServiceStub,
     variables: List[Var],
     connection: security_pb2.Connection | None = None,
+    task_type: str = "echo",
 ) -> connector_pb2.Resource:
-    """CreateTask, GetTask and DeleteTask on the echo connector; the resource GetTask returned."""
-    created = stub.CreateTask(create_request("echo", variables, connection=connection), timeout=RPC_TIMEOUT_S)
+    """CreateTask, GetTask and DeleteTask on an echo connector (task type
+    `echo` or `echo_py`); the resource GetTask returned."""
+    created = stub.CreateTask(create_request(task_type, variables, connection=connection), timeout=RPC_TIMEOUT_S)
     assert created.resource_meta, "CreateTask returned empty resource_meta"
     got = stub.GetTask(
         connector_pb2.GetTaskRequest(
             resource_meta=created.resource_meta,
-            task_category=category("echo"),
+            task_category=category(task_type),
             output_prefix=OUTPUT_PREFIX,
             connection=connection,
         ),
@@ -427,7 +448,7 @@ def echo_round_trip(
     )
     stub.DeleteTask(
         connector_pb2.DeleteTaskRequest(
-            resource_meta=created.resource_meta, task_category=category("echo"), connection=connection
+            resource_meta=created.resource_meta, task_category=category(task_type), connection=connection
         ),
         timeout=RPC_TIMEOUT_S,
     )

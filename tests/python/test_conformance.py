@@ -6,7 +6,9 @@ these tests pass, a Flyte deployment talking to the Python connector server
 (`c0` from the `flyte` package) can talk to flyte-connect instead.
 
 The server under test is started once per session by the `server` fixture in
-conftest.py (binary and components: see there).
+conftest.py (binary and components: see there). Tests taking the `echo`
+fixture run against both echo connectors: the Rust `echo` and its Python twin
+`echo_py`, built with the Python SDK.
 
 Where flyte-connect answers more precisely than the Python server (UNIMPLEMENTED
 instead of UNKNOWN, INVALID_ARGUMENT for a request without a template, NOT_FOUND
@@ -55,6 +57,7 @@ ASYNC_SERVICE = "flyteidl2.connector.AsyncConnectorService"
 METADATA_SERVICE = "flyteidl2.connector.ConnectorMetadataService"
 
 ECHO_CONNECTOR = "Echo Connector"
+PYTHON_ECHO_CONNECTOR = "Echo Connector (Python)"
 FAULTY_CONNECTOR = "Faulty Connector"
 
 # The exact text of the Python server's `_handle_exception` (flyte/connectors/_server.py):
@@ -163,56 +166,56 @@ def test_startup_output_lists_loaded_connectors_and_task_types(server: Server):
 # --------------------------------------------------------------------------------------
 
 
-def test_echo_round_trip_returns_inputs_as_outputs(connectors):
-    resource = echo_round_trip(connectors, ECHO_VARIABLES)
+def test_echo_round_trip_returns_inputs_as_outputs(connectors, echo):
+    resource = echo_round_trip(connectors, ECHO_VARIABLES, task_type=echo.task_type)
     assert_outputs_equal_inputs(resource, ECHO_VARIABLES)
 
 
 @pytest.mark.parametrize("name,lt,lit,native", ECHO_VARIABLES, ids=[v[0] for v in ECHO_VARIABLES])
-def test_echo_round_trip_preserves_each_literal_kind(connectors, name, lt, lit, native):
+def test_echo_round_trip_preserves_each_literal_kind(connectors, echo, name, lt, lit, native):
     variables = [(name, lt, lit, native)]
-    assert_outputs_equal_inputs(echo_round_trip(connectors, variables), variables)
+    assert_outputs_equal_inputs(echo_round_trip(connectors, variables, task_type=echo.task_type), variables)
 
 
-def test_echo_round_trip_preserves_int64_precision(connectors):
+def test_echo_round_trip_preserves_int64_precision(connectors, echo):
     big = 2**53 + 1  # not representable as a double
     variables = [
         ("big", simple_type(SimpleType.INTEGER), int_literal(big), big),
         ("min", simple_type(SimpleType.INTEGER), int_literal(-(2**63)), -(2**63)),
     ]
-    assert_outputs_equal_inputs(echo_round_trip(connectors, variables), variables)
+    assert_outputs_equal_inputs(echo_round_trip(connectors, variables, task_type=echo.task_type), variables)
 
 
-def test_echo_round_trip_without_inputs(connectors):
-    resource = echo_round_trip(connectors, [])
+def test_echo_round_trip_without_inputs(connectors, echo):
+    resource = echo_round_trip(connectors, [], task_type=echo.task_type)
     assert_outputs_equal_inputs(resource, [])
 
 
-def test_echo_accepts_connection_secrets_and_configs(connectors):
+def test_echo_accepts_connection_secrets_and_configs(connectors, echo):
     connection = security_pb2.Connection(
-        task_type="echo",
+        task_type=echo.task_type,
         secrets={"token": "s3cr3t", "shared": "from-secrets"},
         configs={"region": "us-east-1", "shared": "from-configs"},
     )
-    resource = echo_round_trip(connectors, ECHO_VARIABLES, connection=connection)
+    resource = echo_round_trip(connectors, ECHO_VARIABLES, connection=connection, task_type=echo.task_type)
     assert_outputs_equal_inputs(resource, ECHO_VARIABLES)
 
 
-def test_delete_echo_task_succeeds(connectors):
-    created = connectors.CreateTask(create_request("echo", ECHO_VARIABLES), timeout=RPC_TIMEOUT_S)
+def test_delete_echo_task_succeeds(connectors, echo):
+    created = connectors.CreateTask(create_request(echo.task_type, ECHO_VARIABLES), timeout=RPC_TIMEOUT_S)
     resp = connectors.DeleteTask(
-        connector_pb2.DeleteTaskRequest(resource_meta=created.resource_meta, task_category=category("echo")),
+        connector_pb2.DeleteTaskRequest(resource_meta=created.resource_meta, task_category=category(echo.task_type)),
         timeout=RPC_TIMEOUT_S,
     )
     assert resp == connector_pb2.DeleteTaskResponse()
 
 
-def test_echo_task_logs_list_each_input_as_json(connectors):
-    created = connectors.CreateTask(create_request("echo", ECHO_VARIABLES), timeout=RPC_TIMEOUT_S)
+def test_echo_task_logs_list_each_input_as_json(connectors, echo):
+    created = connectors.CreateTask(create_request(echo.task_type, ECHO_VARIABLES), timeout=RPC_TIMEOUT_S)
     parts = list(
         connectors.GetTaskLogs(
             connector_pb2.GetTaskLogsRequest(
-                resource_meta=created.resource_meta, task_category=category("echo"), lines=100
+                resource_meta=created.resource_meta, task_category=category(echo.task_type), lines=100
             ),
             timeout=RPC_TIMEOUT_S,
         )
@@ -237,13 +240,13 @@ def test_echo_task_logs_list_each_input_as_json(connectors):
     assert seen == {name: native for name, _, _, native in ECHO_VARIABLES}
 
 
-def test_echo_task_metrics_answer_each_query(connectors):
-    created = connectors.CreateTask(create_request("echo", ECHO_VARIABLES), timeout=RPC_TIMEOUT_S)
+def test_echo_task_metrics_answer_each_query(connectors, echo):
+    created = connectors.CreateTask(create_request(echo.task_type, ECHO_VARIABLES), timeout=RPC_TIMEOUT_S)
     queries = ["cpu_utilization", "memory_bytes{pod=\"a0\"}"]
     resp = connectors.GetTaskMetrics(
         connector_pb2.GetTaskMetricsRequest(
             resource_meta=created.resource_meta,
-            task_category=category("echo"),
+            task_category=category(echo.task_type),
             queries=queries,
             start_time=timestamp_pb2.Timestamp(seconds=1_700_000_000),
             end_time=timestamp_pb2.Timestamp(seconds=1_700_000_600),
@@ -385,13 +388,14 @@ def test_list_connectors_groups_task_types_by_connector(metadata):
     assert len(by_name) == len(resp.connectors), "a connector name is listed twice"
     assert ECHO_CONNECTOR in by_name and FAULTY_CONNECTOR in by_name, sorted(by_name)
     assert _categories(by_name[ECHO_CONNECTOR]) == {("echo", 0)}
+    assert _categories(by_name[PYTHON_ECHO_CONNECTOR]) == {("echo_py", 0)}
     assert {name for name, _ in _categories(by_name[FAULTY_CONNECTOR])} == {"panic", "fail", "invalid", "sleep", "slow", "fetch", "memory", "inspect"}
 
 
-def test_get_connector_returns_echo_connector(metadata):
-    resp = metadata.GetConnector(connector_pb2.GetConnectorRequest(name=ECHO_CONNECTOR), timeout=RPC_TIMEOUT_S)
-    assert resp.connector.name == ECHO_CONNECTOR
-    assert _categories(resp.connector) == {("echo", 0)}
+def test_get_connector_returns_echo_connector(metadata, echo):
+    resp = metadata.GetConnector(connector_pb2.GetConnectorRequest(name=echo.connector_name), timeout=RPC_TIMEOUT_S)
+    assert resp.connector.name == echo.connector_name
+    assert _categories(resp.connector) == {(echo.task_type, 0)}
     listed = metadata.ListConnectors(connector_pb2.ListConnectorsRequest(), timeout=RPC_TIMEOUT_S)
     assert resp.connector in list(listed.connectors)
 
@@ -414,16 +418,16 @@ LATENCY_COUNT = "flyte_connector_request_latency_seconds_count"
 INPUT_BYTES_COUNT = "flyte_connector_input_literal_bytes_count"
 
 
-def test_metrics_count_successful_requests_per_operation(server, connectors):
+def test_metrics_count_successful_requests_per_operation(server, connectors, echo):
     before = scrape(server)
-    echo_round_trip(connectors, ECHO_VARIABLES)
+    echo_round_trip(connectors, ECHO_VARIABLES, task_type=echo.task_type)
     after = scrape(server)
     for op in ("create", "get", "delete"):
-        labels = {"task_type": "echo", "operation": op}
+        labels = {"task_type": echo.task_type, "operation": op}
         assert sample_value(after, SUCCESS, **labels) >= sample_value(before, SUCCESS, **labels) + 1, op
         assert sample_value(after, LATENCY_COUNT, **labels) >= sample_value(before, LATENCY_COUNT, **labels) + 1, op
-    assert sample_value(after, INPUT_BYTES_COUNT, task_type="echo") >= (
-        sample_value(before, INPUT_BYTES_COUNT, task_type="echo") + 1
+    assert sample_value(after, INPUT_BYTES_COUNT, task_type=echo.task_type) >= (
+        sample_value(before, INPUT_BYTES_COUNT, task_type=echo.task_type) + 1
     )
 
 

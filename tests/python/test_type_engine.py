@@ -2,7 +2,8 @@
 
 Each value is turned into a Flyte literal (and its LiteralType, declared in the
 task interface) by `flyte.types.TypeEngine` from the published `flyte` package,
-sent to the `echo` connector with the published flyteidl2 client, and the
+sent to each echo connector (the Rust `echo` and its Python twin `echo_py`)
+with the published flyteidl2 client, and the
 outputs GetTask returns are read back by the same type engine:
 
 - the output literal must equal the input literal (protobuf equality), and
@@ -162,8 +163,8 @@ def _assert_same_value(case: Case, got: literals_pb2.Literal) -> None:
     case.same_value(value, case.value)
 
 
-def _echo(connectors, variables: List[Var]) -> dict:
-    resource = echo_round_trip(connectors, variables)
+def _echo(connectors, echo, variables: List[Var]) -> dict:
+    resource = echo_round_trip(connectors, variables, task_type=echo.task_type)
     assert_succeeded(resource)
     outputs = output_literals(resource)
     assert sorted(outputs) == sorted(name for name, _, _, _ in variables)
@@ -176,22 +177,22 @@ def _echo(connectors, variables: List[Var]) -> dict:
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_flyte_type_engine_values_round_trip(connectors, case: Case):
+def test_flyte_type_engine_values_round_trip(connectors, echo, case: Case):
     var = _variable(case)
-    outputs = _echo(connectors, [var])
+    outputs = _echo(connectors, echo, [var])
     _assert_same_value(case, outputs[case.id])
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_echo_returns_flyte_type_engine_literals_unchanged(connectors, case: Case):
+def test_echo_returns_flyte_type_engine_literals_unchanged(connectors, echo, case: Case):
     var = _variable(case)
-    outputs = _echo(connectors, [var])
+    outputs = _echo(connectors, echo, [var])
     _assert_same_literal(case, var[2], outputs[case.id])
 
 
-def test_echo_returns_all_flyte_type_engine_values_in_one_task(connectors):
+def test_echo_returns_all_flyte_type_engine_values_in_one_task(connectors, echo):
     variables = [_variable(case) for case in CASES]
-    outputs = _echo(connectors, variables)
+    outputs = _echo(connectors, echo, variables)
     problems = []
     for case, (name, _, sent, _) in zip(CASES, variables):
         for check in (

@@ -195,17 +195,20 @@ impl Runtime {
         let engine = self.shared.engine.clone();
         let owned_path = path.to_owned();
         // Compiling takes a while; keep it off the async threads.
-        let component =
-            tokio::task::spawn_blocking(move || Component::from_file(&engine, owned_path))
-                .await
-                .map_err(|err| LoadError::Compile {
-                    path: shown.clone(),
-                    message: err.to_string(),
-                })?
-                .map_err(|err| LoadError::Compile {
-                    path: shown.clone(),
-                    message: format!("{err:#}"),
-                })?;
+        let component = tokio::task::spawn_blocking(move || {
+            let component = Component::from_file(&engine, owned_path);
+            return_freed_memory();
+            component
+        })
+        .await
+        .map_err(|err| LoadError::Compile {
+            path: shown.clone(),
+            message: err.to_string(),
+        })?
+        .map_err(|err| LoadError::Compile {
+            path: shown.clone(),
+            message: format!("{err:#}"),
+        })?;
         let slots = self.slots_per_call(&component).map_err(limits_error)?;
         let pre = self
             .shared
@@ -325,5 +328,19 @@ impl Runtime {
     /// Calls waiting for a slot.
     pub fn calls_queued(&self) -> usize {
         self.shared.admission.queued()
+    }
+}
+
+/// Hands the heap memory compiling left free back to the system. Compiling
+/// a large component (a Python one is ~20 MB of wasm) frees hundreds of MiB
+/// that glibc's allocator would otherwise keep: a server that compiled
+/// two Python components rested at 386 MiB, against 100 MiB when it loaded
+/// them from the compile cache.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; it only returns free pages of
+    // the allocator's own heap to the kernel, and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -74,17 +74,18 @@ async fn connect(addr: SocketAddr) -> Channel {
 /// One create → get → delete cycle; the failing RPC's code on error.
 async fn cycle(
     client: &mut AsyncConnectorServiceClient<Channel>,
+    task_type: &str,
     inputs: &TypedInputs,
 ) -> Result<(), tonic::Code> {
     let meta = client
-        .create_task(literals::create_request("echo", inputs))
+        .create_task(literals::create_request(task_type, inputs))
         .await
         .map_err(|status| status.code())?
         .into_inner()
         .resource_meta;
     client
         .get_task(GetTaskRequest {
-            task_category: category("echo"),
+            task_category: category(task_type),
             resource_meta: meta.clone(),
             ..Default::default()
         })
@@ -92,7 +93,7 @@ async fn cycle(
         .map_err(|status| status.code())?;
     client
         .delete_task(DeleteTaskRequest {
-            task_category: category("echo"),
+            task_category: category(task_type),
             resource_meta: meta,
             ..Default::default()
         })
@@ -101,8 +102,14 @@ async fn cycle(
     Ok(())
 }
 
-/// Runs `clients` clients for `duration` against `addr`.
-pub async fn run(addr: SocketAddr, clients: usize, duration: Duration) -> LoadReport {
+/// Runs `clients` clients for `duration` against the echo connector serving
+/// `task_type` at `addr`.
+pub async fn run(
+    addr: SocketAddr,
+    task_type: &'static str,
+    clients: usize,
+    duration: Duration,
+) -> LoadReport {
     let connections = clients.clamp(1, MAX_CONNECTIONS);
     let mut channels = Vec::with_capacity(connections);
     for _ in 0..connections {
@@ -120,7 +127,7 @@ pub async fn run(addr: SocketAddr, clients: usize, duration: Duration) -> LoadRe
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             while Instant::now() < until {
                 let began = Instant::now();
-                match cycle(&mut client, &inputs).await {
+                match cycle(&mut client, task_type, &inputs).await {
                     Ok(()) => latencies.push(began.elapsed()),
                     Err(code) => *errors.entry(format!("{code:?}")).or_default() += 1,
                 }

@@ -1,8 +1,13 @@
 //! `make bench`: create → get → delete cycles of an echo task at 1, 16 and
-//! 256 concurrent clients against four servers measured in the same run —
+//! 256 concurrent clients against five servers measured in the same run —
 //! flyte-connect with `echo.wasm`, the Python server it replaces, the same
-//! echo compiled natively in process, and a bare tonic server — and the
-//! ratios between them, so the numbers mean the same on any machine.
+//! echo compiled natively in process, a bare tonic server, and flyte-connect
+//! with the Python twin `echo-py.wasm` — and the ratios between them, so the
+//! numbers mean the same on any machine.
+//!
+//! For the Python guest also: its compile and cached load times, each call's
+//! instantiate / call / release parts, and memory per call in flight
+//! (`python_guest`).
 //!
 //! Also: peak memory (RSS) of each server, and how long each takes to serve
 //! its first call; for flyte-connect with five components, from a cold and
@@ -15,6 +20,7 @@
 
 mod load;
 mod polls;
+mod python_guest;
 mod servers;
 
 use std::{
@@ -27,6 +33,8 @@ use flyte_connect_e2e::Workspace;
 use self::{load::LoadReport, servers::Target};
 
 const LEVELS: [usize; 3] = [1, 16, 256];
+const RUST_ECHO: &str = "(a) flyte-connect, echo.wasm";
+const PYTHON_ECHO: &str = "(e) flyte-connect, echo-py.wasm (Python guest)";
 const WARM_UP: Duration = Duration::from_secs(1);
 
 /// One server's results.
@@ -45,10 +53,10 @@ impl Measured {
 
 async fn measure(target: Target, seconds: Duration) -> Measured {
     eprintln!("measuring {} ...", target.name);
-    load::run(target.addr, 16, WARM_UP).await;
+    load::run(target.addr, target.task_type, 16, WARM_UP).await;
     let mut levels = Vec::new();
     for clients in LEVELS {
-        levels.push(load::run(target.addr, clients, seconds).await);
+        levels.push(load::run(target.addr, target.task_type, clients, seconds).await);
     }
     Measured {
         name: target.name,
@@ -75,10 +83,10 @@ async fn five_component_start(cache: &Path) -> (Duration, Duration) {
     }
     let cache_dir = cache.display().to_string();
     let args = ["--cache-dir", cache_dir.as_str()];
-    let cold = servers::flyte_connect(plugins.path(), &args)
+    let cold = servers::flyte_connect(RUST_ECHO, "echo", plugins.path(), &args)
         .await
         .ready_after;
-    let warm = servers::flyte_connect(plugins.path(), &args)
+    let warm = servers::flyte_connect(RUST_ECHO, "echo", plugins.path(), &args)
         .await
         .ready_after;
     (cold, warm)
@@ -152,9 +160,13 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
     );
 
     let find = |prefix: &str| results.iter().find(|m| m.name.starts_with(prefix));
-    let (Some(wasm), Some(python), Some(native), Some(bare)) =
-        (find("(a)"), find("(b)"), find("(c)"), find("(d)"))
-    else {
+    let (Some(wasm), Some(python), Some(native), Some(bare), Some(python_guest)) = (
+        find("(a)"),
+        find("(b)"),
+        find("(c)"),
+        find("(d)"),
+        find("(e)"),
+    ) else {
         return;
     };
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -197,6 +209,29 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
             ),
             "",
         ),
+        (
+            "1 client, cycle p50, (e) Python guest / (a) Rust guest",
+            ratio(p(python_guest, 1, 0.5), p(wasm, 1, 0.5)),
+            "",
+        ),
+        (
+            "1 client, cycle p50, (e) Python guest / (b) Python server",
+            ratio(p(python_guest, 1, 0.5), p(python, 1, 0.5)),
+            "",
+        ),
+        (
+            "256 clients, throughput, (e) Python guest / (b) Python server",
+            ratio(rate(python_guest, 256), rate(python, 256)),
+            "",
+        ),
+        (
+            "peak RSS, (e) Python guest / (b) Python server",
+            ratio(
+                python_guest.peak_rss_kib.map(|k| k as f64),
+                python.peak_rss_kib.map(|k| k as f64),
+            ),
+            "",
+        ),
     ];
     println!();
     println!("| ratio | measured | target |\n| --- | ---: | ---: |");
@@ -221,14 +256,25 @@ fn main() {
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--load") {
-        // `--load ADDR CLIENTS SECONDS`: only the load generator, against a
-        // server started by hand (for profiling).
+        // `--load ADDR CLIENTS SECONDS [TASK_TYPE]`: only the load generator,
+        // against a server started by hand (for profiling).
         let arg = |n: usize| args.get(i + n).cloned().unwrap_or_default();
-        let addr = arg(1).parse().expect("--load ADDR CLIENTS SECONDS");
-        let clients = arg(2).parse().expect("--load ADDR CLIENTS SECONDS");
-        let seconds = arg(3).parse().expect("--load ADDR CLIENTS SECONDS");
+        let usage = "--load ADDR CLIENTS SECONDS [TASK_TYPE]";
+        let addr = arg(1).parse().expect(usage);
+        let clients = arg(2).parse().expect(usage);
+        let seconds = arg(3).parse().expect(usage);
+        let task_type = if arg(4) == "echo_py" {
+            "echo_py"
+        } else {
+            "echo"
+        };
         let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-        let r = runtime.block_on(load::run(addr, clients, Duration::from_secs(seconds)));
+        let r = runtime.block_on(load::run(
+            addr,
+            task_type,
+            clients,
+            Duration::from_secs(seconds),
+        ));
         println!(
             "{clients} clients: {} cycles/s, p50 {}, p99 {}, errors {:?}",
             thousands(r.rate()),
@@ -236,6 +282,13 @@ fn main() {
             ms(r.quantile(0.99)),
             r.errors
         );
+        return;
+    }
+    if args.iter().any(|a| a == "--python-guest") {
+        // `--python-guest`: only the Python guest's load, call and memory figures.
+        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        let cache = Workspace::new();
+        python_guest::report(&runtime.block_on(python_guest::measure(cache.path())));
         return;
     }
     if args.iter().any(|a| a == "--polls") {
@@ -265,12 +318,30 @@ fn main() {
         let plugins = Workspace::with_components(&["echo"]);
         let mut results = Vec::new();
         // One server at a time, each alone with the load generator.
-        let wasm = servers::flyte_connect(plugins.path(), &["--cache-dir", &cache_dir]).await;
+        let wasm = servers::flyte_connect(
+            RUST_ECHO,
+            "echo",
+            plugins.path(),
+            &["--cache-dir", &cache_dir],
+        )
+        .await;
         results.push(measure(wasm, seconds).await);
         results.push(measure(servers::python(&venv).await, seconds).await);
         results.push(measure(servers::this_binary("native").await, seconds).await);
         results.push(measure(servers::this_binary("bare").await, seconds).await);
+        // The Python guest's figures first: they fill the compile cache (e) starts from.
+        let python_guest = python_guest::measure(cache.path()).await;
+        let python_plugins = Workspace::with_components(&["echo-py"]);
+        let echo_py = servers::flyte_connect(
+            PYTHON_ECHO,
+            "echo_py",
+            python_plugins.path(),
+            &["--cache-dir", &cache_dir],
+        )
+        .await;
+        results.push(measure(echo_py, seconds).await);
         report(&results, five, seconds);
+        python_guest::report(&python_guest);
         polls::report(&polls::measure().await);
     });
 }

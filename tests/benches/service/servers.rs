@@ -39,6 +39,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(180);
 pub struct Target {
     /// What it is, for the report.
     pub name: &'static str,
+    /// The task type of its echo connector.
+    pub task_type: &'static str,
     /// Where it serves gRPC.
     pub addr: SocketAddr,
     /// From spawning the process to its first SERVING health check.
@@ -111,8 +113,14 @@ async fn wait_ready(
     }
 }
 
-/// (a) `flyte-connect` serving the components in `plugins` with `args`.
-pub async fn flyte_connect(plugins: &Path, args: &[&str]) -> Target {
+/// `flyte-connect` serving the components in `plugins` with `args`: (a)
+/// with `echo.wasm`, (e) with `echo-py.wasm`.
+pub async fn flyte_connect(
+    name: &'static str,
+    task_type: &'static str,
+    plugins: &Path,
+    args: &[&str],
+) -> Target {
     let started = Instant::now();
     let dir = plugins.display().to_string();
     let mut all = vec!["--plugin-dir", dir.as_str()];
@@ -121,7 +129,8 @@ pub async fn flyte_connect(plugins: &Path, args: &[&str]) -> Target {
     let addr = server.grpc_addr;
     let ready_after = wait_ready(addr, started, "flyte-connect", &mut None).await;
     Target {
-        name: "(a) flyte-connect, echo.wasm",
+        name,
+        task_type,
         addr,
         ready_after,
         process: Process::Harness(server),
@@ -154,6 +163,7 @@ pub async fn python(venv: &Path) -> Target {
     let ready_after = wait_ready(addr, started, "c0", &mut Some(&mut child)).await;
     Target {
         name: "(b) Python c0, echo connector",
+        task_type: "echo",
         addr,
         ready_after,
         process: Process::Child(child),
@@ -179,6 +189,7 @@ pub async fn this_binary(mode: &str) -> Target {
     };
     Target {
         name,
+        task_type: "echo",
         addr,
         ready_after,
         process: Process::Child(child),

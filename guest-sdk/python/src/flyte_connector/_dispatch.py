@@ -1,0 +1,250 @@
+"""Calls from the host to the registered connector.
+
+Each exported WIT function lands here with its request record: the request
+becomes flyte's arguments (a template view, Python input values, the meta
+decoded, connection values as keyword arguments), the connector's coroutine
+runs on a fresh `PollLoop`, and what it returns or raises becomes the WIT
+result. `wit` is the generated `connector_types` module; `_guest` passes it,
+and the tests pass bindings generated for CPython.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any, Awaitable, Callable, Dict, List, Optional, TypeVar
+
+from componentize_py_types import Err
+
+from flyte_connector import _loop, errors, http
+from flyte_connector.connector import AsyncConnector, ConnectorRegistry, LogsPage, MetricResult
+from flyte_connector.resource import Resource, ResourceMeta
+from flyte_connector.template import TaskExecutionMetadata, TaskTemplate
+from flyte_connector.values import from_json, to_json
+
+T = TypeVar("T")
+
+
+class Inputs(Dict[str, Any]):
+    """The task's inputs as Python values (name → value), typed from the
+    template's interface. `json` holds them as the JSON the host sent and
+    `types` their Flyte literal types, for connectors that pass values
+    through untouched."""
+
+    def __init__(self, values: Dict[str, Any], raw: Dict[str, Any], types: Dict[str, Any]) -> None:
+        super().__init__(values)
+        self.json = raw
+        self.types = types
+
+
+#: Environment variable (set in the plugin's manifest, `[env]`) that serves
+#: the connector under another task type than its `task_type_name`, e.g. to
+#: run a Python twin beside the connector it replaces.
+TASK_TYPE_VARIABLE = "FLYTE_CONNECTOR_TASK_TYPE"
+
+
+def metadata(wit: Any) -> Any:
+    connector = ConnectorRegistry.get_connector()
+    task_type = os.environ.get(TASK_TYPE_VARIABLE) or connector.task_type_name
+    return wit.Metadata(
+        name=connector.name,
+        task_categories=[wit.TaskCategory(name=task_type, version=connector.task_type_version)],
+    )
+
+
+def create(wit: Any, request: Any) -> bytes:
+    connector = ConnectorRegistry.get_connector()
+
+    def arguments() -> Dict[str, Any]:
+        return dict(
+            task_template=TaskTemplate(_json_object(request.template, "template")),
+            output_prefix=request.output_prefix,
+            inputs=_inputs(request.inputs, request.input_types),
+            task_execution_metadata=TaskExecutionMetadata(
+                _json_object(request.task_execution_metadata, "task execution metadata")
+            ),
+            **dict(request.connection),
+        )
+
+    def finish(meta: Any) -> bytes:
+        if not isinstance(meta, ResourceMeta):
+            raise TypeError(f"create returned {type(meta).__name__}, not a ResourceMeta")
+        return meta.encode()
+
+    return _call(wit, lambda: connector.create(**arguments()), finish)
+
+
+def get(wit: Any, request: Any) -> Any:
+    connector = ConnectorRegistry.get_connector()
+    return _call(
+        wit,
+        lambda: connector.get(_meta(connector, request.resource_meta), **dict(request.connection)),
+        lambda resource: _resource(wit, resource),
+    )
+
+
+def delete(wit: Any, request: Any) -> None:
+    connector = ConnectorRegistry.get_connector()
+    _call(wit, lambda: connector.delete(_meta(connector, request.resource_meta), **dict(request.connection)), _none)
+
+
+def get_metrics(wit: Any, request: Any) -> List[Any]:
+    connector = ConnectorRegistry.get_connector()
+    _require(wit, connector, "get_metrics")
+
+    def finish(results: Any) -> List[Any]:
+        items = results.items() if isinstance(results, dict) else ((r.metric, r.data) for r in results)
+        return [wit.MetricResult(metric=metric, data=_dumps(data)) for metric, data in items]
+
+    return _call(
+        wit,
+        lambda: connector.get_metrics(
+            _meta(connector, request.resource_meta),
+            list(request.queries),
+            start_time=request.start_time,
+            end_time=request.end_time,
+            step=request.step,
+        ),
+        finish,
+    )
+
+
+def get_logs(wit: Any, request: Any) -> Any:
+    connector = ConnectorRegistry.get_connector()
+    _require(wit, connector, "get_logs")
+
+    def finish(page: Any) -> Any:
+        if not isinstance(page, LogsPage):
+            page = LogsPage(lines=list(page))
+        return wit.LogsPage(lines=[str(line) for line in page.lines], next_token=page.next_token)
+
+    return _call(
+        wit,
+        lambda: connector.get_logs(_meta(connector, request.resource_meta), lines=request.lines, token=request.token),
+        finish,
+    )
+
+
+# -- requests ----------------------------------------------------------------
+
+
+def _json_object(text: str, what: str) -> Dict[str, Any]:
+    value = json.loads(text) if text else {}
+    if not isinstance(value, dict):
+        raise errors.InvalidRequest(f"the {what} is not a JSON object")
+    return value
+
+
+def _inputs(values_text: str, types_text: str) -> Inputs:
+    raw = _json_object(values_text, "inputs")
+    types = _json_object(types_text, "input types")
+    values = {}
+    for name, value in raw.items():
+        try:
+            values[name] = from_json(value, types.get(name))
+        except ValueError as error:
+            raise errors.InvalidRequest(f"input {name!r}: {error}") from None
+    return Inputs(values, raw, types)
+
+
+def _meta(connector: AsyncConnector, data: bytes) -> ResourceMeta:
+    meta_type = connector.metadata_type
+    try:
+        return meta_type.decode(bytes(data))
+    except (ValueError, TypeError, UnicodeDecodeError) as error:
+        raise errors.InvalidRequest(f"cannot read the resource meta as {meta_type.__name__}: {error}") from None
+
+
+def _require(wit: Any, connector: AsyncConnector, method: str) -> None:
+    if getattr(type(connector), method) is getattr(AsyncConnector, method):
+        raise Err(wit.Error_NotImplemented())
+
+
+# -- results -----------------------------------------------------------------
+
+
+def _none(_: Any) -> None:
+    return None
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
+def _resource(wit: Any, resource: Any) -> Any:
+    if not isinstance(resource, Resource):
+        raise TypeError(f"get returned {type(resource).__name__}, not a Resource")
+    outputs = None
+    if resource.outputs is not None:
+        outputs = []
+        for name, value in resource.outputs.items():
+            try:
+                value_json, literal_type = to_json(value)
+                outputs.append(
+                    wit.Output(
+                        name=name,
+                        value=_dumps(value_json),
+                        literal_type=_dumps(literal_type) if literal_type is not None else None,
+                    )
+                )
+            except (TypeError, ValueError) as error:
+                raise TypeError(f"output {name!r}: {error}") from None
+    return wit.Resource(
+        phase=wit.Phase(int(resource.phase)),
+        message=resource.message or "",
+        log_links=[
+            wit.TaskLog(
+                name=link.name,
+                uri=link.uri,
+                ready=link.ready,
+                icon_uri=link.icon_uri,
+                show_while_pending=link.ShowWhilePending,
+                hide_once_finished=link.HideOnceFinished,
+                link_type=wit.LinkType(int(link.link_type)),
+            )
+            for link in resource.log_links or []
+        ],
+        outputs=outputs,
+        custom_info=_dumps(resource.custom_info) if resource.custom_info is not None else None,
+    )
+
+
+# -- running -----------------------------------------------------------------
+
+
+def _call(wit: Any, start: Callable[[], Awaitable[T]], finish: Callable[[T], Any]) -> Any:
+    """Runs the connector's coroutine and converts its outcome; every
+    exception becomes the WIT error the client should see."""
+    try:
+        return finish(_loop.run(_coroutine(start)))
+    except Err:
+        raise
+    except errors.InvalidRequest as error:
+        raise Err(wit.Error_InvalidRequest(str(error))) from None
+    except errors.Retryable as error:
+        raise Err(wit.Error_Retryable(str(error))) from None
+    except errors.ConnectorError as error:
+        raise Err(wit.Error_Failed(str(error))) from None
+    except http.HttpError as error:
+        variant = wit.Error_Retryable if error.retryable else wit.Error_Failed
+        raise Err(variant(str(error))) from None
+    except NotImplementedError as error:
+        if str(error):
+            raise Err(wit.Error_Failed(_last_line(error))) from None
+        raise Err(wit.Error_NotImplemented()) from None
+    except Exception as error:  # noqa: BLE001 (every failure reaches the client)
+        traceback.print_exception(error, file=sys.stderr)
+        raise Err(wit.Error_Failed(_last_line(error))) from None
+
+
+async def _coroutine(start: Callable[[], Awaitable[T]]) -> T:
+    # The arguments are built inside the loop so their errors are sorted
+    # like the connector's own.
+    return await start()
+
+
+def _last_line(error: BaseException) -> str:
+    """The last line of the exception's traceback: `KeyError: 'run_id'`."""
+    return traceback.format_exception_only(error)[-1].strip()

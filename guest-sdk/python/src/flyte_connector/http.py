@@ -1,0 +1,398 @@
+"""An async HTTP client over `wasi:http/outgoing-handler`.
+
+    from flyte_connector import http
+
+    response = await http.post(f"https://{host}/api/2.1/jobs/runs/submit",
+                               json=body, headers={"Authorization": f"Bearer {token}"})
+    response.raise_for_status()      # 4xx and 5xx: StatusError with the body's start
+    run_id = response.json()["run_id"]
+
+The host sends only what the connector's manifest allows (`allowed_hosts`);
+anything else raises `Denied`. Every failure is an `HttpError`; those with
+`retryable` set (HTTP 429 and 5xx, timeouts) that escape a connector method
+make the call retryable, the others fail it. Header values such as
+`Authorization` never appear in errors or reprs.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import urllib.parse
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+from flyte_connector import _loop
+
+__all__ = [
+    "ConnectionFailed",
+    "Denied",
+    "Headers",
+    "HttpError",
+    "RequestInvalid",
+    "Response",
+    "StatusError",
+    "Timeout",
+    "delete",
+    "get",
+    "patch",
+    "post",
+    "put",
+    "request",
+]
+
+_SENSITIVE_HEADERS = frozenset(
+    ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"]
+)
+_QUOTED_BODY = 1024
+_READ_CHUNK = 64 * 1024
+_NANOS = 1_000_000_000
+_MISSING: Any = object()
+
+HeadersArg = Union[Mapping[str, str], List[Tuple[str, str]], None]
+
+
+# -- errors ------------------------------------------------------------------
+
+
+class HttpError(Exception):
+    """Why a request got no usable answer."""
+
+    #: Whether trying again later may succeed.
+    retryable: bool = False
+
+
+class Denied(HttpError):
+    """The connector's manifest does not allow this host."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        super().__init__(
+            f"outbound HTTP to {host} is denied by the host's policy: allow it in the connector's "
+            "manifest (allowed_hosts)"
+        )
+
+
+class ConnectionFailed(HttpError):
+    """The host could not be resolved or reached, or the connection broke."""
+
+    def __init__(self, url: str, message: str) -> None:
+        self.url = url
+        super().__init__(f"cannot reach {url}: {message}")
+
+
+class Timeout(HttpError):
+    """Connecting, or waiting for the answer, took too long."""
+
+    retryable = True
+
+    def __init__(self, url: str, message: str) -> None:
+        self.url = url
+        super().__init__(f"{url} timed out: {message}")
+
+
+class StatusError(HttpError):
+    """The service answered with an error status (400 or more)."""
+
+    def __init__(self, method: str, url: str, status: int, body: str) -> None:
+        self.method = method
+        self.url = url
+        self.status = status
+        self.body = body
+        self.retryable = status == 429 or status >= 500
+        super().__init__(f"{method} {url} answered {status}: {body}")
+
+
+class RequestInvalid(HttpError):
+    """The request could not be built: a malformed URL, method or header."""
+
+
+# -- responses ---------------------------------------------------------------
+
+
+class Headers(Mapping[str, str]):
+    """Response headers: a case-insensitive mapping to each name's first
+    value; `get_all(name)` gives every value, `items()` every pair in order."""
+
+    def __init__(self, pairs: List[Tuple[str, str]]) -> None:
+        self._pairs = pairs
+
+    def __getitem__(self, name: str) -> str:
+        wanted = name.lower()
+        for key, value in self._pairs:
+            if key.lower() == wanted:
+                return value
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        seen = set()
+        for key, _ in self._pairs:
+            if key.lower() not in seen:
+                seen.add(key.lower())
+                yield key
+
+    def __len__(self) -> int:
+        return len({key.lower() for key, _ in self._pairs})
+
+    def get_all(self, name: str) -> List[str]:
+        """Every value of header `name`, in the order received."""
+        wanted = name.lower()
+        return [value for key, value in self._pairs if key.lower() == wanted]
+
+    def __repr__(self) -> str:
+        return f"Headers({_shown(self._pairs)!r})"
+
+
+class Response:
+    """An answer, read in full."""
+
+    def __init__(self, method: str, url: str, status: int, headers: Headers, content: bytes) -> None:
+        self.method = method
+        #: The URL asked, without its query.
+        self.url = url
+        self.status = status
+        self.headers = headers
+        self.content = content
+
+    @property
+    def ok(self) -> bool:
+        """Whether the status is below 400."""
+        return self.status < 400
+
+    def text(self) -> str:
+        """The body as UTF-8 text."""
+        try:
+            return self.content.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise HttpError(f"the answer to {self.method} {self.url} is not UTF-8 text: {error}") from None
+
+    def json(self) -> Any:
+        """The body read as JSON."""
+        try:
+            return jsonlib.loads(self.content)
+        except ValueError as error:
+            raise HttpError(f"cannot read the answer to {self.method} {self.url} as JSON: {error}") from None
+
+    def raise_for_status(self) -> "Response":
+        """The response itself when its status is below 400, else
+        `StatusError` with the status and the start of the body."""
+        if self.status < 400:
+            return self
+        body = self.content.decode("utf-8", errors="replace")
+        if len(body) > _QUOTED_BODY:
+            body = body[:_QUOTED_BODY] + "…"
+        raise StatusError(self.method, self.url, self.status, body)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.method} {self.url} {self.status}, {len(self.content)} bytes>"
+
+
+# -- requests ----------------------------------------------------------------
+
+
+async def request(
+    method: str,
+    url: str,
+    *,
+    headers: HeadersArg = None,
+    params: Optional[Mapping[str, Any]] = None,
+    json: Any = _MISSING,
+    data: Union[bytes, str, None] = None,
+    timeout: Optional[float] = None,
+) -> Response:
+    """Sends a request and reads the whole answer.
+
+    `params` are added to the URL's query; `json` is sent as a JSON body
+    (with `Content-Type: application/json` unless given), `data` as is.
+    `timeout` (seconds) bounds connecting and waiting for the answer."""
+    method = method.upper()
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
+    body = b""
+    if json is not _MISSING:
+        body = jsonlib.dumps(json).encode("utf-8")
+        if not any(name.lower() == "content-type" for name, _ in pairs):
+            pairs.append(("Content-Type", "application/json"))
+    elif data is not None:
+        body = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    if params:
+        url += ("&" if urllib.parse.urlsplit(url).query else "?") + urllib.parse.urlencode(params)
+    return await _send(method, url, pairs, body, timeout)
+
+
+async def get(url: str, **kwargs: Any) -> Response:
+    """`request("GET", url, ...)`."""
+    return await request("GET", url, **kwargs)
+
+
+async def post(url: str, **kwargs: Any) -> Response:
+    """`request("POST", url, ...)`."""
+    return await request("POST", url, **kwargs)
+
+
+async def put(url: str, **kwargs: Any) -> Response:
+    """`request("PUT", url, ...)`."""
+    return await request("PUT", url, **kwargs)
+
+
+async def patch(url: str, **kwargs: Any) -> Response:
+    """`request("PATCH", url, ...)`."""
+    return await request("PATCH", url, **kwargs)
+
+
+async def delete(url: str, **kwargs: Any) -> Response:
+    """`request("DELETE", url, ...)`."""
+    return await request("DELETE", url, **kwargs)
+
+
+def _shown(pairs: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    return [(name, "<redacted>" if name.lower() in _SENSITIVE_HEADERS else value) for name, value in pairs]
+
+
+def _without_query(url: str) -> str:
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
+async def _send(method: str, url: str, pairs: List[Tuple[str, str]], body: bytes, timeout: Optional[float]) -> Response:
+    """One exchange over wasi:http."""
+    from componentize_py_types import Err
+    from wit_world.imports import outgoing_handler, streams
+    from wit_world.imports import wasi_http_types as wasi
+
+    shown_url = _without_query(url)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise RequestInvalid(f"{method} {shown_url}: not an http(s) URL")
+    host = parts.netloc.rsplit("@", 1)[-1]
+    loop = _loop.current()
+
+    try:
+        fields = wasi.Fields.from_list([(name, value.encode("utf-8")) for name, value in pairs])
+    except Err as error:
+        raise RequestInvalid(f"{method} {shown_url}: a header is not allowed ({_code_name(error.value)})") from None
+    outgoing = wasi.OutgoingRequest(fields)
+    try:
+        outgoing.set_method(_method(wasi, method))
+        outgoing.set_scheme(wasi.Scheme_Https() if parts.scheme == "https" else wasi.Scheme_Http())
+        outgoing.set_authority(parts.netloc)
+        outgoing.set_path_with_query((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+    except Err:
+        raise RequestInvalid(f"{method} {shown_url}: the method or URL is malformed") from None
+
+    options = None
+    if timeout is not None:
+        options = wasi.RequestOptions()
+        nanos = int(timeout * _NANOS)
+        try:
+            options.set_connect_timeout(nanos)
+            options.set_first_byte_timeout(nanos)
+        except Err:
+            pass
+
+    outgoing_body = outgoing.body()
+    try:
+        pending = outgoing_handler.handle(outgoing, options)
+    except Err as error:
+        raise _classify(error.value, method, shown_url, host) from None
+
+    stream = outgoing_body.write()
+    offset = 0
+    while offset < len(body):
+        try:
+            allowed = stream.check_write()
+        except Err:
+            break  # the request failed; its response says why
+        if allowed == 0:
+            await loop.wait_for(stream.subscribe())
+            continue
+        chunk = body[offset : offset + min(allowed, _READ_CHUNK)]
+        stream.write(chunk)
+        offset += len(chunk)
+    stream.__exit__(None, None, None)
+    try:
+        wasi.OutgoingBody.finish(outgoing_body, None)
+    except Err:
+        pass  # as above
+
+    await loop.wait_for(pending.subscribe())
+    outcome = pending.get()
+    if outcome is None or isinstance(outcome, Err):
+        raise ConnectionFailed(shown_url, "the response was lost")
+    answer = outcome.value
+    if isinstance(answer, Err):
+        raise _classify(answer.value, method, shown_url, host)
+    incoming = answer.value
+    status = incoming.status()
+    headers = Headers(
+        [(name, value.decode("utf-8", errors="replace")) for name, value in incoming.headers().entries()]
+    )
+
+    incoming_body = incoming.consume()
+    input_stream = incoming_body.stream()
+    chunks = []
+    while True:
+        try:
+            chunk = input_stream.read(_READ_CHUNK)
+        except Err as error:
+            if isinstance(error.value, streams.StreamError_Closed):
+                break
+            raise _stream_error(error.value, method, shown_url, host) from None
+        if chunk:
+            chunks.append(chunk)
+        else:
+            await loop.wait_for(input_stream.subscribe())
+    input_stream.__exit__(None, None, None)
+    trailers = wasi.IncomingBody.finish(incoming_body)
+    trailers.__exit__(None, None, None)
+    return Response(method, shown_url, status, headers, b"".join(chunks))
+
+
+def _method(wasi: Any, method: str) -> Any:
+    known = {
+        "GET": wasi.Method_Get,
+        "HEAD": wasi.Method_Head,
+        "POST": wasi.Method_Post,
+        "PUT": wasi.Method_Put,
+        "DELETE": wasi.Method_Delete,
+        "OPTIONS": wasi.Method_Options,
+        "PATCH": wasi.Method_Patch,
+    }
+    return known[method]() if method in known else wasi.Method_Other(method)
+
+
+def _code_name(code: Any) -> str:
+    """`ErrorCode_ConnectionRefused()` → `ConnectionRefused`, with its payload if any."""
+    name = type(code).__name__.split("_", 1)[-1]
+    payload = getattr(code, "value", None)
+    return f"{name} ({payload})" if payload is not None else name
+
+
+_TIMEOUTS = frozenset(
+    ["DnsTimeout", "ConnectionTimeout", "ConnectionReadTimeout", "ConnectionWriteTimeout", "HttpResponseTimeout"]
+)
+
+
+def _classify(code: Any, method: str, url: str, host: str) -> HttpError:
+    """Sorts a wasi:http error code into what a connector can act on."""
+    name = type(code).__name__.split("_", 1)[-1]
+    if name == "HttpRequestDenied":
+        return Denied(host)
+    if name in _TIMEOUTS:
+        return Timeout(url, _code_name(code))
+    if name == "HttpResponseBodySize":
+        return ConnectionFailed(
+            url,
+            f"the response is larger than the host allows ({getattr(code, 'value', None)} bytes; "
+            "max_response_mb in the connector's manifest)",
+        )
+    if name in ("HttpRequestUriInvalid", "HttpRequestMethodInvalid"):
+        return RequestInvalid(f"{method} {url}: {_code_name(code)}")
+    return ConnectionFailed(url, _code_name(code))
+
+
+def _stream_error(error: Any, method: str, url: str, host: str) -> HttpError:
+    """A body stream that failed: the error code behind it when the host gives one."""
+    from wit_world.imports import wasi_http_types as wasi
+
+    failure = getattr(error, "value", None)
+    code = wasi.http_error_code(failure) if failure is not None else None
+    if code is not None:
+        return _classify(code, method, url, host)
+    return ConnectionFailed(url, "the connection broke while reading the answer")

@@ -1,0 +1,243 @@
+"""The component's calls, dispatched under plain CPython: WIT records in,
+WIT records (or WIT errors) out, with bindings componentize-py generates
+from the SDK's own WIT, as in a build."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict
+
+import pytest
+
+from flyte_connector import (
+    AsyncConnector,
+    ConnectorError,
+    ConnectorRegistry,
+    File,
+    InvalidRequest,
+    Resource,
+    ResourceMeta,
+    Retryable,
+    TaskExecution,
+    TaskLog,
+    Typed,
+    _loop,
+    build,
+    http,
+)
+
+
+@pytest.fixture(scope="module")
+def wit(tmp_path_factory):
+    """The generated `connector_types` module."""
+    out = tmp_path_factory.mktemp("bindings")
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
+        "-d",
+        str(build.WIT_DIR),
+        "-w",
+        build.WORLD,
+        *(arg for name in build.INTERFACE_NAMES for arg in ("--import-interface-name", name)),
+        "bindings",
+        str(out),
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    sys.path.insert(0, str(out))
+    from wit_world.imports import connector_types
+
+    yield connector_types
+    sys.path.remove(str(out))
+
+
+@pytest.fixture
+def dispatch(wit):
+    """`flyte_connector._dispatch`, which needs the generated
+    `componentize_py_types` (the `wit` fixture puts it on the path)."""
+    from flyte_connector import _dispatch
+
+    return _dispatch
+
+
+class NoClock:
+    """These connectors never wait on I/O or timers."""
+
+    def now(self) -> int:
+        return 0
+
+    def subscribe_instant(self, when: int) -> Any:
+        raise AssertionError("no timers here")
+
+    def poll(self, pollables):
+        raise AssertionError("nothing to poll")
+
+
+@dataclass
+class JobMeta(ResourceMeta):
+    job_id: str
+    attempt: int = 1
+
+
+class JobConnector(AsyncConnector):
+    name = "Job Connector"
+    task_type_name = "job"
+    task_type_version = 2
+    metadata_type = JobMeta
+    seen: Dict[str, Any] = {}
+    behaviour = "ok"
+
+    async def create(self, task_template, output_prefix, inputs=None, task_execution_metadata=None, **kwargs):
+        JobConnector.seen = dict(
+            template=task_template, output_prefix=output_prefix, inputs=inputs, metadata=task_execution_metadata, kwargs=kwargs
+        )
+        faults = {
+            "invalid": InvalidRequest("cluster_id is missing"),
+            "retry": Retryable("throttled"),
+            "503": http.StatusError("POST", "https://svc/api", 503, "unavailable"),
+            "404": http.StatusError("POST", "https://svc/api", 404, "no such job"),
+            "bug": KeyError("run_id"),
+            "said": ConnectorError("the workspace refused the token"),
+        }
+        if self.behaviour in faults:
+            raise faults[self.behaviour]
+        return JobMeta(job_id="j-1")
+
+    async def get(self, resource_meta, **kwargs):
+        return Resource(
+            phase=TaskExecution.SUCCEEDED,
+            message="done",
+            log_links=[TaskLog(uri="https://svc/jobs/j-1", name="Console", link_type=TaskLog.DASHBOARD)],
+            outputs={
+                "count": 3,
+                "when": datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
+                "report": File(uri="s3://b/r.csv", format="csv"),
+                "ratio": Typed(1, {"simple": "FLOAT"}),
+            },
+            custom_info={"job": resource_meta.job_id},
+        )
+
+    async def delete(self, resource_meta, **kwargs):
+        return None
+
+
+@pytest.fixture
+def connector(monkeypatch, dispatch):
+    monkeypatch.setattr(_loop, "default_clock", NoClock)
+    monkeypatch.delenv(dispatch.TASK_TYPE_VARIABLE, raising=False)
+    ConnectorRegistry._clear()
+    instance = JobConnector()
+    ConnectorRegistry.register(instance)
+    yield instance
+    ConnectorRegistry._clear()
+
+
+def create_request(wit, inputs: Dict[str, Any], types: Dict[str, Any]):
+    template = {"type": "job", "custom": {"cluster": "c1"}, "container": {"image": "img:1", "args": ["run"]}}
+    return wit.CreateRequest(
+        inputs=json.dumps(inputs),
+        input_types=json.dumps(types),
+        template=json.dumps(template),
+        output_prefix="s3://b/out",
+        task_execution_metadata=json.dumps({"namespace": "flyte"}),
+        connection=[("token", "s3cr3t"), ("region", "eu")],
+    )
+
+
+def test_metadata_names_the_connector_and_its_task_type(wit, dispatch, connector, monkeypatch):
+    meta = dispatch.metadata(wit)
+    assert meta.name == "Job Connector"
+    assert [(c.name, c.version) for c in meta.task_categories] == [("job", 2)]
+    monkeypatch.setenv(dispatch.TASK_TYPE_VARIABLE, "job_py")
+    assert [c.name for c in dispatch.metadata(wit).task_categories] == ["job_py"]
+
+
+def test_create_gets_flyte_arguments_and_returns_the_encoded_meta(wit, dispatch, connector):
+    meta = dispatch.create(
+        wit,
+        create_request(
+            wit, {"n": 3, "at": "2024-01-02T03:04:05+00:00"}, {"n": {"simple": "INTEGER"}, "at": {"simple": "DATETIME"}}
+        ),
+    )
+    assert meta == b'{"job_id": "j-1", "attempt": 1}'
+    seen = JobConnector.seen
+    assert seen["inputs"] == {"n": 3, "at": datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)}
+    assert seen["inputs"].json == {"n": 3, "at": "2024-01-02T03:04:05+00:00"}
+    assert seen["template"].custom == {"cluster": "c1"}
+    assert seen["template"].container.image == "img:1"
+    assert seen["metadata"].namespace == "flyte"
+    assert seen["output_prefix"] == "s3://b/out"
+    assert seen["kwargs"] == {"token": "s3cr3t", "region": "eu"}
+
+
+def test_get_returns_the_resource_with_typed_outputs(wit, dispatch, connector):
+    request = wit.GetRequest(
+        task_category=wit.TaskCategory("job", 2), resource_meta=b'{"job_id": "j-1", "attempt": 2}', output_prefix="", connection=[]
+    )
+    resource = dispatch.get(wit, request)
+    assert resource.phase == wit.Phase.SUCCEEDED and resource.message == "done"
+    assert [(l.name, l.uri, l.link_type) for l in resource.log_links] == [
+        ("Console", "https://svc/jobs/j-1", wit.LinkType.DASHBOARD)
+    ]
+    outputs = {o.name: (json.loads(o.value), o.literal_type and json.loads(o.literal_type)) for o in resource.outputs}
+    assert outputs["count"] == (3, None)
+    assert outputs["ratio"] == (1.0, {"simple": "FLOAT"})
+    assert outputs["when"][1] == {"simple": "DATETIME"}
+    assert outputs["report"][0]["uri"] == "s3://b/r.csv"
+    assert json.loads(resource.custom_info) == {"job": "j-1"}
+
+
+@pytest.mark.parametrize(
+    "behaviour,variant,message",
+    [
+        ("invalid", "Error_InvalidRequest", "cluster_id is missing"),
+        ("retry", "Error_Retryable", "throttled"),
+        ("503", "Error_Retryable", "POST https://svc/api answered 503: unavailable"),
+        ("404", "Error_Failed", "POST https://svc/api answered 404: no such job"),
+        ("bug", "Error_Failed", "KeyError: 'run_id'"),
+        ("said", "Error_Failed", "the workspace refused the token"),
+    ],
+)
+def test_exceptions_become_the_wit_error_the_client_should_see(wit, dispatch, connector, behaviour, variant, message):
+    from componentize_py_types import Err
+
+    connector.behaviour = behaviour
+    with pytest.raises(Err) as raised:
+        dispatch.create(wit, create_request(wit, {}, {}))
+    assert type(raised.value.value).__name__ == variant
+    assert raised.value.value.value == message
+
+
+def test_an_input_that_does_not_fit_its_type_is_an_invalid_request(wit, dispatch, connector):
+    from componentize_py_types import Err
+
+    with pytest.raises(Err) as raised:
+        dispatch.create(wit, create_request(wit, {"n": "three"}, {"n": {"simple": "INTEGER"}}))
+    assert isinstance(raised.value.value, wit.Error_InvalidRequest)
+    assert raised.value.value.value.startswith("input 'n': ")
+
+
+def test_a_meta_that_is_not_the_connectors_is_an_invalid_request(wit, dispatch, connector):
+    from componentize_py_types import Err
+
+    request = wit.DeleteRequest(task_category=wit.TaskCategory("job", 2), resource_meta=b'{"run": 1}', connection=[])
+    with pytest.raises(Err) as raised:
+        dispatch.delete(wit, request)
+    assert isinstance(raised.value.value, wit.Error_InvalidRequest)
+    assert "JobMeta" in raised.value.value.value
+
+
+def test_metrics_and_logs_a_connector_lacks_are_not_implemented(wit, dispatch, connector):
+    from componentize_py_types import Err
+
+    category = wit.TaskCategory("job", 2)
+    with pytest.raises(Err) as raised:
+        dispatch.get_metrics(wit, wit.MetricsRequest(category, b'{"job_id": "j"}', ["cpu"], None, None, None))
+    assert isinstance(raised.value.value, wit.Error_NotImplemented)
+    with pytest.raises(Err) as raised:
+        dispatch.get_logs(wit, wit.LogsRequest(category, b'{"job_id": "j"}', 10, ""))
+    assert isinstance(raised.value.value, wit.Error_NotImplemented)

@@ -1,0 +1,78 @@
+"""A Python connector that misbehaves on request, for the fault tests.
+
+Task type `faulty_py`; the input `fault` picks what `create` does:
+
+- `raise`: raises `KeyError('run_id')` deep in connector code;
+- `loop`: spins forever (the call's deadline must stop it);
+- `memory`: allocates until the memory cap stops it;
+- `fetch`: GETs the input `url` (the manifest allows no host);
+- `sleep`: awaits `asyncio.sleep(seconds)` (input `seconds`, default 0.2)
+  twice at once with `asyncio.gather`, then succeeds (the SDK's event loop
+  runs timers; the benchmark holds calls in flight with it);
+- `invalid` / `retry`: raises the SDK's `InvalidRequest` / `Retryable`;
+- anything else: succeeds.
+"""
+
+import asyncio
+from dataclasses import dataclass
+
+from flyte_connector import (
+    AsyncConnector,
+    ConnectorRegistry,
+    InvalidRequest,
+    Resource,
+    ResourceMeta,
+    Retryable,
+    TaskExecution,
+    http,
+)
+
+
+@dataclass
+class FaultMeta(ResourceMeta):
+    fault: str
+    slept: float = 0.0
+
+
+def _lookup(record: dict) -> str:
+    return record["run_id"]
+
+
+class FaultyConnector(AsyncConnector):
+    name = "Faulty Connector (Python)"
+    task_type_name = "faulty_py"
+    metadata_type = FaultMeta
+
+    async def create(self, task_template, output_prefix, inputs=None, task_execution_metadata=None, **kwargs):
+        fault = inputs.get("fault", "")
+        if fault == "raise":
+            _lookup({})
+        elif fault == "loop":
+            while True:
+                pass
+        elif fault == "memory":
+            hoard = []
+            while True:
+                hoard.append(bytearray(1 << 20))
+        elif fault == "fetch":
+            await http.get(inputs["url"])
+        elif fault == "invalid":
+            raise InvalidRequest("the template asks for something this connector cannot run")
+        elif fault == "retry":
+            raise Retryable("the service is busy, try again")
+        elif fault == "sleep":
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            seconds = float(inputs.get("seconds", "0.2"))
+            await asyncio.gather(asyncio.sleep(seconds), asyncio.sleep(seconds))
+            return FaultMeta(fault=fault, slept=round(loop.time() - started, 1))
+        return FaultMeta(fault=fault)
+
+    async def get(self, resource_meta: FaultMeta, **kwargs) -> Resource:
+        return Resource(phase=TaskExecution.SUCCEEDED, outputs={"slept": resource_meta.slept})
+
+    async def delete(self, resource_meta: FaultMeta, **kwargs) -> None:
+        return None
+
+
+ConnectorRegistry.register(FaultyConnector())
