@@ -5,6 +5,7 @@ Only importable inside a component build (componentize-py generates
 `wit_world`); `flyte-connector build` imports it into the app module.
 """
 
+import gc
 from typing import List
 
 from wit_world import exports
@@ -37,3 +38,11 @@ class Connector(exports.Connector):
 
     def get_logs(self, request: wit.LogsRequest) -> wit.LogsPage:
         return _dispatch.get_logs(wit, request)
+
+
+# The last module the build imports: everything the connector loaded is now
+# in the interpreter's snapshot. Freezing it keeps the garbage collector
+# from walking (and so writing to) every one of those objects in each call,
+# which would dirty pages a fresh instance must then copy.
+gc.collect()
+gc.freeze()
