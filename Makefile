@@ -3,6 +3,7 @@
 #   make run     build the server and the example connectors, serve on :8000 (metrics :9090)
 #   make test    everything a change must pass (installs what it needs on a fresh machine)
 #   make bench   benchmarks
+#   make image   the container image (docker or podman)
 
 CARGO       ?= cargo
 PYTHON      ?= python3
@@ -23,7 +24,7 @@ TEST_COMPONENT_DIR := $(TARGET_DIR)/test-components
 SERVER_BIN         := $(TARGET_DIR)/release/flyte-connect
 VENV               := .venv
 
-.PHONY: all build connectors rust-connectors python-connectors test-components run test test-rust test-python lint fmt bench wasm-target clean
+.PHONY: all build connectors rust-connectors python-connectors test-components run image test test-rust test-python lint fmt bench wasm-target clean
 
 all: build connectors
 
@@ -120,6 +121,13 @@ $(VENV)/.bench-installed: $(VENV)/.installed tests/benches/python/requirements.t
 
 bench: build test-components $(VENV)/.bench-installed
 	$(CARGO) bench -p flyte-connect-e2e --bench service
+
+# The container image (Dockerfile): the server and the example connectors.
+CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+IMAGE            ?= flyte-connect:dev
+image:
+	@if [ -z "$(CONTAINER_ENGINE)" ]; then echo "make image: needs docker or podman" >&2; exit 1; fi
+	$(CONTAINER_ENGINE) build -t $(IMAGE) .
 
 clean:
 	rm -rf $(CONNECTOR_DIR) $(VENV)

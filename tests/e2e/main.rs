@@ -11,6 +11,7 @@ mod observability;
 mod outbound;
 mod queue;
 mod reload;
+mod replicas;
 mod run_loop;
 mod snowflake;
 mod tasks;

@@ -102,7 +102,7 @@ class Server:
             return ""
 
 
-def _free_ports(count: int) -> List[int]:
+def free_ports(count: int) -> List[int]:
     """Distinct free loopback ports, picked by binding to port 0."""
     socks = []
     try:
@@ -148,7 +148,7 @@ def running_server(plugin_dir: Path, workdir: Path, extra_env: Dict[str, str] | 
     stops it with SIGTERM and checks it exited 0."""
     if not (SERVER_BIN.is_file() and os.access(SERVER_BIN, os.X_OK)):
         pytest.fail(f"flyte-connect binary not found at {SERVER_BIN} (set FLYTE_CONNECT_BIN or build it first)")
-    grpc_port, metrics_port = _free_ports(2)
+    grpc_port, metrics_port = free_ports(2)
     log_path = workdir / "server.log"
     env = dict(os.environ)
     env.pop("FLYTE_CONNECTOR_PATH", None)  # only the folder we pass may be loaded

@@ -252,12 +252,18 @@ impl Server {
 
     /// Like [`Server::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_on(0, args, cwd, env)
+    }
+
+    /// Like [`Server::start_with_env`], serving gRPC on loopback port `port`
+    /// (0: a free one), as a replica restarted in place does.
+    pub fn start_on(port: u16, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Self {
         let mut full: Vec<String> = [
             "c0",
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            &port.to_string(),
             "--prometheus_port",
             "0",
         ]

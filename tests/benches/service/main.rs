@@ -175,6 +175,7 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
     };
     let rate = |m: &Measured, c| m.at(c).map(LoadReport::rate);
     let p = |m: &Measured, c, q| m.at(c).map(|r| r.quantile(q).as_secs_f64());
+    let rss = |m: &Measured| m.peak_rss_kib.map(|k| k as f64);
     let rows = [
         (
             "1 client, cycle p50, (a) / (d) bare tonic",
@@ -203,10 +204,7 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
         ),
         (
             "peak RSS, (a) / (b) Python",
-            ratio(
-                wasm.peak_rss_kib.map(|k| k as f64),
-                python.peak_rss_kib.map(|k| k as f64),
-            ),
+            ratio(rss(wasm), rss(python)),
             "",
         ),
         (
@@ -226,10 +224,7 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
         ),
         (
             "peak RSS, (e) Python guest / (b) Python server",
-            ratio(
-                python_guest.peak_rss_kib.map(|k| k as f64),
-                python.peak_rss_kib.map(|k| k as f64),
-            ),
+            ratio(rss(python_guest), rss(python)),
             "",
         ),
     ];
