@@ -103,10 +103,12 @@ def test_the_sdk_errors_map_to_their_codes(faulty):
 
 
 def test_asyncio_timers_run_concurrently_on_the_sdk_loop(faulty):
-    # Two 0.2 s sleeps under asyncio.gather take 0.2 s together, not 0.4 s.
-    created = create(faulty, "sleep")
+    # Two 0.5 s sleeps under asyncio.gather take 0.5 s together, not 1 s;
+    # then asyncio.wait_for stops a 60 s sleep after 0.05 s (else the call
+    # fails, or runs into its 3 s deadline).
+    created = create(faulty, "sleep", seconds="0.5")
     slept = json.loads(created.resource_meta)["slept"]
-    assert 0.2 <= slept < 0.35, slept
+    assert 0.5 <= slept < 0.9, slept
     got = faulty.stub.GetTask(
         connector_pb2.GetTaskRequest(resource_meta=created.resource_meta, task_category=category("faulty_py")),
         timeout=RPC_TIMEOUT_S,

@@ -7,8 +7,9 @@ Task type `faulty_py`; the input `fault` picks what `create` does:
 - `memory`: allocates until the memory cap stops it;
 - `fetch`: GETs the input `url` (the manifest allows no host);
 - `sleep`: awaits `asyncio.sleep(seconds)` (input `seconds`, default 0.2)
-  twice at once with `asyncio.gather`, then succeeds (the SDK's event loop
-  runs timers; the benchmark holds calls in flight with it);
+  twice at once with `asyncio.gather`, then `asyncio.wait_for` of a 60 s
+  sleep with a 0.05 s timeout, and succeeds (the SDK's event loop runs
+  timers; the benchmark holds calls in flight with it);
 - `invalid` / `retry`: raises the SDK's `InvalidRequest` / `Retryable`;
 - anything else: succeeds.
 """
@@ -65,7 +66,12 @@ class FaultyConnector(AsyncConnector):
             started = loop.time()
             seconds = float(inputs.get("seconds", "0.2"))
             await asyncio.gather(asyncio.sleep(seconds), asyncio.sleep(seconds))
-            return FaultMeta(fault=fault, slept=round(loop.time() - started, 1))
+            slept = round(loop.time() - started, 1)
+            try:
+                await asyncio.wait_for(asyncio.sleep(60), timeout=0.05)
+            except TimeoutError:
+                return FaultMeta(fault=fault, slept=slept)
+            raise AssertionError("asyncio.wait_for did not time out")
         return FaultMeta(fault=fault)
 
     async def get(self, resource_meta: FaultMeta, **kwargs) -> Resource:
