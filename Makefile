@@ -83,6 +83,15 @@ $(VENV)/.installed: tests/python/requirements.txt | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	@touch $@
 
+# What the Python tutorial's `pip install` needs (the SDK's build backend
+# and componentize-py), fetched here so the tests themselves never reach
+# the network.
+WHEELHOUSE := $(TARGET_DIR)/wheels
+$(WHEELHOUSE)/.downloaded: guest-sdk/python/pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/pip download --quiet --disable-pip-version-check -d $(WHEELHOUSE) componentize-py==0.25.1 setuptools==84.2.1
+	@touch $@
+
+export FLYTE_CONNECT_WHEELS     := $(abspath $(WHEELHOUSE))
 export FLYTE_CONNECT_BIN        := $(abspath $(SERVER_BIN))
 export FLYTE_CONNECT_COMPONENTS := $(abspath $(TEST_COMPONENT_DIR))
 export FLYTE_CONNECT_FAKE_SERVICES := $(abspath $(TARGET_DIR)/release/fake-services)
@@ -91,7 +100,7 @@ test: lint test-rust test-python
 
 # Connector crates build for the host too, so their unit tests run natively.
 RUST_TEST_ARGS := --release --workspace --exclude flyte-connector-sdk
-test-rust: build test-components
+test-rust: build test-components $(WHEELHOUSE)/.downloaded
 	$(CARGO) test $(RUST_TEST_ARGS)
 	$(CARGO) test --release -p flyte-connector-sdk --all-features
 

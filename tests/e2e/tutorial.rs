@@ -3,8 +3,9 @@
 //! blocks are written where they say, against a fake of the jobs API they
 //! call; then the connector each builds is served and called over gRPC. The
 //! only glue: the API's address replaces `127.0.0.1:8080`, this checkout
-//! replaces `/path/to/flyte-connect`, and the Rust crate's `target` and
-//! `Cargo.lock` come from a cache so its deps compile once.
+//! replaces `/path/to/flyte-connect`, the Rust crate's `target` and
+//! `Cargo.lock` come from a cache so its deps compile once, and `pip`
+//! installs from the wheels `make` fetched (`FLYTE_CONNECT_WHEELS`).
 
 use std::{
     net::SocketAddr,
@@ -186,6 +187,13 @@ fn script(blocks: &[Block], api: SocketAddr, cache: &Path) -> (String, Vec<Strin
     (script, serve_args)
 }
 
+/// The wheels the Python tutorial installs from (`make` fills it).
+fn wheelhouse() -> PathBuf {
+    std::env::var_os("FLYTE_CONNECT_WHEELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/wheels"))
+}
+
 /// Where the tutorial crate's build is cached between runs.
 fn build_cache() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -238,6 +246,11 @@ async fn follow(heading: &str, min_blocks: usize) {
             .current_dir(&home_path)
             .env("PATH", path)
             .env("TUTORIAL_DONE_IN", &done)
+            // `pip install` (the Python tutorial) from the wheels `make`
+            // fetched, never the network.
+            .env("PIP_NO_INDEX", "1")
+            .env("PIP_FIND_LINKS", wheelhouse())
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("CARGO_BUILD_TARGET_DIR")
             .output()
