@@ -35,19 +35,7 @@ from flyte_connector import (
 def wit(tmp_path_factory):
     """The generated `connector_types` module."""
     out = tmp_path_factory.mktemp("bindings")
-    command = [
-        sys.executable,
-        "-c",
-        "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
-        "-d",
-        str(build.WIT_DIR),
-        "-w",
-        build.WORLD,
-        *(arg for name in build.INTERFACE_NAMES for arg in ("--import-interface-name", name)),
-        "bindings",
-        str(out),
-    ]
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(build.componentize_py("bindings", str(out)), check=True, capture_output=True)
     sys.path.insert(0, str(out))
     from wit_world.imports import connector_types
 

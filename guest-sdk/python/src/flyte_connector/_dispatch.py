@@ -14,12 +14,12 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Awaitable, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Dict, List, TypeVar
 
 from componentize_py_types import Err
 
 from flyte_connector import _loop, errors, http
-from flyte_connector.connector import AsyncConnector, ConnectorRegistry, LogsPage, MetricResult
+from flyte_connector.connector import AsyncConnector, ConnectorRegistry, LogsPage
 from flyte_connector.resource import Resource, ResourceMeta
 from flyte_connector.template import TaskExecutionMetadata, TaskTemplate
 from flyte_connector.values import from_json, to_json

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,9 @@ INTERFACE_NAMES = [
     "wasi:http/types@0.2.12=wasi_http_types",
 ]
 APP_MODULE = "flyte_connector_app"
+#: The folder holding this package: on the Python path of the check and of
+#: the component.
+SDK_ROOT = Path(flyte_connector.__file__).resolve().parent.parent
 
 
 class BuildError(Exception):
@@ -74,15 +78,7 @@ def build(module: Path, output: Path, python_path: List[Path], quiet: bool = Fal
         (Path(scratch) / f"{APP_MODULE}.py").write_text(
             f"import {name}  # registers the connector\nfrom flyte_connector._guest import Connector\n"
         )
-        command = [
-            sys.executable,
-            "-c",
-            "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
-            "-d",
-            str(WIT_DIR),
-            "-w",
-            WORLD,
-            *(arg for interface in INTERFACE_NAMES for arg in ("--import-interface-name", interface)),
+        command = componentize_py(
             *(["--quiet"] if quiet else []),
             "componentize",
             APP_MODULE,
@@ -92,16 +88,32 @@ def build(module: Path, output: Path, python_path: List[Path], quiet: bool = Fal
             str(module.resolve().parent),
             *(arg for folder in python_path for arg in ("-p", str(folder.resolve()))),
             "-p",
-            str(Path(flyte_connector.__file__).resolve().parent.parent),
+            str(SDK_ROOT),
             "-o",
             str(output),
-        ]
+        )
         output.parent.mkdir(parents=True, exist_ok=True)
         finished = subprocess.run(command, env=_without_virtual_env())
         if finished.returncode != 0:
             raise BuildError(f"componentize-py failed (exit {finished.returncode}) building {module}; its output is above")
     if not quiet:
         print(f"built {output} ({output.stat().st_size / 1e6:.1f} MB)")
+
+
+def componentize_py(*args: str) -> List[str]:
+    """The command line running componentize-py (with this Python) on the
+    SDK's WIT and world, its interface module names pinned, then `args`."""
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
+        "-d",
+        str(WIT_DIR),
+        "-w",
+        WORLD,
+        *(arg for interface in INTERFACE_NAMES for arg in ("--import-interface-name", interface)),
+        *args,
+    ]
 
 
 def check(module: Path, python_path: List[Path]) -> str:
@@ -120,10 +132,9 @@ def check(module: Path, python_path: List[Path]) -> str:
     except SyntaxError as error:
         raise BuildError(f"{module}:{error.lineno}: syntax error: {error.msg}") from None
 
-    folders = [module.resolve().parent, *(folder.resolve() for folder in python_path)]
-    sdk_parent = Path(flyte_connector.__file__).resolve().parent.parent
+    folders = [module.resolve().parent, *(folder.resolve() for folder in python_path), SDK_ROOT]
     probe = subprocess.run(
-        [sys.executable, "-c", _PROBE, name, *map(str, [*folders, sdk_parent])],
+        [sys.executable, "-c", _PROBE, name, *map(str, folders)],
         capture_output=True,
         text=True,
         env=_without_virtual_env(),
@@ -140,8 +151,6 @@ def check(module: Path, python_path: List[Path]) -> str:
 def _without_virtual_env() -> dict:
     """The environment for child processes, without VIRTUAL_ENV, so that
     componentize-py bundles only the folders the build names."""
-    import os
-
     env = dict(os.environ)
     env.pop("VIRTUAL_ENV", None)
     return env

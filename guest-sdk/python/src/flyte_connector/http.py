@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import urllib.parse
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Iterator, List, Mapping, Optional, Tuple, Union
 
 from flyte_connector import _loop
 
