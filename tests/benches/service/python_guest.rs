@@ -54,17 +54,9 @@ pub struct Rss {
 
 impl Rss {
     fn of(pid: u32) -> Self {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let kib = |key: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-                .unwrap_or(0)
-        };
         Self {
-            total: kib("VmRSS:"),
-            anon: kib("RssAnon:"),
+            total: servers::status_kib(pid, "VmRSS").unwrap_or(0),
+            anon: servers::status_kib(pid, "RssAnon").unwrap_or(0),
         }
     }
 

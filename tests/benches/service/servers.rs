@@ -63,10 +63,19 @@ impl Target {
 
     /// The process's peak resident set (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        status_kib(self.pid(), "VmHWM")
     }
+}
+
+/// Field `key` (a size in KiB, e.g. `VmRSS`) of process `pid`'s
+/// `/proc/PID/status`.
+pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| {
+        l.strip_prefix(key)
+            .is_some_and(|rest| rest.starts_with(':'))
+    })?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl Drop for Target {
