@@ -242,7 +242,7 @@ impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
             .field("method", &self.method)
-            .field("url", &without_query(&self.url))
+            .field("url", &shown_url(&self.url))
             .field("headers", &shown_headers(&self.headers))
             .field("body_bytes", &self.body.len())
             .field("timeout", &self.timeout)
@@ -269,9 +269,20 @@ fn redacted<'a>(name: &str, value: &'a str) -> &'a str {
     }
 }
 
-/// A URL without its query, which may carry credentials.
-fn without_query(url: &str) -> &str {
-    url.split(['?', '#']).next().unwrap_or(url)
+/// A URL as messages and logs show it: without its query and fragment,
+/// and without `user:password@`, which may all carry credentials.
+fn shown_url(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    match scheme {
+        Some(scheme) => format!("{scheme}://{host}{path}"),
+        None => format!("{host}{path}"),
+    }
 }
 
 /// How a request is named in messages: method and URL without its query.
@@ -284,15 +295,17 @@ impl Shown {
     fn of(method: &str, url: &str) -> Self {
         Self {
             method: method.to_owned(),
-            url: without_query(url).to_owned(),
+            url: shown_url(url),
         }
     }
 
     fn host(&self) -> String {
         let after_scheme = self.url.split("://").nth(1).unwrap_or(&self.url);
-        let authority = after_scheme.split('/').next().unwrap_or_default();
-        let authority = authority.rsplit('@').next().unwrap_or(authority);
-        authority.to_owned()
+        after_scheme
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -605,5 +618,26 @@ mod tests {
             "h.example.com:8443"
         );
         assert_eq!(Shown::of("GET", "http://127.0.0.1/").host(), "127.0.0.1");
+    }
+
+    #[test]
+    fn shown_urls_never_carry_credentials() {
+        for (url, shown) in [
+            (
+                "https://user:secret@h.example.com:8443/a/b?token=t#f",
+                "https://h.example.com:8443/a/b",
+            ),
+            ("https://secret@h.example.com", "https://h.example.com"),
+            ("http://h.example.com/p@q", "http://h.example.com/p@q"),
+            ("user:secret@h.example.com/x", "h.example.com/x"),
+        ] {
+            assert_eq!(shown_url(url), shown, "{url}");
+        }
+        let request = get("https://user:secret@h.example.com/x?k=v");
+        for text in [request.to_string(), format!("{request:?}")] {
+            assert!(!text.contains("secret"), "{text}");
+            assert!(!text.contains("user"), "{text}");
+            assert!(text.contains("h.example.com/x"), "{text}");
+        }
     }
 }

@@ -206,6 +206,12 @@ pub struct Cli {
     #[arg(long, env = "FLYTE_CONNECT_POOL_CORE_INSTANCES", default_value_t = SlotBudget::default().core_instances, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub pool_core_instances_per_slot: u32,
 
+    /// Bytes at the start of each linear memory that resetting a finished
+    /// call's instance rewrites in place; the rest is handed back to the
+    /// kernel (KiB, MiB, GiB suffixes; 0 hands back everything).
+    #[arg(long, env = "FLYTE_CONNECT_POOL_KEEP_RESIDENT", default_value_t = RuntimeConfig::default().memory_keep_resident, value_parser = parse_size_or_zero)]
+    pub pool_keep_resident: usize,
+
     /// Deadline of one connector call in seconds, unless its manifest sets one.
     #[arg(long, env = "FLYTE_CONNECT_CALL_TIMEOUT", default_value_t = 60.0)]
     pub call_timeout: f64,
@@ -279,6 +285,15 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{text:?} is not a positive size (e.g. 512KiB, 4MiB)"))
 }
 
+/// A size as [`parse_size`] takes it, or 0.
+pub fn parse_size_or_zero(text: &str) -> Result<usize, String> {
+    if text.trim() == "0" {
+        Ok(0)
+    } else {
+        parse_size(text)
+    }
+}
+
 /// A positive number of seconds given to `flag`.
 fn positive_seconds(flag: &str, seconds: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds)
@@ -326,6 +341,7 @@ impl Cli {
                     tables: self.pool_tables_per_slot,
                     core_instances: self.pool_core_instances_per_slot,
                 },
+                memory_keep_resident: self.pool_keep_resident,
                 default_timeout: call_timeout,
                 default_memory_bytes: memory_bytes,
                 max_memory_bytes: defaults.max_memory_bytes.max(memory_bytes),
@@ -428,6 +444,9 @@ mod tests {
         assert!(parse_size("1.5MiB").is_err());
         assert!(parse_size("4PB").is_err());
         assert!(parse_size("MiB").is_err());
+        assert_eq!(parse_size_or_zero("0"), Ok(0));
+        assert_eq!(parse_size_or_zero("2MiB"), Ok(2 << 20));
+        assert!(parse_size_or_zero("-1").is_err());
     }
 
     #[test]

@@ -200,19 +200,6 @@ pub struct Resource {
     pub custom_info: Option<serde_json::Map<String, Value>>,
 }
 
-impl Resource {
-    /// A task that failed in a way a retry may fix: Flyte retries it.
-    pub fn retryable_failure(message: String) -> Self {
-        Self {
-            phase: Phase::RetryableFailed,
-            message,
-            log_links: Vec::new(),
-            outputs: None,
-            custom_info: None,
-        }
-    }
-}
-
 /// Secrets and configs of the task's connection, merged (configs win).
 pub type ConnectionMap = BTreeMap<String, String>;
 

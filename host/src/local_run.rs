@@ -122,14 +122,14 @@ pub async fn run(options: RunOptions, out: &mut impl Write) -> anyhow::Result<Ou
         secrets: options.secrets.iter().cloned().collect(),
         ..Default::default()
     };
-    let (category, request) = mapping::create_request(pb::CreateTaskRequest {
+    let create = pb::CreateTaskRequest {
         inputs: Some(options.inputs.clone()),
         template: Some(options.template.clone()),
         output_prefix: options.output_prefix.clone(),
         connection: Some(connection.clone()),
         ..Default::default()
-    })
-    .map_err(|err| anyhow::anyhow!("{err}"))?;
+    };
+    let category = mapping::create_category(&create).map_err(|err| anyhow::anyhow!("{err}"))?;
     if !connector.info().task_categories.contains(&category) {
         bail!(
             "{} serves {}, not the template's task type {category}",
@@ -143,6 +143,7 @@ pub async fn run(options: RunOptions, out: &mut impl Write) -> anyhow::Result<Ou
                 .join(", ")
         );
     }
+    let request = mapping::create_request(create).map_err(|err| anyhow::anyhow!("{err}"))?;
     let name = connector.info().name.clone();
     // Listening from here on: a Ctrl-C during create cancels the task
     // once it exists, instead of leaving it running.

@@ -76,6 +76,13 @@ impl Registry {
         self.by_category.get(category)
     }
 
+    /// Whether some connector serves task type `name`, in any version.
+    pub fn serves_task_type(&self, name: &str) -> bool {
+        self.by_category
+            .keys()
+            .any(|category| category.name == name)
+    }
+
     /// Connector names with the task categories each serves, sorted by name.
     pub fn connectors(&self) -> BTreeMap<String, Vec<TaskCategory>> {
         let mut grouped: BTreeMap<String, Vec<TaskCategory>> = BTreeMap::new();

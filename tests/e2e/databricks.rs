@@ -318,11 +318,38 @@ async fn transient_failures_are_retryable(component: Component) {
             status.message()
         );
     }
-    // A poll answered 503: the task reports RETRYABLE_FAILED, so Flyte retries it.
+    // A poll answered 503 is UNAVAILABLE, so Flyte's executor polls again;
+    // never a terminal phase, which would end the attempt and submit a new
+    // run while this one may still be running.
+    let submitted = setup.fake.calls().submit;
     let meta = setup.create("flaky-poll").await.expect("create");
+    let status = setup
+        .hosted
+        .try_get(&meta, &connection(&[(SECRET, TOKEN)]))
+        .await
+        .expect_err("the workspace answered 503");
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(
+        status
+            .message()
+            .starts_with("failed to get databricks task with error:\n")
+            && status.message().contains("503"),
+        "{}",
+        status.message()
+    );
+    // The task is still there: the next poll follows the run from its start.
     let resource = setup.get(&meta).await;
-    assert_eq!(resource.phase(), Phase::RetryableFailed);
-    assert!(resource.message.contains("503"), "{}", resource.message);
+    assert_eq!(
+        resource.phase(),
+        Phase::Initializing,
+        "{}",
+        resource.message
+    );
+    assert_eq!(
+        setup.fake.calls().submit,
+        submitted + 1,
+        "one run was submitted, and no second"
+    );
 }
 
 async fn a_template_the_connector_cannot_run_is_invalid_argument(component: Component) {
@@ -596,6 +623,13 @@ async fn answers(component: Component) -> Answers {
             .expect_err("delete"),
     ));
     let flaky = setup.create("flaky-poll").await.expect("flaky");
+    answers.push(status(
+        setup
+            .hosted
+            .try_get(&flaky, &connection(&[(SECRET, TOKEN)]))
+            .await
+            .expect_err("a 503 poll"),
+    ));
     answers.push(resource(setup.get(&flaky).await));
     let unknown = format!(
         r#"{{"databricks_instance": "{}", "run_id": "999"}}"#,

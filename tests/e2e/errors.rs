@@ -6,7 +6,8 @@ use flyte_connect::proto::{
         CreateTaskRequest, DeleteTaskRequest, GetConnectorRequest, GetTaskLogsRequest,
         GetTaskMetricsRequest, GetTaskRequest,
     },
-    core::SimpleType,
+    core::{Literal, SimpleType},
+    task::{Inputs, NamedLiteral},
 };
 use flyte_connect_e2e::{
     Server, Workspace,
@@ -81,6 +82,26 @@ async fn unknown_task_type_is_not_found_on_every_task_rpc() {
         })
         .await
         .expect_err("logs");
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::NotFound, expected)
+    );
+
+    // The connector is looked up before the inputs are converted: an
+    // unknown task type with inputs that could never be converted is still
+    // NOT_FOUND, as the Python server answers.
+    let mut unconvertible = create("nope");
+    unconvertible.inputs = Some(Inputs {
+        literals: vec![NamedLiteral {
+            name: "x".into(),
+            value: Some(Literal::default()),
+        }],
+        ..Default::default()
+    });
+    let status = tasks
+        .create_task(unconvertible)
+        .await
+        .expect_err("create with bad inputs");
     assert_eq!(
         (status.code(), status.message()),
         (Code::NotFound, expected)

@@ -5,6 +5,7 @@ mod bigquery;
 mod cli;
 mod databricks;
 mod errors;
+mod isolation;
 mod lifecycle;
 mod limits;
 mod observability;

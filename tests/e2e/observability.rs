@@ -146,7 +146,7 @@ async fn metrics_count_requests_by_task_type_operation_and_error_code() {
         value(
             "flyte_connector_requests_failure_total",
             &[
-                ("task_type", "nope"),
+                ("task_type", "_unknown"),
                 ("operation", "create"),
                 ("error_code", "404")
             ]
@@ -181,5 +181,53 @@ async fn metrics_count_requests_by_task_type_operation_and_error_code() {
     assert!(
         text.contains("# TYPE flyte_connector_input_literal_bytes summary"),
         "{text}"
+    );
+    assert!(!text.contains(r#"task_type="nope""#), "{text}");
+}
+
+#[tokio::test]
+async fn ever_new_unknown_task_types_share_one_metrics_label() {
+    let plugins = Workspace::with_components(&["echo"]);
+    let dir = plugins.path().display().to_string();
+    let server = Server::start(&["--plugin-dir", &dir], plugins.path());
+    let mut tasks = server.tasks().await;
+    let before = server.metrics_text().len();
+    for i in 0..200 {
+        let name = format!("made-up-{i}");
+        let unknown = CreateTaskRequest {
+            template: Some(template(&name)),
+            ..Default::default()
+        };
+        tasks.create_task(unknown).await.expect_err("unknown");
+        tasks
+            .get_task(GetTaskRequest {
+                task_category: category(&name),
+                ..Default::default()
+            })
+            .await
+            .expect_err("unknown");
+    }
+    let text = server.metrics_text();
+    assert!(!text.contains("made-up-"), "{text}");
+    for operation in ["create", "get"] {
+        assert_eq!(
+            metric_value(
+                &text,
+                "flyte_connector_requests_failure_total",
+                &[
+                    ("task_type", "_unknown"),
+                    ("operation", operation),
+                    ("error_code", "404")
+                ]
+            ),
+            Some(200.0),
+            "{text}"
+        );
+    }
+    // A handful of new series, not 200 task types' worth of them.
+    assert!(
+        text.len() < before + 4096,
+        "/metrics grew from {before} to {} bytes",
+        text.len()
     );
 }

@@ -180,6 +180,7 @@ async fn list_connectors_groups_task_types_under_connector_names() {
                     "invalid:0",
                     "memory:0",
                     "panic:0",
+                    "remember:0",
                     "sleep:0",
                     "slow:0"
                 ]

@@ -1,6 +1,8 @@
-"""The Databricks connector served by flyte-connect, driven by the published
-flyteidl2 client with a TaskTemplate made by flyteplugins-databricks' own
-task plugin, against the harness's fake Databricks workspace.
+"""The Databricks connectors served by flyte-connect (the Rust one and its
+Python twin, each as the drop-in for task type `databricks`), driven by the
+published flyteidl2 client with a TaskTemplate made by
+flyteplugins-databricks' own task plugin, against the harness's fake
+Databricks workspace.
 
 Resource metas are compared with what the Python connector itself writes
 (`DatabricksJobMetadata.encode()`), so tasks move between the two servers.
@@ -13,6 +15,7 @@ import urllib.request
 from typing import Iterator, List
 
 import flyte
+import grpc
 import pytest
 from flyteidl2.connector import connector_pb2, service_pb2_grpc
 from flyteidl2.core import execution_pb2, security_pb2, tasks_pb2
@@ -32,10 +35,13 @@ def fake_databricks() -> Iterator[str]:
         yield base_url
 
 
-@pytest.fixture(scope="module")
-def stub(fake_databricks: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[service_pb2_grpc.AsyncConnectorServiceStub]:
+@pytest.fixture(scope="module", params=["databricks", "databricks-py"])
+def stub(
+    request: pytest.FixtureRequest, fake_databricks: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[service_pb2_grpc.AsyncConnectorServiceStub]:
+    # No FLYTE_CONNECTOR_TASK_TYPE for the Python one: it serves `databricks`.
     manifest = f'allowed_hosts = ["{fake_databricks}"]\n'
-    with hosted_connector("databricks", manifest, fake_databricks, tmp_path_factory) as hosted:
+    with hosted_connector(request.param, manifest, fake_databricks, tmp_path_factory) as hosted:
         yield hosted.stub
         log = hosted.server.log()
     assert TOKEN not in log, "the token reached the server's log"
@@ -126,6 +132,32 @@ def test_a_failed_run_fails_and_a_cancel_reaches_databricks(stub, fake_databrick
         timeout=RPC_TIMEOUT_S,
     )
     assert poll(stub, running.resource_meta, 1)[0].phase == Phase.FAILED
+
+
+def test_a_poll_the_workspace_answers_503_is_unavailable_and_the_task_stays_pollable(stub, fake_databricks):
+    created = stub.CreateTask(
+        connector_pb2.CreateTaskRequest(
+            template=databricks_template(fake_databricks, "flaky-poll"), connection=connection()
+        ),
+        timeout=RPC_TIMEOUT_S,
+    )
+    request = connector_pb2.GetTaskRequest(
+        task_category=category(), resource_meta=created.resource_meta, connection=connection()
+    )
+    # The workspace answers the first poll 503: that GetTask fails with
+    # UNAVAILABLE, naming the call that failed, and Flyte's executor polls
+    # again. A RETRYABLE_FAILED phase would end the attempt instead.
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetTask(request, timeout=RPC_TIMEOUT_S)
+    error = raised.value
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, f"{error.code()}: {error.details()}"
+    assert error.details().startswith("failed to get databricks task with error:\n GET "), error.details()
+    assert "/api/2.1/jobs/runs/get answered 503: " in error.details(), error.details()
+    assert "TEMPORARILY_UNAVAILABLE" in error.details(), error.details()
+    assert TOKEN not in error.details()
+    # The same task, polled again, runs on to success.
+    phases = [r.phase for r in poll(stub, created.resource_meta, 3)]
+    assert phases == [Phase.INITIALIZING, Phase.RUNNING, Phase.SUCCEEDED]
 
 
 def test_a_task_started_by_the_python_connector_is_polled_by_ours(stub, fake_databricks):

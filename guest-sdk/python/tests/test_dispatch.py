@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import pytest
 
@@ -96,6 +96,7 @@ class JobConnector(AsyncConnector):
         return JobMeta(job_id="j-1")
 
     async def get(self, resource_meta, **kwargs):
+        JobConnector.seen = dict(meta=resource_meta, kwargs=kwargs)
         return Resource(
             phase=TaskExecution.SUCCEEDED,
             message="done",
@@ -108,6 +109,31 @@ class JobConnector(AsyncConnector):
             },
             custom_info={"job": resource_meta.job_id},
         )
+
+    async def delete(self, resource_meta, **kwargs):
+        JobConnector.seen = dict(meta=resource_meta, kwargs=kwargs)
+        return None
+
+
+@dataclass
+class EchoMeta(ResourceMeta):
+    job_id: str
+    inputs: Optional[Dict[str, Any]] = None
+
+
+class FlyteStyleEchoConnector(AsyncConnector):
+    """Written as flyte's echo connector is: the meta keeps the inputs as
+    they came, and is encoded with json.dumps(asdict(meta))."""
+
+    name = "Echo Connector"
+    task_type_name = "echo"
+    metadata_type = EchoMeta
+
+    async def create(self, task_template, output_prefix, inputs=None, task_execution_metadata=None, **kwargs):
+        return EchoMeta(job_id="echo-" + "-".join(name for name in inputs), inputs=inputs)
+
+    async def get(self, resource_meta, **kwargs):
+        return Resource(phase=TaskExecution.SUCCEEDED, outputs=resource_meta.inputs)
 
     async def delete(self, resource_meta, **kwargs):
         return None
@@ -155,6 +181,7 @@ def test_create_gets_flyte_arguments_and_returns_the_encoded_meta(wit, dispatch,
     seen = JobConnector.seen
     assert seen["inputs"] == {"n": 3, "at": datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)}
     assert seen["inputs"].json == {"n": 3, "at": "2024-01-02T03:04:05+00:00"}
+    assert seen["inputs"].types == {"n": {"simple": "INTEGER"}, "at": {"simple": "DATETIME"}}
     assert seen["template"].custom == {"cluster": "c1"}
     assert seen["template"].container.image == "img:1"
     assert seen["metadata"].namespace == "flyte"
@@ -229,3 +256,96 @@ def test_metrics_and_logs_a_connector_lacks_are_not_implemented(wit, dispatch, c
     with pytest.raises(Err) as raised:
         dispatch.get_logs(wit, wit.LogsRequest(category, b'{"job_id": "j"}', 10, ""))
     assert isinstance(raised.value.value, wit.Error_NotImplemented)
+
+
+def test_a_meta_that_keeps_the_inputs_is_encoded_and_echoed(wit, dispatch, monkeypatch):
+    monkeypatch.setattr(_loop, "default_clock", NoClock)
+    monkeypatch.delenv(dispatch.TASK_TYPE_VARIABLE, raising=False)
+    ConnectorRegistry._clear()
+    ConnectorRegistry.register(FlyteStyleEchoConnector())
+    try:
+        inputs = {"n": 3, "name": "flyte", "ids": [1, 2], "conf": {"a": 0.5}}
+        types = {
+            "n": {"simple": "INTEGER"},
+            "name": {"simple": "STRING"},
+            "ids": {"collectionType": {"simple": "INTEGER"}},
+            "conf": {"mapValueType": {"simple": "FLOAT"}},
+        }
+        meta = dispatch.create(wit, create_request(wit, inputs, types))
+        # Byte for byte what flyte's ResourceMeta.encode writes for the same meta.
+        assert meta == json.dumps({"job_id": "echo-n-name-ids-conf", "inputs": inputs}).encode()
+        request = wit.GetRequest(
+            task_category=wit.TaskCategory("echo", 0), resource_meta=meta, output_prefix="", connection=[]
+        )
+        resource = dispatch.get(wit, request)
+        assert resource.phase == wit.Phase.SUCCEEDED
+        assert {o.name: json.loads(o.value) for o in resource.outputs} == inputs
+    finally:
+        ConnectorRegistry._clear()
+
+
+NOT_RUN = {"not": "run"}
+
+
+@pytest.mark.parametrize("key", ["task_template", "output_prefix", "inputs", "task_execution_metadata", "self"])
+def test_a_connection_key_named_like_a_create_argument_is_an_invalid_request(wit, dispatch, connector, key):
+    from componentize_py_types import Err
+
+    JobConnector.seen = NOT_RUN
+    request = create_request(wit, {"n": 3}, {"n": {"simple": "INTEGER"}})
+    request.connection = [("token", "s3cr3t"), (key, "v4lue")]
+    with pytest.raises(Err) as raised:
+        dispatch.create(wit, request)
+    assert isinstance(raised.value.value, wit.Error_InvalidRequest)
+    assert raised.value.value.value == (
+        f"connection key '{key}' clashes with create's argument of the same name (a connection's secrets and "
+        "configs reach the connector as keyword arguments): rename the secret or config"
+    )
+    assert JobConnector.seen is NOT_RUN, "the connector's create ran"
+
+
+@pytest.mark.parametrize("operation", ["get", "delete"])
+@pytest.mark.parametrize("key", ["resource_meta", "self"])
+def test_a_connection_key_named_like_the_meta_argument_is_an_invalid_request(wit, dispatch, connector, operation, key):
+    from componentize_py_types import Err
+
+    JobConnector.seen = NOT_RUN
+    category = wit.TaskCategory("job", 2)
+    meta = b'{"job_id": "j-1"}'
+    connection = [(key, "v4lue"), ("token", "s3cr3t")]
+    if operation == "get":
+        request = wit.GetRequest(task_category=category, resource_meta=meta, output_prefix="", connection=connection)
+    else:
+        request = wit.DeleteRequest(task_category=category, resource_meta=meta, connection=connection)
+    with pytest.raises(Err) as raised:
+        getattr(dispatch, operation)(wit, request)
+    assert isinstance(raised.value.value, wit.Error_InvalidRequest)
+    assert raised.value.value.value == (
+        f"connection key '{key}' clashes with {operation}'s argument of the same name (a connection's secrets "
+        "and configs reach the connector as keyword arguments): rename the secret or config"
+    )
+    assert JobConnector.seen is NOT_RUN, f"the connector's {operation} ran"
+
+
+def test_several_clashing_keys_are_named_together_and_no_value_is(wit, dispatch, connector):
+    from componentize_py_types import Err
+
+    request = create_request(wit, {}, {})
+    request.connection = [("inputs", "s3cr3t-1"), ("region", "eu"), ("output_prefix", "s3cr3t-2")]
+    with pytest.raises(Err) as raised:
+        dispatch.create(wit, request)
+    message = raised.value.value.value
+    assert message.startswith(
+        "connection keys 'inputs' and 'output_prefix' clash with create's arguments of the same names"
+    ), message
+    assert "s3cr3t" not in message
+
+
+def test_other_connection_keys_reach_get_and_delete_as_keyword_arguments(wit, dispatch, connector):
+    category = wit.TaskCategory("job", 2)
+    connection = [("token", "s3cr3t"), ("meta", "m")]
+    dispatch.get(wit, wit.GetRequest(category, b'{"job_id": "j-1"}', "", connection))
+    assert JobConnector.seen["kwargs"] == {"token": "s3cr3t", "meta": "m"}
+    assert JobConnector.seen["meta"] == JobMeta(job_id="j-1")
+    dispatch.delete(wit, wit.DeleteRequest(category, b'{"job_id": "j-2"}', connection))
+    assert JobConnector.seen == dict(meta=JobMeta(job_id="j-2"), kwargs={"token": "s3cr3t", "meta": "m"})

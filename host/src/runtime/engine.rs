@@ -1,6 +1,34 @@
 //! The one wasmtime [`Engine`] of the process: component model, async guest
 //! calls, epoch interruption for deadlines, the pooling allocator, and the
 //! on-disk cache of compiled components.
+//!
+//! # How a slot becomes fresh again
+//!
+//! Every call gets a fresh instance, and no call may observe memory an
+//! earlier call wrote. When an instance is dropped, wasmtime resets its
+//! linear memories and tables in the pool: the first
+//! [`EngineSettings::memory_keep_resident`] bytes of each memory (and
+//! [`TABLE_KEEP_RESIDENT`] of each table) are rewritten in place, from the
+//! memory image or with zeros, and the rest is handed back to the kernel
+//! with `madvise(MADV_DONTNEED)`. Both touch every page, whatever state the
+//! kernel holds it in: a write faults a swapped-out page back in before
+//! overwriting it, and `MADV_DONTNEED` drops swap and migration entries
+//! as well as resident pages.
+//!
+//! wasmtime can instead rewrite only the pages the kernel reports dirty
+//! (`PAGEMAP_SCAN`, Linux 6.7+), and this engine used to. In wasmtime 48
+//! that scan asks for pages that are written *and present*: a dirty page
+//! that was swapped out, or was being migrated, at the moment of the scan
+//! is skipped, and the next instance in the slot reads the previous call's
+//! data back (or, for a table, its stale function references). So the scan
+//! is never used here ([`Enabled::No`]), on any kernel. wasmtime 50 drops
+//! `PRESENT` from the scan and resumes it past its 32-region window; once the
+//! toolchain allows wasmtime 50, the scan is worth measuring again.
+//!
+//! What the rewrite costs depends on how much of a memory a guest spans,
+//! not on how much it wrote; so our Rust components link a 128 KiB stack
+//! instead of the toolchain's 1 MiB (`.cargo/config.toml`), and a call of
+//! the echo connector resets about as fast as with the scan.
 
 use std::{path::PathBuf, thread, time::Duration};
 
@@ -13,16 +41,12 @@ use wasmtime::{
 /// and its deadline is checked, once per tick.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Dirty linear-memory pages of a finished call that are reset by copying
-/// rather than unmapped, per memory. Unmapping (`madvise`) makes the kernel
-/// flush the TLBs of every core running this process, and the next call then
-/// faults every page back in; copying a few hundred KiB is far cheaper.
-/// Only dirty pages are copied where the kernel has `PAGEMAP_SCAN` (6.7+).
-const MEMORY_KEEP_RESIDENT_SCAN: usize = 16 << 20;
-/// Without `PAGEMAP_SCAN` this many bytes are copied on every reset, dirty
-/// or not, so keep it to about a small guest's working set.
-const MEMORY_KEEP_RESIDENT_NO_SCAN: usize = 1 << 20;
-/// The same for tables (pointer-sized elements).
+/// Default of [`EngineSettings::memory_keep_resident`]: all of a Rust
+/// component's memory (its stack, data and the heap of a call), so its
+/// reset never makes the kernel flush every core's TLB, while a Python
+/// component's tens of MiB are mostly handed back rather than copied.
+pub(super) const DEFAULT_MEMORY_KEEP_RESIDENT: usize = 2 << 20;
+/// Bytes of each table (pointer-sized elements) a reset rewrites in place.
 const TABLE_KEEP_RESIDENT: usize = 1 << 20;
 /// Elements a table may have: interpreters compiled to wasm (componentize-py
 /// ships CPython) have function tables of tens of thousands of entries.
@@ -79,16 +103,19 @@ pub(super) struct EngineSettings {
     pub(super) slots: u32,
     /// What each slot may hold.
     pub(super) budget: SlotBudget,
+    /// Bytes at the start of each linear memory a reset rewrites in place;
+    /// the rest is handed back to the kernel.
+    pub(super) memory_keep_resident: usize,
     /// Largest linear memory any instance may grow to.
     pub(super) max_memory_bytes: usize,
     /// Where compiled components are cached; `None` disables the cache.
     pub(super) cache_dir: Option<PathBuf>,
 }
 
-pub(super) fn build(settings: &EngineSettings) -> anyhow::Result<Engine> {
+/// The instance pool: sized from `settings`, reset without the pagemap scan.
+fn pool_config(settings: &EngineSettings) -> PoolingAllocationConfig {
     let slots = settings.slots;
     let budget = settings.budget;
-    let scan = PoolingAllocationConfig::is_pagemap_scan_available();
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
         .total_core_instances(slots.saturating_mul(budget.core_instances))
@@ -100,14 +127,14 @@ pub(super) fn build(settings: &EngineSettings) -> anyhow::Result<Engine> {
         .table_elements(TABLE_ELEMENTS)
         .max_core_instance_size(CORE_INSTANCE_SIZE)
         .max_memory_size(settings.max_memory_bytes)
-        .pagemap_scan(if scan { Enabled::Yes } else { Enabled::No })
-        .linear_memory_keep_resident(if scan {
-            MEMORY_KEEP_RESIDENT_SCAN
-        } else {
-            MEMORY_KEEP_RESIDENT_NO_SCAN
-        })
+        .pagemap_scan(Enabled::No)
+        .linear_memory_keep_resident(settings.memory_keep_resident)
         .table_keep_resident(TABLE_KEEP_RESIDENT);
+    pool
+}
 
+pub(super) fn build(settings: &EngineSettings) -> anyhow::Result<Engine> {
+    let pool = pool_config(settings);
     let mut config = Config::new();
     config
         .wasm_component_model(true)
@@ -143,6 +170,21 @@ fn start_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reset_never_relies_on_the_pagemap_scan() {
+        // The whole pool configuration, as wasmtime prints it: the scan is
+        // off even on a kernel that has it.
+        let settings = EngineSettings {
+            slots: 2,
+            budget: SlotBudget::default(),
+            memory_keep_resident: DEFAULT_MEMORY_KEEP_RESIDENT,
+            max_memory_bytes: 64 << 20,
+            cache_dir: None,
+        };
+        let shown = format!("{:?}", pool_config(&settings));
+        assert!(shown.contains("pagemap_scan: No"), "{shown}");
+    }
 
     #[test]
     fn an_instance_takes_as_many_slots_as_its_largest_need() {

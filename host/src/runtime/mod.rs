@@ -61,6 +61,9 @@ pub struct RuntimeConfig {
     pub max_queued_calls: usize,
     /// What one slot of the instance pool holds.
     pub slot_budget: SlotBudget,
+    /// Bytes at the start of each linear memory that a reset rewrites in
+    /// place rather than handing back to the kernel (see [`engine`]).
+    pub memory_keep_resident: usize,
     /// Deadline of a call unless the plugin's manifest sets one.
     pub default_timeout: Duration,
     /// Memory cap of a call unless the plugin's manifest sets one.
@@ -79,6 +82,7 @@ impl Default for RuntimeConfig {
             call_slots: 1000,
             max_queued_calls: 10_000,
             slot_budget: SlotBudget::default(),
+            memory_keep_resident: engine::DEFAULT_MEMORY_KEEP_RESIDENT,
             default_timeout: Duration::from_secs(60),
             default_memory_bytes: 256 * 1024 * 1024,
             max_memory_bytes: 1024 * 1024 * 1024,
@@ -156,6 +160,7 @@ impl Runtime {
         let engine = engine::build(&engine::EngineSettings {
             slots: u32::try_from(call_slots).unwrap_or(u32::MAX),
             budget: config.slot_budget,
+            memory_keep_resident: config.memory_keep_resident,
             max_memory_bytes: config.max_memory_bytes,
             cache_dir: config.cache_dir.clone(),
         })?;

@@ -11,10 +11,14 @@ use tonic::{Request, Response, Status};
 
 use super::{RegistryView, ServiceError, find_connector, mapping};
 use crate::{
-    connector::{ConnectorError, Operation, Resource, SharedConnector, TaskCategory},
+    connector::{ConnectorError, Operation, SharedConnector, TaskCategory},
     metrics::Metrics,
     proto::connector as pb,
 };
+
+/// The `task_type` label of requests for a task type no connector serves:
+/// a client sending ever new task types must not grow the metrics.
+pub const UNKNOWN_TASK_TYPE_LABEL: &str = "_unknown";
 
 /// The task service.
 #[derive(Clone)]
@@ -35,6 +39,16 @@ impl AsyncConnector {
         }
     }
 
+    /// The `task_type` label of the request metrics: the task type when a
+    /// connector serves it, else one label shared by every unknown one.
+    fn metric_label<'a>(&self, task_type: &'a str) -> &'a str {
+        if self.registry.borrow().serves_task_type(task_type) {
+            task_type
+        } else {
+            UNKNOWN_TASK_TYPE_LABEL
+        }
+    }
+
     /// Runs one RPC: times it, records the request metrics (for create, get
     /// and delete, as the Python server), logs a failure once, and turns it
     /// into a status.
@@ -45,6 +59,7 @@ impl AsyncConnector {
         wire_size: fn(&T) -> usize,
         rpc: impl Future<Output = Result<T, ServiceError>>,
     ) -> Result<Response<T>, Status> {
+        let label = self.metric_label(task_type);
         let started = Instant::now();
         let result = rpc.await.and_then(|response| {
             self.check_size(operation, task_type, wire_size(&response), response)
@@ -54,18 +69,14 @@ impl AsyncConnector {
         match result {
             Ok(response) => {
                 if recorded {
-                    self.metrics.record_success(task_type, operation, elapsed);
+                    self.metrics.record_success(label, operation, elapsed);
                 }
                 Ok(Response::new(response))
             }
             Err(error) => {
                 if recorded {
-                    self.metrics.record_failure(
-                        task_type,
-                        operation,
-                        error.metrics_code(),
-                        elapsed,
-                    );
+                    self.metrics
+                        .record_failure(label, operation, error.metrics_code(), elapsed);
                 }
                 if error.is_guest_crash() {
                     self.metrics.guest_crashes.inc();
@@ -151,11 +162,15 @@ impl pb::async_connector_service_server::AsyncConnectorService for AsyncConnecto
             .map(|t| t.r#type.clone())
             .unwrap_or_default();
         let input_bytes = request.inputs.as_ref().map_or(0, Message::encoded_len);
-        self.metrics.record_input_bytes(&task_type, input_bytes);
+        self.metrics
+            .record_input_bytes(self.metric_label(&task_type), input_bytes);
         let operation = Operation::Create;
         self.serve(operation, &task_type, Message::encoded_len, async {
-            let (category, request) = mapping::create_request(request)?;
+            // The connector first: an unknown task type is NOT_FOUND,
+            // whatever its inputs, as the Python server answers.
+            let category = mapping::create_category(&request)?;
             let connector = self.connector(&category)?;
+            let request = mapping::create_request(request)?;
             let resource_meta = connector
                 .create(request, deadline)
                 .await
@@ -176,11 +191,14 @@ impl pb::async_connector_service_server::AsyncConnectorService for AsyncConnecto
         self.serve(operation, &task_type, Message::encoded_len, async {
             let request = mapping::get_request(request)?;
             let category = request.task_category.clone();
-            let resource = match self.connector(&category)?.get(request, deadline).await {
-                // Flyte retries a task whose poll reports a retryable failure.
-                Err(ConnectorError::Retryable(message)) => Resource::retryable_failure(message),
-                answer => answer.map_err(failed(operation, &category))?,
-            };
+            // A transient failure is UNAVAILABLE, not a terminal phase:
+            // Flyte's executor polls again, where RETRYABLE_FAILED would end
+            // the attempt and launch the job anew while it may still run.
+            let resource = self
+                .connector(&category)?
+                .get(request, deadline)
+                .await
+                .map_err(failed(operation, &category))?;
             mapping::get_response(resource).map_err(unconvertible(operation, &category))
         })
         .await

@@ -37,18 +37,26 @@ pub(crate) fn task_category(
     })
 }
 
-/// The task category a CreateTask request's template names, and the
-/// connector request with its inputs converted to JSON.
-pub(crate) fn create_request(
-    request: pb::CreateTaskRequest,
-) -> Result<(TaskCategory, CreateRequest), ServiceError> {
-    let template = request.template.ok_or_else(|| {
-        ServiceError::InvalidArgument("CreateTask request has no task template.".into())
-    })?;
-    let category = TaskCategory {
+fn no_template() -> ServiceError {
+    ServiceError::InvalidArgument("CreateTask request has no task template.".into())
+}
+
+/// The task category a CreateTask request's template names.
+pub(crate) fn create_category(
+    request: &pb::CreateTaskRequest,
+) -> Result<TaskCategory, ServiceError> {
+    let template = request.template.as_ref().ok_or_else(no_template)?;
+    Ok(TaskCategory {
         name: template.r#type.clone(),
         version: template.task_type_version,
-    };
+    })
+}
+
+/// The connector request of a CreateTask request, its inputs converted to JSON.
+pub(crate) fn create_request(
+    request: pb::CreateTaskRequest,
+) -> Result<CreateRequest, ServiceError> {
+    let template = request.template.ok_or_else(no_template)?;
     let inputs = convert::inputs_to_json(
         request.inputs.as_ref().unwrap_or(&Default::default()),
         template.interface.as_ref(),
@@ -61,17 +69,14 @@ pub(crate) fn create_request(
             .map_err(ServiceError::InvalidInput)?,
         None => json!({}),
     };
-    Ok((
-        category,
-        CreateRequest {
-            inputs: inputs.values,
-            input_types: inputs.types,
-            template: template_json,
-            output_prefix: request.output_prefix,
-            task_execution_metadata,
-            connection: merge_connection(request.connection.as_ref()),
-        },
-    ))
+    Ok(CreateRequest {
+        inputs: inputs.values,
+        input_types: inputs.types,
+        template: template_json,
+        output_prefix: request.output_prefix,
+        task_execution_metadata,
+        connection: merge_connection(request.connection.as_ref()),
+    })
 }
 
 pub(crate) fn get_request(request: pb::GetTaskRequest) -> Result<GetRequest, ServiceError> {

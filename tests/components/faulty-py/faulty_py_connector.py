@@ -12,6 +12,9 @@ Task type `faulty_py`; the input `fault` picks what `create` does:
   timers; the benchmark holds calls in flight with it);
 - `invalid` / `retry`: raises the SDK's `InvalidRequest` / `Retryable`;
 - anything else: succeeds.
+
+`get` succeeds with the output `slept`, except for a task created with
+`retry-poll`, whose every poll raises `Retryable`.
 """
 
 import asyncio
@@ -75,6 +78,8 @@ class FaultyConnector(AsyncConnector):
         return FaultMeta(fault=fault)
 
     async def get(self, resource_meta: FaultMeta, **kwargs) -> Resource:
+        if resource_meta.fault == "retry-poll":
+            raise Retryable("the service is busy, poll again")
         return Resource(phase=TaskExecution.SUCCEEDED, outputs={"slept": resource_meta.slept})
 
     async def delete(self, resource_meta: FaultMeta, **kwargs) -> None:

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Awaitable, Callable, Dict, List, TypeVar
+from typing import Any, Awaitable, Callable, Dict, List, Tuple, TypeVar
 
 from componentize_py_types import Err
 
@@ -22,21 +22,17 @@ from flyte_connector import _loop, errors, http
 from flyte_connector.connector import AsyncConnector, ConnectorRegistry, LogsPage
 from flyte_connector.resource import Resource, ResourceMeta
 from flyte_connector.template import TaskExecutionMetadata, TaskTemplate
-from flyte_connector.values import from_json, to_json
+from flyte_connector.values import Inputs, from_json, to_json
 
 T = TypeVar("T")
 
 
-class Inputs(Dict[str, Any]):
-    """The task's inputs as Python values (name → value), typed from the
-    template's interface. `json` holds them as the JSON the host sent and
-    `types` their Flyte literal types, for connectors that pass values
-    through untouched."""
-
-    def __init__(self, values: Dict[str, Any], raw: Dict[str, Any], types: Dict[str, Any]) -> None:
-        super().__init__(values)
-        self.json = raw
-        self.types = types
+#: The arguments of `create` besides the connection's keys, which the SDK
+#: passes as keyword arguments too, as flyte does: a connection key of one
+#: of these names fails the call (INVALID_ARGUMENT) rather than colliding.
+CREATE_ARGUMENTS = ("self", "task_template", "output_prefix", "inputs", "task_execution_metadata")
+#: Likewise for `get` and `delete` (the meta, under the name flyte passes it by).
+META_ARGUMENTS = ("self", "resource_meta")
 
 
 #: Environment variable (set in the plugin's manifest, `[env]`) that serves
@@ -58,6 +54,7 @@ def create(wit: Any, request: Any) -> bytes:
     connector = ConnectorRegistry.get_connector()
 
     def arguments() -> Dict[str, Any]:
+        connection = _connection(request.connection, "create", CREATE_ARGUMENTS)
         return dict(
             task_template=TaskTemplate(_json_object(request.template, "template")),
             output_prefix=request.output_prefix,
@@ -65,7 +62,7 @@ def create(wit: Any, request: Any) -> bytes:
             task_execution_metadata=TaskExecutionMetadata(
                 _json_object(request.task_execution_metadata, "task execution metadata")
             ),
-            **dict(request.connection),
+            **connection,
         )
 
     def finish(meta: Any) -> bytes:
@@ -80,14 +77,22 @@ def get(wit: Any, request: Any) -> Any:
     connector = ConnectorRegistry.get_connector()
     return _call(
         wit,
-        lambda: connector.get(_meta(connector, request.resource_meta), **dict(request.connection)),
+        lambda: connector.get(
+            _meta(connector, request.resource_meta), **_connection(request.connection, "get", META_ARGUMENTS)
+        ),
         lambda resource: _resource(wit, resource),
     )
 
 
 def delete(wit: Any, request: Any) -> None:
     connector = ConnectorRegistry.get_connector()
-    _call(wit, lambda: connector.delete(_meta(connector, request.resource_meta), **dict(request.connection)), _none)
+    _call(
+        wit,
+        lambda: connector.delete(
+            _meta(connector, request.resource_meta), **_connection(request.connection, "delete", META_ARGUMENTS)
+        ),
+        _none,
+    )
 
 
 def get_metrics(wit: Any, request: Any) -> List[Any]:
@@ -146,7 +151,29 @@ def _inputs(values_text: str, types_text: str) -> Inputs:
             values[name] = from_json(value, types.get(name))
         except ValueError as error:
             raise errors.InvalidRequest(f"input {name!r}: {error}") from None
-    return Inputs(values, raw, types)
+    return Inputs._from_host(values, raw, types)
+
+
+def _connection(pairs: List[Tuple[str, str]], operation: str, arguments: Tuple[str, ...]) -> Dict[str, str]:
+    """The connection's secrets and configs, as keyword arguments of
+    `operation`. A key named like one of the call's own `arguments` would
+    collide with it, so it fails the request, naming the key (never a
+    value), before the connector's code runs."""
+    connection = dict(pairs)
+    clashes = [repr(key) for key in connection if key in arguments]
+    why = "(a connection's secrets and configs reach the connector as keyword arguments)"
+    if len(clashes) == 1:
+        raise errors.InvalidRequest(
+            f"connection key {clashes[0]} clashes with {operation}'s argument of the same name {why}: "
+            "rename the secret or config"
+        )
+    if clashes:
+        keys = ", ".join(clashes[:-1]) + " and " + clashes[-1]
+        raise errors.InvalidRequest(
+            f"connection keys {keys} clash with {operation}'s arguments of the same names {why}: "
+            "rename those secrets or configs"
+        )
+    return connection
 
 
 def _meta(connector: AsyncConnector, data: bytes) -> ResourceMeta:

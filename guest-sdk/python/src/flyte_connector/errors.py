@@ -21,5 +21,9 @@ class InvalidRequest(ConnectorError):
 
 class Retryable(ConnectorError):
     """A transient failure that a retry may fix (throttling, a 5xx, a
-    timeout). From `get`, the task goes to RETRYABLE_FAILED so Flyte retries
-    it; from the other calls the client sees UNAVAILABLE."""
+    timeout). The client sees UNAVAILABLE from every call, `get` included:
+    Flyte's executor polls a GetTask that failed so again and the job runs
+    on, where a RETRYABLE_FAILED phase would end the attempt and launch the
+    job anew. When the external service itself reports that the job failed
+    in a way a new attempt may fix (Databricks' INTERNAL_ERROR), `get`
+    returns `Resource(phase=TaskExecution.RETRYABLE_FAILED)` instead."""

@@ -10,8 +10,10 @@
 The host sends only what the connector's manifest allows (`allowed_hosts`);
 anything else raises `Denied`. Every failure is an `HttpError`; those with
 `retryable` set (HTTP 429 and 5xx, timeouts) that escape a connector method
-make the call retryable, the others fail it. Header values such as
-`Authorization` never appear in errors or reprs.
+fail the call as `errors.Retryable` does (UNAVAILABLE, from `get` too, so
+Flyte polls the task again); the others fail it with INTERNAL and the
+error's message. Header values such as `Authorization` never appear in
+errors or reprs.
 """
 
 from __future__ import annotations

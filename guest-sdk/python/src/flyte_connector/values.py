@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
-__all__ = ["DataFrame", "Dir", "File", "Typed", "from_json", "to_json"]
+__all__ = ["DataFrame", "Dir", "File", "Inputs", "Typed", "from_json", "to_json"]
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -117,6 +117,54 @@ class Typed:
 
     value: Any
     literal_type: Dict[str, Any]
+
+
+class Inputs(dict):
+    """The task's inputs as `create` receives them: input name → Python
+    value, typed from the template's interface (see `from_json`).
+
+    It is a plain `dict` in every way a connector written for flyte can use
+    its `inputs`: it is built like one (`Inputs(pairs)`, `Inputs(**values)`,
+    `type(inputs)(items)`), compares equal to a dict with the same items, and
+    `dataclasses.asdict`, `copy.copy`, `copy.deepcopy`, pickle,
+    `json.dumps`, `dict(inputs)` and `{**inputs}` treat it as one. So a
+    connector may keep `inputs` in its resource meta, encoded with
+    `json.dumps(asdict(meta))`, as flyte's own connectors do.
+
+    Two extras serve connectors that pass values through untouched:
+
+    - `json`: each input as the JSON the host sent (name → JSON value);
+    - `types`: each input's Flyte literal type (name → proto3 JSON).
+
+    Both are filled on the object the SDK hands to `create`, and copies made
+    by `copy.copy`, `copy.deepcopy` and pickle keep them. A mapping built
+    anew from the items (`Inputs(inputs)`, `type(inputs)(...)`, what
+    `dataclasses.asdict` makes) starts with both empty, as `Inputs()` does;
+    `dict(inputs)`, `{**inputs}` and `inputs.copy()` are plain dicts.
+    """
+
+    #: Each input as the JSON the host sent (empty unless the SDK built this).
+    json: Dict[str, Any]
+    #: Each input's Flyte literal type, proto3 JSON (empty likewise).
+    types: Dict[str, Any]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Inputs:
+        # Set here rather than in __init__, so that what copy and pickle
+        # build (with __new__ alone) has them too before its state is
+        # restored; dict's own __init__ takes the items.
+        inputs = super().__new__(cls)
+        inputs.json = {}
+        inputs.types = {}
+        return inputs
+
+    @classmethod
+    def _from_host(cls, values: Dict[str, Any], raw: Dict[str, Any], types: Dict[str, Any]) -> Inputs:
+        """The inputs of a request: `values` converted, with the JSON the
+        host sent (`raw`) and the literal types as extras."""
+        inputs = cls(values)
+        inputs.json = raw
+        inputs.types = types
+        return inputs
 
 
 def from_json(value: Any, literal_type: Optional[Dict[str, Any]]) -> Any:

@@ -122,9 +122,11 @@ impl WasiHttpHooks for OutboundPolicy {
         if !self.0.grant.allows(&scheme, &host, port) {
             self.deny(&shown);
             // Take the body the guest is writing before answering, so it
-            // sees the denial rather than a broken body stream.
+            // sees the denial rather than a broken body stream; frame by
+            // frame, dropping each, so a large body never sits in host
+            // memory, outside the guest's memory cap.
             return Box::new(async move {
-                let _ = request.into_body().collect().await;
+                drain(request.into_body()).await;
                 Err(Error::HttpRequestDenied)
             });
         }
@@ -162,6 +164,13 @@ impl WasiHttpHooks for OutboundPolicy {
                 response.map(|body| CappedBody::new(body.boxed_unsync(), max_bytes).boxed_unsync());
             Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
+    }
+}
+
+/// Reads `body` to its end (or its first error), keeping nothing.
+async fn drain<B: Body + Unpin>(mut body: B) {
+    while let Some(Ok(frame)) = body.frame().await {
+        drop(frame);
     }
 }
 
@@ -250,6 +259,73 @@ mod tests {
             .await
             .expect("at the cap");
         assert_eq!(collected.to_bytes(), Bytes::from_static(b"abcd"));
+    }
+
+    /// A body of `frames` frames of `size` bytes that counts how many
+    /// frames it handed out and are still alive.
+    struct CountingBody {
+        left: usize,
+        size: usize,
+        alive: Arc<std::sync::atomic::AtomicUsize>,
+        most_alive: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    /// A frame's bytes that count themselves alive until dropped.
+    struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Body for CountingBody {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if self.left == 0 {
+                return Poll::Ready(None);
+            }
+            self.left -= 1;
+            let alive = self.alive.fetch_add(1, SeqCst) + 1;
+            self.most_alive.fetch_max(alive, SeqCst);
+            let owner = Counted(Arc::clone(&self.alive));
+            let data = Bytes::from_owner(CountedBytes(vec![0; self.size], owner));
+            Poll::Ready(Some(Ok(Frame::data(data))))
+        }
+    }
+
+    struct CountedBytes(
+        Vec<u8>,
+        #[allow(dead_code, reason = "dropped with the bytes")] Counted,
+    );
+
+    impl AsRef<[u8]> for CountedBytes {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn a_denied_body_is_drained_one_frame_at_a_time() {
+        let alive = Arc::default();
+        let most_alive = Arc::default();
+        let body = CountingBody {
+            left: 1000,
+            size: 64 << 10,
+            alive: Arc::clone(&alive),
+            most_alive: Arc::clone(&most_alive),
+        };
+        drain(body).await;
+        use std::sync::atomic::Ordering::SeqCst;
+        assert_eq!(alive.load(SeqCst), 0);
+        // 1000 frames of 64 KiB went by, never more than one held at once.
+        assert_eq!(most_alive.load(SeqCst), 1);
     }
 
     #[test]

@@ -12,10 +12,14 @@
 //! | `fetch` | GETs input `url` and keeps its status and body size in its meta |
 //! | `memory` | allocates until the host's memory cap stops it |
 //! | `inspect` | succeeds, keeping everything it was given (template, inputs, connection, env, ...) in its meta |
+//! | `remember` | reports what earlier calls left in its memory, writes input `marker` there (see [`residue`]), waits `ms` |
 //!
 //! `get` succeeds with no outputs, reporting the meta as `custom_info`, and
 //! `delete` succeeds, for any task type and any JSON resource meta. Metrics
 //! and logs are not implemented.
+
+#[cfg(target_arch = "wasm32")]
+mod residue;
 
 use flyte_connector_sdk::serde_json::{self, Value};
 use flyte_connector_sdk::{http, prelude::*};
@@ -37,6 +41,7 @@ impl Connector for Faulty {
             .task_type("fetch")
             .task_type("memory")
             .task_type("inspect")
+            .task_type("remember")
     }
 
     fn create(task: TaskRequest) -> Result<Value, Error> {
@@ -68,6 +73,16 @@ impl Connector for Faulty {
                 loop {
                     hoard.push(std::hint::black_box(vec![1; 16 * 1024 * 1024]));
                 }
+            }
+            #[cfg(target_arch = "wasm32")]
+            "remember" => {
+                let marker: u64 = task.input("marker")?;
+                let pages: usize = task.input("pages").unwrap_or(1);
+                let ms: u64 = task.input("ms").unwrap_or(0);
+                let residue = residue::inspect_and_mark(marker, pages);
+                eprintln!("remember: marked {marker}");
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok(serde_json::json!({ "residue": residue }))
             }
             "inspect" => {
                 let connection: serde_json::Map<String, Value> = task
