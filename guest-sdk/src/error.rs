@@ -16,9 +16,11 @@ pub enum Error {
     /// `UNIMPLEMENTED`.
     NotImplemented,
     /// A transient failure a retry may fix (the external service answered
-    /// 429 or 5xx, or timed out). From `get`, the task reports phase
-    /// `RETRYABLE_FAILED` with this message, so Flyte retries it; from the
-    /// other calls the client sees `UNAVAILABLE`.
+    /// 429 or 5xx, or timed out). The client sees `UNAVAILABLE` with this
+    /// message from every call, `get` included: Flyte's executor polls the
+    /// task again, where a `RETRYABLE_FAILED` phase would end the attempt
+    /// and launch the job anew. Return [`crate::Phase::RetryableFailed`]
+    /// from `get` only for what the service itself reports as retryable.
     Retryable(String),
 }
 

@@ -4,6 +4,12 @@
 //! still runs, it ends, and the next call in the same pool slot must find
 //! the fresh instance's values, not the marker.
 //!
+//! The variants cover both ways a reset reaches a page (rewritten in place,
+//! or handed back to the kernel), and a call dirtying more separate regions
+//! than wasmtime 48's dirty-page scan follows (32). The server never uses
+//! that scan (`host/src/runtime/engine.rs`); with it, as before, these tests
+//! fail — the marker comes back, or a stale table entry crashes the server.
+//!
 //! Needs root and a file system that takes a swap file; elsewhere the
 //! swapped case is skipped with the reason printed (the unswapped case
 //! runs everywhere).
@@ -315,7 +321,7 @@ async fn a_call_never_reads_an_earlier_calls_memory_even_once_it_was_swapped_out
         let swapped = rounds(variant, true).await;
         // Nothing in swap would make this the unswapped test again.
         assert!(
-            swapped >= 1024,
+            swapped >= 256,
             "{}: paging out put only {swapped} KiB of the server in swap",
             variant.what
         );

@@ -199,7 +199,18 @@ pub fn spawn(
     cwd: &Path,
     env: &[(&str, &str)],
 ) -> (Child, Output, mpsc::Receiver<String>) {
-    let mut command = Command::new(binary());
+    spawn_binary(&binary(), args, cwd, env)
+}
+
+/// Like [`spawn`], running `binary` (another build of `flyte-connect`, as
+/// the benchmark's baseline).
+pub fn spawn_binary(
+    binary: &Path,
+    args: &[String],
+    cwd: &Path,
+    env: &[(&str, &str)],
+) -> (Child, Output, mpsc::Receiver<String>) {
+    let mut command = Command::new(binary);
     command
         .args(args)
         .current_dir(cwd)
@@ -258,6 +269,18 @@ impl Server {
     /// Like [`Server::start_with_env`], serving gRPC on loopback port `port`
     /// (0: a free one), as a replica restarted in place does.
     pub fn start_on(port: u16, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_binary_on(&binary(), port, args, cwd, env)
+    }
+
+    /// Like [`Server::start_on`], running `binary` instead of the build
+    /// under test.
+    pub fn start_binary_on(
+        binary: &Path,
+        port: u16,
+        args: &[&str],
+        cwd: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut full: Vec<String> = [
             "c0",
             "--host",
@@ -271,7 +294,7 @@ impl Server {
         .map(|s| s.to_string())
         .collect();
         full.extend(args.iter().map(|s| s.to_string()));
-        let (mut child, output, lines) = spawn(&full, cwd, env);
+        let (mut child, output, lines) = spawn_binary(binary, &full, cwd, env);
         let deadline = Instant::now() + START_TIMEOUT;
         let (mut grpc_addr, mut metrics_addr) = (None, None);
         while grpc_addr.is_none() || metrics_addr.is_none() {

@@ -17,6 +17,12 @@
 //! `-- --polls` runs only the poll costs. `BENCH_SECONDS` sets the seconds
 //! per load level (default 5);
 //! `BENCH_PYTHON_VENV` the venv holding the `flyte` package (default `.venv`).
+//!
+//! To compare a change with the build before it in the same run, set
+//! `BENCH_BASELINE_BIN` to the other `flyte-connect` binary and
+//! `BENCH_BASELINE_COMPONENTS` to the folder of its `echo.wasm` and
+//! `echo-py.wasm`: rows (a′) and (e′) serve them, beside (a) and (e), with
+//! the ratios between them.
 
 mod load;
 mod polls;
@@ -35,6 +41,41 @@ use self::{load::LoadReport, servers::Target};
 const LEVELS: [usize; 3] = [1, 16, 256];
 const RUST_ECHO: &str = "(a) flyte-connect, echo.wasm";
 const PYTHON_ECHO: &str = "(e) flyte-connect, echo-py.wasm (Python guest)";
+const BASELINE_RUST_ECHO: &str = "(a′) baseline build, its echo.wasm";
+const BASELINE_PYTHON_ECHO: &str = "(e′) baseline build, its echo-py.wasm";
+
+/// Another build to measure beside this one: its binary and the folder of
+/// its components.
+struct Baseline {
+    binary: PathBuf,
+    components: PathBuf,
+}
+
+impl Baseline {
+    /// From `BENCH_BASELINE_BIN` and `BENCH_BASELINE_COMPONENTS`, when both are set.
+    fn from_env() -> Option<Self> {
+        Some(Self {
+            binary: std::env::var_os("BENCH_BASELINE_BIN")?.into(),
+            components: std::env::var_os("BENCH_BASELINE_COMPONENTS")?.into(),
+        })
+    }
+
+    /// The baseline serving its own `component` (`echo`, `echo-py`).
+    async fn serve(
+        &self,
+        name: &'static str,
+        component: &str,
+        task_type: &'static str,
+    ) -> (Workspace, Target) {
+        let plugins = Workspace::new();
+        let file = format!("{component}.wasm");
+        std::fs::copy(self.components.join(&file), plugins.path().join(&file))
+            .unwrap_or_else(|e| panic!("baseline component {file}: {e}"));
+        let target =
+            servers::flyte_connect_binary(&self.binary, name, task_type, plugins.path(), &[]).await;
+        (plugins, target)
+    }
+}
 const WARM_UP: Duration = Duration::from_secs(1);
 
 /// One server's results.
@@ -233,6 +274,18 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
     for (what, measured, target) in rows {
         println!("| {what} | {measured} | {target} |");
     }
+    for (this, baseline, what) in [("(a)", "(a′)", "Rust echo"), ("(e)", "(e′)", "Python echo")]
+    {
+        let (Some(this), Some(baseline)) = (find(this), find(baseline)) else {
+            continue;
+        };
+        for clients in LEVELS {
+            println!(
+                "| {clients} clients, throughput, {what}: this build / the baseline | {} | |",
+                ratio(rate(this, clients), rate(baseline, clients))
+            );
+        }
+    }
     let errors: u64 = wasm.levels.iter().map(LoadReport::error_count).sum();
     println!("| errors of (a), all levels | {errors} | 0 |");
 }
@@ -321,6 +374,11 @@ fn main() {
         )
         .await;
         results.push(measure(wasm, seconds).await);
+        let baseline = Baseline::from_env();
+        if let Some(baseline) = &baseline {
+            let (_plugins, target) = baseline.serve(BASELINE_RUST_ECHO, "echo", "echo").await;
+            results.push(measure(target, seconds).await);
+        }
         results.push(measure(servers::python(&venv).await, seconds).await);
         results.push(measure(servers::this_binary("native").await, seconds).await);
         results.push(measure(servers::this_binary("bare").await, seconds).await);
@@ -335,6 +393,12 @@ fn main() {
         )
         .await;
         results.push(measure(echo_py, seconds).await);
+        if let Some(baseline) = &baseline {
+            let (_plugins, target) = baseline
+                .serve(BASELINE_PYTHON_ECHO, "echo-py", "echo_py")
+                .await;
+            results.push(measure(target, seconds).await);
+        }
         report(&results, five, seconds);
         python_guest::report(&python_guest);
         polls::report(&polls::measure().await);

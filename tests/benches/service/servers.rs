@@ -130,11 +130,22 @@ pub async fn flyte_connect(
     plugins: &Path,
     args: &[&str],
 ) -> Target {
+    flyte_connect_binary(&flyte_connect_e2e::binary(), name, task_type, plugins, args).await
+}
+
+/// Like [`flyte_connect`], running `binary` (the baseline build).
+pub async fn flyte_connect_binary(
+    binary: &Path,
+    name: &'static str,
+    task_type: &'static str,
+    plugins: &Path,
+    args: &[&str],
+) -> Target {
     let started = Instant::now();
     let dir = plugins.display().to_string();
     let mut all = vec!["--plugin-dir", dir.as_str()];
     all.extend_from_slice(args);
-    let server = Server::start(&all, plugins);
+    let server = Server::start_binary_on(binary, 0, &all, plugins, &[]);
     let addr = server.grpc_addr;
     let ready_after = wait_ready(addr, started, "flyte-connect", &mut None).await;
     Target {
