@@ -52,8 +52,9 @@ pub fn inspect_and_mark(marker: u64, pages: usize) -> Value {
     for page in 0..pages {
         let address = FAR_START + page * 2 * PAGE_BYTES;
         // SAFETY: `grow_to` made [FAR_START, end) part of the linear memory,
-        // and nothing else in the instance uses it: the allocator only ever
-        // hands out memory it grew itself, past `end`.
+        // and nothing else in the instance uses it: the allocator's heap of
+        // a call this small ends far below FAR_START, and memory the
+        // allocator grows later comes after `end`.
         unsafe {
             check_and_write(address as *mut u64, 0, marker, "far", &mut residue);
         }
@@ -61,8 +62,8 @@ pub fn inspect_and_mark(marker: u64, pages: usize) -> Value {
     json!(residue)
 }
 
-/// Checks the first and last word of the page at `page` against `initial`,
-/// then writes `marker` over the whole page.
+/// Checks every word of the page at `page` against `initial`, reporting the
+/// first that differs, then writes `marker` over the whole page.
 ///
 /// # Safety
 ///
