@@ -26,6 +26,7 @@ use flyte_connect::proto::{connector::CreateTaskRequest, core::SimpleType};
 use flyte_connect_e2e::{
     Server, Workspace, eventually,
     literals::{self, TypedInputs, int, simple},
+    status_kib,
 };
 
 /// How long the first call of a pair keeps running after it wrote its
@@ -187,14 +188,7 @@ fn page_out(pid: u32) -> Result<u64, String> {
             ));
         }
     }
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("cannot read the status of {pid}: {e}"))?;
-    Ok(status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmSwap:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0))
+    status_kib(pid, "VmSwap").ok_or_else(|| format!("no VmSwap in the status of {pid}"))
 }
 
 /// How the pool is configured and what each call dirties.

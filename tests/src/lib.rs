@@ -149,6 +149,17 @@ pub fn append_custom_section(wasm: &mut Vec<u8>, name: &str, payload: &[u8]) {
     wasm.extend_from_slice(&section);
 }
 
+/// Field `key` (a size in KiB, e.g. `VmRSS`) of process `pid`'s
+/// `/proc/PID/status`.
+pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| {
+        l.strip_prefix(key)
+            .is_some_and(|rest| rest.starts_with(':'))
+    })?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Polls `check` every 50 ms until it holds, failing the test with `what`
 /// after `timeout`.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)

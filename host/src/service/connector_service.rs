@@ -59,7 +59,25 @@ impl AsyncConnector {
         wire_size: fn(&T) -> usize,
         rpc: impl Future<Output = Result<T, ServiceError>>,
     ) -> Result<Response<T>, Status> {
-        let label = self.metric_label(task_type);
+        self.serve_labelled(
+            operation,
+            task_type,
+            self.metric_label(task_type),
+            wire_size,
+            rpc,
+        )
+        .await
+    }
+
+    /// [`Self::serve`] with the metrics label already resolved.
+    async fn serve_labelled<T>(
+        &self,
+        operation: Operation,
+        task_type: &str,
+        label: &str,
+        wire_size: fn(&T) -> usize,
+        rpc: impl Future<Output = Result<T, ServiceError>>,
+    ) -> Result<Response<T>, Status> {
         let started = Instant::now();
         let result = rpc.await.and_then(|response| {
             self.check_size(operation, task_type, wire_size(&response), response)
@@ -162,10 +180,10 @@ impl pb::async_connector_service_server::AsyncConnectorService for AsyncConnecto
             .map(|t| t.r#type.clone())
             .unwrap_or_default();
         let input_bytes = request.inputs.as_ref().map_or(0, Message::encoded_len);
-        self.metrics
-            .record_input_bytes(self.metric_label(&task_type), input_bytes);
+        let label = self.metric_label(&task_type);
+        self.metrics.record_input_bytes(label, input_bytes);
         let operation = Operation::Create;
-        self.serve(operation, &task_type, Message::encoded_len, async {
+        self.serve_labelled(operation, &task_type, label, Message::encoded_len, async {
             // The connector first: an unknown task type is NOT_FOUND,
             // whatever its inputs, as the Python server answers.
             let category = mapping::create_category(&request)?;

@@ -55,8 +55,8 @@ pub struct Rss {
 impl Rss {
     fn of(pid: u32) -> Self {
         Self {
-            total: servers::status_kib(pid, "VmRSS").unwrap_or(0),
-            anon: servers::status_kib(pid, "RssAnon").unwrap_or(0),
+            total: flyte_connect_e2e::status_kib(pid, "VmRSS").unwrap_or(0),
+            anon: flyte_connect_e2e::status_kib(pid, "RssAnon").unwrap_or(0),
         }
     }
 

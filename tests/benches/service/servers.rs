@@ -28,7 +28,7 @@ use flyte_connect::{
         core::task_execution::Phase,
     },
 };
-use flyte_connect_e2e::{Server, Workspace, native::NativeConnector};
+use flyte_connect_e2e::{Server, Workspace, native::NativeConnector, status_kib};
 use tonic::{Request, Response, Status};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -65,17 +65,6 @@ impl Target {
     pub fn peak_rss_kib(&self) -> Option<u64> {
         status_kib(self.pid(), "VmHWM")
     }
-}
-
-/// Field `key` (a size in KiB, e.g. `VmRSS`) of process `pid`'s
-/// `/proc/PID/status`.
-pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| {
-        l.strip_prefix(key)
-            .is_some_and(|rest| rest.starts_with(':'))
-    })?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl Drop for Target {

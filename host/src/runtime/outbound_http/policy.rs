@@ -261,8 +261,8 @@ mod tests {
         assert_eq!(collected.to_bytes(), Bytes::from_static(b"abcd"));
     }
 
-    /// A body of `frames` frames of `size` bytes that counts how many
-    /// frames it handed out and are still alive.
+    /// A body of `left` frames of `size` bytes that counts how many of the
+    /// frames it handed out are still alive, and the most that ever were.
     struct CountingBody {
         left: usize,
         size: usize,
@@ -270,12 +270,21 @@ mod tests {
         most_alive: Arc<std::sync::atomic::AtomicUsize>,
     }
 
-    /// A frame's bytes that count themselves alive until dropped.
-    struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+    /// A frame's bytes, counted alive until dropped.
+    struct CountedBytes {
+        bytes: Vec<u8>,
+        alive: Arc<std::sync::atomic::AtomicUsize>,
+    }
 
-    impl Drop for Counted {
+    impl AsRef<[u8]> for CountedBytes {
+        fn as_ref(&self) -> &[u8] {
+            &self.bytes
+        }
+    }
+
+    impl Drop for CountedBytes {
         fn drop(&mut self) {
-            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            self.alive.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -294,20 +303,11 @@ mod tests {
             self.left -= 1;
             let alive = self.alive.fetch_add(1, SeqCst) + 1;
             self.most_alive.fetch_max(alive, SeqCst);
-            let owner = Counted(Arc::clone(&self.alive));
-            let data = Bytes::from_owner(CountedBytes(vec![0; self.size], owner));
+            let data = Bytes::from_owner(CountedBytes {
+                bytes: vec![0; self.size],
+                alive: Arc::clone(&self.alive),
+            });
             Poll::Ready(Some(Ok(Frame::data(data))))
-        }
-    }
-
-    struct CountedBytes(
-        Vec<u8>,
-        #[allow(dead_code, reason = "dropped with the bytes")] Counted,
-    );
-
-    impl AsRef<[u8]> for CountedBytes {
-        fn as_ref(&self) -> &[u8] {
-            &self.0
         }
     }
 
