@@ -93,6 +93,11 @@ pub struct RunArgs {
     /// Do not cache the compiled component on disk.
     #[arg(long)]
     pub no_cache: bool,
+
+    /// More CA certificates (a PEM bundle) the component's outbound TLS
+    /// trusts, beside the system's.
+    #[arg(long, env = "FLYTE_CONNECT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -139,6 +144,7 @@ impl RunArgs {
                 } else {
                     defaults.cache_dir.clone()
                 },
+                ca_file: self.ca_file,
                 ..defaults
             },
         })
@@ -260,6 +266,11 @@ pub struct Cli {
     /// Do not cache compiled components on disk.
     #[arg(long)]
     pub no_cache: bool,
+
+    /// More CA certificates (a PEM bundle) that every connector's outbound
+    /// TLS trusts, beside the system's (SSL_CERT_FILE, SSL_CERT_DIR).
+    #[arg(long, env = "FLYTE_CONNECT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A size in bytes: a number with an optional unit (`B`, `KiB`, `MiB`,
@@ -357,6 +368,7 @@ impl Cli {
                 } else {
                     self.cache_dir.or(defaults.cache_dir)
                 },
+                ca_file: self.ca_file,
             },
         })
     }

@@ -14,6 +14,8 @@ use std::{
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::file_stamp::FileRead;
+
 /// A task type a connector serves. Connectors are registered under it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TaskCategory {
@@ -350,6 +352,11 @@ pub trait Connector: Send + Sync {
     fn info(&self) -> &ConnectorInfo;
     /// Where the connector came from (a file path), for logs and the start-up table.
     fn source(&self) -> &str;
+    /// Files its load read besides its component and manifest
+    /// (certificates, credentials): a change to any of them reloads it.
+    fn files_read(&self) -> &[FileRead] {
+        &[]
+    }
     /// Start a task; returns the resource meta the client stores.
     async fn create(
         &self,

@@ -11,7 +11,9 @@
 //!   endpoint and shutdown into a [`ConnectorService`].
 //! - [`loading`]: finds components in plugin folders and `--modules`, loads
 //!   them, and keeps the folders' connectors in step with the files.
-//! - [`manifest`]: a plugin's `NAME.toml` (allowed hosts, limits, env).
+//! - [`manifest`]: a plugin's `NAME.toml` (limits, env, and the sections
+//!   of the capabilities it is granted).
+//! - [`file_stamp`]: when a file on disk changed.
 //! - [`local_run`]: `flyte-connect run`, one task through one component
 //!   without a cluster.
 //! - [`metrics`]: the Prometheus metrics.
@@ -22,6 +24,7 @@
 pub mod cli;
 pub mod connector;
 pub mod convert;
+pub mod file_stamp;
 pub mod loading;
 pub mod local_run;
 pub mod manifest;

@@ -16,11 +16,18 @@
 //! REGION = "us-east1"
 //! ```
 //!
-//! This module reads the file; what a grant means (the syntax of
-//! `allowed_hosts`, the defaults of `[http]`) belongs to the runtime
-//! capability that enforces it, which rejects what it cannot use.
+//! This module reads the file and the keys every plugin has (`memory_mb`,
+//! `timeout_seconds`, `[env]`). Every other key belongs to a capability of
+//! the runtime (`allowed_hosts` and `[http]` to outbound HTTP,
+//! `[credentials]` to credentials from the pod), which parses its own
+//! section and rejects what it cannot use; a key no capability owns is an
+//! error there.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Deserialize;
 
@@ -54,53 +61,37 @@ pub enum ManifestError {
 }
 
 /// What a plugin may do beyond the default sandbox.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Manifest {
-    /// Rules of the hosts outbound HTTP may reach, as written.
-    pub allowed_hosts: Vec<String>,
-    /// `[http]`: limits of outbound requests, over the server's defaults.
-    pub http: HttpSettings,
     /// Linear-memory cap per call, overriding the server default.
     pub memory_bytes: Option<usize>,
     /// Deadline per call, overriding the server default.
     pub timeout: Option<Duration>,
     /// Environment variables the component sees.
     pub env: BTreeMap<String, String>,
+    /// Every other top-level key, as written: the sections of the
+    /// capabilities the runtime grants, each parsed by its owner.
+    pub sections: toml::Table,
+    /// The manifest's folder, against which relative file paths in its
+    /// sections are resolved (the working directory when there is none).
+    pub folder: PathBuf,
 }
 
-/// The `[http]` table: each limit, when set, replaces the server's default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HttpSettings {
-    /// How long to wait for a connection.
-    pub connect_timeout: Option<Duration>,
-    /// How long to wait for the first byte of a response.
-    pub first_byte_timeout: Option<Duration>,
-    /// How long to wait between bytes of a response body.
-    pub between_bytes_timeout: Option<Duration>,
-    /// The largest response body, in bytes.
-    pub max_response_bytes: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct HttpFile {
-    connect_timeout_seconds: Option<f64>,
-    first_byte_timeout_seconds: Option<f64>,
-    between_bytes_timeout_seconds: Option<f64>,
-    max_response_mb: Option<u64>,
+impl Manifest {
+    /// `path` as a section names it, resolved against the manifest's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.folder.join(path)
+    }
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ManifestFile {
-    #[serde(default)]
-    allowed_hosts: Vec<String>,
-    #[serde(default)]
-    http: HttpFile,
     memory_mb: Option<u64>,
     timeout_seconds: Option<f64>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(flatten)]
+    sections: toml::Table,
 }
 
 impl Manifest {
@@ -119,7 +110,8 @@ impl Manifest {
                 });
             }
         };
-        Self::parse(&text).map_err(|err| match err {
+        let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, folder).map_err(|err| match err {
             ParseError::Toml(source) => ManifestError::Parse {
                 path: shown,
                 source,
@@ -131,7 +123,8 @@ impl Manifest {
         })
     }
 
-    fn parse(text: &str) -> Result<Self, ParseError> {
+    /// Parses manifest text; relative paths in it are resolved against `folder`.
+    pub fn parse(text: &str, folder: PathBuf) -> Result<Self, ParseError> {
         let file: ManifestFile = toml::from_str(text).map_err(ParseError::Toml)?;
         let memory_bytes = file
             .memory_mb
@@ -142,57 +135,35 @@ impl Manifest {
                     .ok_or_else(|| ParseError::Invalid(format!("memory_mb = {mb} is out of range")))
             })
             .transpose()?;
-        let timeout = seconds("timeout_seconds", file.timeout_seconds)?;
-        let http = HttpSettings {
-            connect_timeout: seconds(
-                "http.connect_timeout_seconds",
-                file.http.connect_timeout_seconds,
-            )?,
-            first_byte_timeout: seconds(
-                "http.first_byte_timeout_seconds",
-                file.http.first_byte_timeout_seconds,
-            )?,
-            between_bytes_timeout: seconds(
-                "http.between_bytes_timeout_seconds",
-                file.http.between_bytes_timeout_seconds,
-            )?,
-            max_response_bytes: file
-                .http
-                .max_response_mb
-                .map(|mb| {
-                    mb.checked_mul(1024 * 1024)
-                        .filter(|&bytes| bytes > 0)
-                        .ok_or_else(|| {
-                            ParseError::Invalid(format!(
-                                "http.max_response_mb = {mb} is out of range"
-                            ))
-                        })
-                })
-                .transpose()?,
-        };
+        let timeout =
+            seconds("timeout_seconds", file.timeout_seconds).map_err(ParseError::Invalid)?;
         Ok(Self {
-            allowed_hosts: file.allowed_hosts,
-            http,
             memory_bytes,
             timeout,
             env: file.env,
+            sections: file.sections,
+            folder,
         })
     }
 }
 
-enum ParseError {
+/// Why manifest text could not be parsed.
+#[derive(Debug)]
+pub enum ParseError {
+    /// Not TOML, or a key of the wrong type.
     Toml(toml::de::Error),
+    /// A value out of range.
     Invalid(String),
 }
 
 /// A positive number of seconds, for key `key`.
-fn seconds(key: &str, value: Option<f64>) -> Result<Option<Duration>, ParseError> {
+pub fn seconds(key: &str, value: Option<f64>) -> Result<Option<Duration>, String> {
     value
         .map(|secs| {
             Duration::try_from_secs_f64(secs)
                 .ok()
                 .filter(|d| !d.is_zero())
-                .ok_or_else(|| ParseError::Invalid(format!("{key} = {secs} is out of range")))
+                .ok_or_else(|| format!("{key} = {secs} is out of range"))
         })
         .transpose()
 }
@@ -201,40 +172,44 @@ fn seconds(key: &str, value: Option<f64>) -> Result<Option<Duration>, ParseError
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Result<Manifest, ParseError> {
+        Manifest::parse(text, PathBuf::from("/plugins"))
+    }
+
     #[test]
-    fn full_manifest_parses() {
-        let manifest = Manifest::parse(
+    fn full_manifest_parses_leaving_capability_sections_to_their_owners() {
+        let manifest = parse(
             r#"
             allowed_hosts = ["api.example.com", "*.googleapis.com"]
             memory_mb = 64
             timeout_seconds = 1.5
             [http]
             connect_timeout_seconds = 2
-            max_response_mb = 3
             [env]
             REGION = "eu"
             "#,
         )
-        .ok()
         .expect("valid manifest");
-        assert_eq!(
-            manifest.allowed_hosts,
-            ["api.example.com", "*.googleapis.com"]
-        );
         assert_eq!(manifest.memory_bytes, Some(64 * 1024 * 1024));
         assert_eq!(manifest.timeout, Some(Duration::from_millis(1500)));
-        assert_eq!(manifest.http.connect_timeout, Some(Duration::from_secs(2)));
-        assert_eq!(manifest.http.first_byte_timeout, None);
-        assert_eq!(manifest.http.max_response_bytes, Some(3 << 20));
         assert_eq!(manifest.env.get("REGION").map(String::as_str), Some("eu"));
+        let keys: Vec<&str> = manifest.sections.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["allowed_hosts", "http"]);
+        assert_eq!(
+            manifest.resolve(Path::new("ca.pem")),
+            Path::new("/plugins/ca.pem")
+        );
+        assert_eq!(
+            manifest.resolve(Path::new("/etc/ca.pem")),
+            Path::new("/etc/ca.pem")
+        );
     }
 
     #[test]
-    fn unknown_keys_and_bad_values_are_rejected() {
-        assert!(Manifest::parse("allowed_host = []").is_err());
-        assert!(Manifest::parse("memory_mb = 0").is_err());
-        assert!(Manifest::parse("timeout_seconds = -1").is_err());
-        assert!(Manifest::parse("[http]\nconnect_timeout = 1").is_err());
-        assert!(Manifest::parse("[http]\nfirst_byte_timeout_seconds = 0").is_err());
+    fn bad_values_are_rejected() {
+        assert!(parse("memory_mb = 0").is_err());
+        assert!(parse("memory_mb = \"x\"").is_err());
+        assert!(parse("timeout_seconds = -1").is_err());
+        assert!(parse("[env]\nA = 1").is_err());
     }
 }

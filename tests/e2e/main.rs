@@ -4,6 +4,7 @@
 mod bigquery;
 mod cli;
 mod databricks;
+mod egress;
 mod errors;
 mod isolation;
 mod lifecycle;

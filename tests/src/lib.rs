@@ -14,6 +14,8 @@ pub mod hosted;
 pub mod jwt;
 pub mod literals;
 pub mod native;
+pub mod pki;
+pub mod proxy;
 
 use std::{
     io::{BufRead, BufReader},

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     connector::SharedConnector,
+    file_stamp::FileRead,
     metrics::{Metrics, ReloadOutcome},
     registry::Registry,
 };
@@ -53,6 +54,8 @@ pub struct ReloadReport {
 struct Loaded {
     fingerprint: Fingerprint,
     connector: SharedConnector,
+    /// The files its load read, as they were then.
+    files: Vec<FileRead>,
 }
 
 /// Keeps the plugin folders' connectors in step with the files.
@@ -133,10 +136,26 @@ impl Reloader {
         self.settling.retain(|path, _| present.contains(path));
 
         for source in sources {
-            if self
-                .loaded
-                .get(&source.path)
-                .is_some_and(|old| old.fingerprint == source.fingerprint)
+            let loaded = self.loaded.get(&source.path);
+            if let Some(file) = loaded.and_then(|old| old.files.iter().find(|f| f.changed())) {
+                // A rotated certificate or Secret is complete when it shows
+                // (a Secret volume swaps a link): loaded at once.
+                tracing::info!(
+                    "plugin {}: {} changed, reloading it",
+                    source.path.display(),
+                    file.path.display()
+                );
+                let path = source.path.clone();
+                if self.load(source, trigger).await {
+                    changed = true;
+                } else if let Some(old) = self.loaded.get_mut(&path) {
+                    // The version before keeps serving; try again when
+                    // the files change once more.
+                    old.files = old.files.iter().map(|f| FileRead::stamp(&f.path)).collect();
+                }
+                continue;
+            }
+            if loaded.is_some_and(|old| old.fingerprint == source.fingerprint)
                 || self.failed.get(&source.path) == Some(&source.fingerprint)
             {
                 self.settling.remove(&source.path);
@@ -198,11 +217,13 @@ impl Reloader {
                         ReloadOutcome::Added
                     });
                 }
+                let files = connector.files_read().to_vec();
                 self.loaded.insert(
                     source.path,
                     Loaded {
                         fingerprint: source.fingerprint,
                         connector,
+                        files,
                     },
                 );
                 true

@@ -5,10 +5,10 @@
 use std::{
     collections::HashSet,
     fs::Metadata,
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    time::SystemTime,
 };
+
+use crate::file_stamp::FileStamp;
 
 /// Environment variable listing plugin folders, colon-separated.
 pub const PLUGIN_PATH_ENV: &str = "FLYTE_CONNECTOR_PATH";
@@ -32,31 +32,6 @@ pub enum ModuleError {
         /// Why.
         reason: String,
     },
-}
-
-/// One file's identity and state: a change in any of these means the file
-/// was rewritten or replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    len: u64,
-    modified: Option<SystemTime>,
-    inode: u64,
-    device: u64,
-}
-
-impl FileStamp {
-    fn of(metadata: &Metadata) -> Self {
-        Self {
-            len: metadata.len(),
-            modified: metadata.modified().ok(),
-            inode: metadata.ino(),
-            device: metadata.dev(),
-        }
-    }
-
-    fn read(path: &Path) -> Option<Self> {
-        std::fs::metadata(path).ok().map(|m| Self::of(&m))
-    }
 }
 
 /// A component and its manifest as they are on disk now.

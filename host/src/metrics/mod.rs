@@ -44,6 +44,12 @@ pub struct OutboundMetrics {
     pub denied: IntCounterVec,
     /// Requests sent, by connector, host and status class (`2xx`, ..., `error`).
     pub requests: IntCounterVec,
+    /// New connections opened, by connector and host: with pooling, far
+    /// fewer than requests.
+    pub connections: IntCounterVec,
+    /// TLS handshakes that failed, by connector, host and reason
+    /// (`unknown_issuer`, `name_mismatch`, `expired`, `alert`, ...).
+    pub tls_failures: IntCounterVec,
 }
 
 /// The service's metrics and the registry they are exported from.
@@ -131,6 +137,20 @@ impl Metrics {
                 ),
                 &["connector", "host", "status"],
             )?,
+            connections: IntCounterVec::new(
+                Opts::new(
+                    "flyte_connector_outbound_connections_total",
+                    "New outbound connections opened (reused ones are not counted)",
+                ),
+                &["connector", "host"],
+            )?,
+            tls_failures: IntCounterVec::new(
+                Opts::new(
+                    "flyte_connector_outbound_tls_failures_total",
+                    "Outbound TLS handshakes that failed, by reason",
+                ),
+                &["connector", "host", "reason"],
+            )?,
         };
         let components_loaded = IntCounter::new(
             "flyte_connector_components_loaded_total",
@@ -150,6 +170,8 @@ impl Metrics {
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(outbound.denied.clone()))?;
         registry.register(Box::new(outbound.requests.clone()))?;
+        registry.register(Box::new(outbound.connections.clone()))?;
+        registry.register(Box::new(outbound.tls_failures.clone()))?;
         registry.register(Box::new(components_loaded.clone()))?;
         registry.register(Box::new(guest_crashes.clone()))?;
         Ok(Self {

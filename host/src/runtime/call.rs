@@ -19,17 +19,17 @@ use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 use super::{
     Shared,
     bindings::{Plugin, PluginPre},
+    capability::{CallScope, Capabilities, Capability, Grants},
     guest_log::GuestLog,
-    outbound_http::{self, CallHttp, OutboundPolicy},
+    outbound_http::{CallHttp, OutboundHttp},
 };
 use crate::connector::{ConnectorError, Deadline};
 
-/// What one plugin's calls may use, prepared once when it is loaded.
+/// The limits of one plugin's calls, prepared once when it is loaded.
 #[derive(Debug, Clone)]
 pub(super) struct CallLimits {
     pub(super) timeout: Duration,
     pub(super) memory_bytes: usize,
-    pub(super) http_policy: OutboundPolicy,
     pub(super) env: Vec<(String, String)>,
 }
 
@@ -55,18 +55,18 @@ impl WasiHttpView for CallState {
         WasiHttpCtxView {
             ctx: &mut self.http.ctx,
             table: &mut self.table,
-            hooks: &mut self.http.policy,
+            hooks: &mut self.http.hooks,
         }
     }
 }
 
 /// The imports every connector is linked against: WASI Preview 2 (with no
 /// files, sockets or name lookups granted) and each capability a manifest
-/// may grant (outbound HTTP).
+/// may grant.
 pub(super) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<CallState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    outbound_http::add_to_linker(&mut linker)?;
+    Capabilities::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -89,6 +89,8 @@ pub(super) type CallBody<T> = Box<
 pub(super) struct Caller {
     pub(super) pre: PluginPre<CallState>,
     pub(super) limits: CallLimits,
+    /// What the plugin's manifest grants, built once at load.
+    pub(super) grants: Arc<Grants>,
     /// Call slots one instance takes (see [`super::SlotBudget`]).
     pub(super) slots: u32,
     /// Connector name (or file name before the name is known), for logs.
@@ -179,9 +181,12 @@ impl Caller {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let scope = CallScope {
+            connector: Arc::clone(&self.label),
+        };
         let state = CallState {
             wasi,
-            http: CallHttp::new(&self.limits.http_policy),
+            http: OutboundHttp::call_state(&self.grants.http, &scope),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)

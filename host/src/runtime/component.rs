@@ -4,9 +4,12 @@
 use async_trait::async_trait;
 
 use super::{bindings, call::Caller, return_limits::ReturnLimits};
-use crate::connector::{
-    Connector, ConnectorError, ConnectorInfo, CreateRequest, Deadline, DeleteRequest, GetRequest,
-    LogsPage, LogsRequest, MetricResult, MetricsRequest, Operation, Resource,
+use crate::{
+    connector::{
+        Connector, ConnectorError, ConnectorInfo, CreateRequest, Deadline, DeleteRequest,
+        GetRequest, LogsPage, LogsRequest, MetricResult, MetricsRequest, Operation, Resource,
+    },
+    file_stamp::FileRead,
 };
 
 /// A connector component, compiled and pre-linked. Every call runs in a
@@ -14,6 +17,8 @@ use crate::connector::{
 pub struct WasmConnector {
     pub(super) info: ConnectorInfo,
     pub(super) source: String,
+    /// Files the capabilities read at load (certificates, credentials).
+    pub(super) files_read: Vec<FileRead>,
     pub(super) caller: Caller,
     pub(super) return_limits: ReturnLimits,
 }
@@ -52,50 +57,45 @@ impl Connector for WasmConnector {
         &self.source
     }
 
+    fn files_read(&self) -> &[FileRead] {
+        &self.files_read
+    }
+
     async fn create(
         &self,
-        request: CreateRequest,
+        mut request: CreateRequest,
         deadline: Deadline,
     ) -> Result<Vec<u8>, ConnectorError> {
-        let meta = call_guest!(
-            self,
-            Operation::Create,
-            deadline,
-            call_create,
+        let meta = call_guest!(self, Operation::Create, deadline, call_create, {
+            self.caller.grants.credentials.fill(&mut request.connection);
             bindings::create_request(request)
-        )?;
+        })?;
         self.return_limits.check_resource_meta(&meta)?;
         Ok(meta)
     }
 
     async fn get(
         &self,
-        request: GetRequest,
+        mut request: GetRequest,
         deadline: Deadline,
     ) -> Result<Resource, ConnectorError> {
-        let resource = call_guest!(
-            self,
-            Operation::Get,
-            deadline,
-            call_get,
+        let resource = call_guest!(self, Operation::Get, deadline, call_get, {
+            self.caller.grants.credentials.fill(&mut request.connection);
             bindings::get_request(request)
-        )?;
+        })?;
         self.return_limits.check_resource(&resource)?;
         bindings::resource(resource)
     }
 
     async fn delete(
         &self,
-        request: DeleteRequest,
+        mut request: DeleteRequest,
         deadline: Deadline,
     ) -> Result<(), ConnectorError> {
-        call_guest!(
-            self,
-            Operation::Delete,
-            deadline,
-            call_delete,
+        call_guest!(self, Operation::Delete, deadline, call_delete, {
+            self.caller.grants.credentials.fill(&mut request.connection);
             bindings::delete_request(request)
-        )
+        })
     }
 
     async fn get_metrics(

@@ -12,17 +12,24 @@
 //! - `component`: [`WasmConnector`], a loaded component.
 //! - `bindings`: the WIT world's host bindings and their conversions.
 //! - `return_limits`: [`ReturnLimits`] on what a guest returns.
-//! - `outbound_http`: the outbound-HTTP capability: its grant from the
-//!   manifest, per-call state, linker setup and policy.
+//! - `capability`: the seam of what a manifest may grant: each capability
+//!   parses its own sections into a grant, links its imports and prepares
+//!   each call's state.
+//! - `outbound_http`: the outbound-HTTP capability: allow-list, limits, a
+//!   pooled client per plugin, TLS trust and proxies.
+//! - `pod_credentials`: connection values read from the pod's environment
+//!   and files.
 //! - `guest_log`: a guest's stdout and stderr, into the host's log.
 
 mod admission;
 mod bindings;
 mod call;
+mod capability;
 mod component;
 mod engine;
 mod guest_log;
 mod outbound_http;
+mod pod_credentials;
 mod return_limits;
 
 use std::{
@@ -46,7 +53,9 @@ use self::{
     admission::Admission,
     bindings::PluginPre,
     call::{CallLimits, CallState, Caller},
-    outbound_http::HttpGrant,
+    capability::Capabilities,
+    outbound_http::{OutboundHttp, PlatformRoots, ProxySettings},
+    pod_credentials::PodCredentials,
 };
 
 pub use self::{component::WasmConnector, engine::SlotBudget, return_limits::ReturnLimits};
@@ -74,6 +83,9 @@ pub struct RuntimeConfig {
     pub return_limits: ReturnLimits,
     /// Where compiled components are cached across restarts; `None` disables it.
     pub cache_dir: Option<PathBuf>,
+    /// More CA certificates (PEM) every plugin's outbound TLS trusts,
+    /// beside the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -88,6 +100,7 @@ impl Default for RuntimeConfig {
             max_memory_bytes: 1024 * 1024 * 1024,
             return_limits: ReturnLimits::default(),
             cache_dir: default_cache_dir(),
+            ca_file: None,
         }
     }
 }
@@ -128,6 +141,15 @@ pub enum LoadError {
         /// What went wrong.
         source: ConnectorError,
     },
+    /// A section of the manifest cannot be granted: an unknown key, an
+    /// invalid value, a file it names that cannot be read.
+    #[error("invalid manifest {path}: {message}")]
+    Manifest {
+        /// The manifest's path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The manifest, or the component itself, asks for more than the server allows.
     #[error("{path}: {message}")]
     Limits {
@@ -141,9 +163,9 @@ pub enum LoadError {
 struct Shared {
     engine: Engine,
     linker: Linker<CallState>,
+    capabilities: Capabilities,
     admission: Admission,
     config: RuntimeConfig,
-    metrics: Metrics,
 }
 
 /// Compiles and runs connector components. Cheap to clone.
@@ -153,9 +175,29 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine and its instance pool; guest activity (outbound
-    /// HTTP) is recorded into `metrics`.
+    /// Builds the engine and its instance pool, and reads what outbound
+    /// HTTP trusts and goes through (the system's CA certificates,
+    /// `ca_file`, the proxy variables); guest activity (outbound HTTP) is
+    /// recorded into `metrics`.
     pub fn new(config: RuntimeConfig, metrics: Metrics) -> anyhow::Result<Self> {
+        let proxy = ProxySettings::from_env().map_err(anyhow::Error::msg)?;
+        if let Some(summary) = proxy.summary() {
+            tracing::info!("{summary}");
+        }
+        let capabilities = Capabilities {
+            http: OutboundHttp {
+                roots: PlatformRoots::load(),
+                ca_file: config.ca_file.clone(),
+                proxy: Arc::new(proxy),
+                metrics: metrics.outbound.clone(),
+            },
+            credentials: PodCredentials,
+        };
+        // What every plugin is granted, tried once now: an unreadable
+        // --ca-file stops start-up rather than every load.
+        capabilities
+            .grant(&Manifest::default())
+            .map_err(anyhow::Error::msg)?;
         let call_slots = config.call_slots.max(1);
         let engine = engine::build(&engine::EngineSettings {
             slots: u32::try_from(call_slots).unwrap_or(u32::MAX),
@@ -169,9 +211,9 @@ impl Runtime {
             shared: Arc::new(Shared {
                 engine,
                 linker,
+                capabilities,
                 admission: Admission::new(call_slots, config.max_queued_calls),
                 config,
-                metrics,
             }),
         })
     }
@@ -193,10 +235,15 @@ impl Runtime {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| shown.clone()),
         );
-        let http = HttpGrant::from_manifest(manifest).map_err(limits_error)?;
-        let limits = self
-            .limits_for(manifest, &http, &file_name)
-            .map_err(limits_error)?;
+        let (grants, files_read) = self
+            .shared
+            .capabilities
+            .grant(manifest)
+            .map_err(|message| LoadError::Manifest {
+                path: path.with_extension("toml").display().to_string(),
+                message,
+            })?;
+        let limits = self.limits_for(manifest).map_err(limits_error)?;
         let engine = self.shared.engine.clone();
         let owned_path = path.to_owned();
         // Compiling takes a while; keep it off the async threads.
@@ -227,6 +274,7 @@ impl Runtime {
         let caller = Caller {
             pre,
             limits,
+            grants: Arc::new(grants),
             slots,
             label: file_name,
             shared: Arc::clone(&self.shared),
@@ -253,17 +301,11 @@ impl Runtime {
         let info = bindings::info(metadata);
         // From now on logs name the connector, not its file.
         let label: Arc<str> = Arc::from(info.name.as_str());
-        let caller = Caller {
-            limits: CallLimits {
-                http_policy: http.policy(Arc::clone(&label), self.shared.metrics.outbound.clone()),
-                ..caller.limits
-            },
-            label,
-            ..caller
-        };
+        let caller = Caller { label, ..caller };
         Ok(Arc::new(WasmConnector {
             info,
             source: shown,
+            files_read,
             caller,
             return_limits: self.shared.config.return_limits,
         }))
@@ -297,12 +339,7 @@ impl Runtime {
         Ok(slots)
     }
 
-    fn limits_for(
-        &self,
-        manifest: &Manifest,
-        http: &HttpGrant,
-        label: &Arc<str>,
-    ) -> Result<CallLimits, String> {
+    fn limits_for(&self, manifest: &Manifest) -> Result<CallLimits, String> {
         let config = &self.shared.config;
         let memory_bytes = manifest.memory_bytes.unwrap_or(config.default_memory_bytes);
         if memory_bytes > config.max_memory_bytes {
@@ -315,7 +352,6 @@ impl Runtime {
         Ok(CallLimits {
             timeout: manifest.timeout.unwrap_or(config.default_timeout),
             memory_bytes,
-            http_policy: http.policy(Arc::clone(label), self.shared.metrics.outbound.clone()),
             env: manifest.env.clone().into_iter().collect(),
         })
     }

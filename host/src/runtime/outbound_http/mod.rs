@@ -1,20 +1,38 @@
 //! Outbound HTTP: the capability a connector is granted by its manifest.
-//! Everything about it lives here — the grant (`allowed_hosts` parsed into
-//! [`rules`], and the `[http]` limits, both read once at load), the state
-//! each call's store carries ([`CallHttp`]), the linker setup, and the
-//! [`policy`] every request goes through.
+//!
+//! - The grant: `allowed_hosts` parsed into [`rules`], the `[http]` limits
+//!   and `[[http.tls]]` trust entries ([`trust`]), read once at load.
+//! - One pooled keep-alive client per plugin ([`client`]), built at load and
+//!   shared by all its calls: connections are reused across its calls and
+//!   instances, never across plugins (a connection may carry a client
+//!   certificate). It connects directly or through the server's proxy
+//!   ([`proxy`]), and speaks HTTP/2 where the service offers it by ALPN
+//!   ([`connect`]).
+//! - The [`policy`] every request goes through: the allow-list, the limits,
+//!   the response cap and the metrics, for every request.
+//! - Each call's store holds a [`CallHttp`]: the policy, with the call's
+//!   connector label.
 
+mod client;
+mod connect;
 mod policy;
+mod proxy;
 mod rules;
+mod trust;
 
-use std::{sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use serde::Deserialize;
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::{RequestOptions, WasiHttpCtx};
 
-pub(super) use self::policy::OutboundPolicy;
-use self::rules::HostRule;
-use crate::{manifest::Manifest, metrics::OutboundMetrics};
+use self::{client::PooledClient, policy::OutboundPolicy, rules::HostRule, trust::TlsProfile};
+pub(super) use self::{policy::CallHooks, proxy::ProxySettings, trust::PlatformRoots};
+use super::{
+    call::CallState,
+    capability::{CallScope, Capability, LoadScope},
+};
+use crate::{manifest, metrics::OutboundMetrics};
 
 /// How long to wait for a connection, unless the manifest says otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,96 +52,142 @@ pub(super) struct HttpLimits {
     pub(super) max_response_bytes: u64,
 }
 
+/// The timeouts one request is sent with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Timeouts {
+    pub(super) connect: Duration,
+    pub(super) first_byte: Duration,
+    pub(super) between_bytes: Duration,
+}
+
 impl HttpLimits {
-    /// The options a request is sent with: what the guest asked for, capped
-    /// by these limits.
-    pub(super) fn apply(&self, asked: Option<RequestOptions>) -> RequestOptions {
+    /// The timeouts of a request: what the guest asked for, capped by these
+    /// limits.
+    pub(super) fn apply(&self, asked: Option<RequestOptions>) -> Timeouts {
         let asked = asked.unwrap_or_default();
         let capped =
-            |asked: Option<Duration>, limit: Duration| Some(asked.map_or(limit, |a| a.min(limit)));
-        RequestOptions {
-            connect_timeout: capped(asked.connect_timeout, self.connect_timeout),
-            first_byte_timeout: capped(asked.first_byte_timeout, self.first_byte_timeout),
-            between_bytes_timeout: capped(asked.between_bytes_timeout, self.between_bytes_timeout),
+            |asked: Option<Duration>, limit: Duration| asked.map_or(limit, |a| a.min(limit));
+        Timeouts {
+            connect: capped(asked.connect_timeout, self.connect_timeout),
+            first_byte: capped(asked.first_byte_timeout, self.first_byte_timeout),
+            between_bytes: capped(asked.between_bytes_timeout, self.between_bytes_timeout),
         }
     }
 }
 
-/// What a plugin's manifest grants: the hosts it may call and the limits
-/// of its requests.
-#[derive(Debug, Clone)]
-pub(super) struct HttpGrant {
-    rules: Arc<[HostRule]>,
-    pub(super) limits: HttpLimits,
+/// The server-wide settings of outbound HTTP: the capability itself.
+pub(super) struct OutboundHttp {
+    /// The platform's CA roots, read once at start.
+    pub(super) roots: PlatformRoots,
+    /// `--ca-file`: more roots every plugin trusts, read at each load.
+    pub(super) ca_file: Option<PathBuf>,
+    /// The proxies of the server's environment, read once at start.
+    pub(super) proxy: Arc<ProxySettings>,
+    pub(super) metrics: OutboundMetrics,
 }
 
-impl HttpGrant {
-    /// Parses the manifest's `allowed_hosts` and `[http]`; an invalid rule
-    /// is an error naming it.
-    pub(super) fn from_manifest(manifest: &Manifest) -> Result<Self, String> {
-        let rules = manifest
-            .allowed_hosts
+/// The `[http]` table.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HttpSection {
+    connect_timeout_seconds: Option<f64>,
+    first_byte_timeout_seconds: Option<f64>,
+    between_bytes_timeout_seconds: Option<f64>,
+    max_response_mb: Option<u64>,
+    #[serde(default)]
+    tls: Vec<trust::TlsSection>,
+}
+
+/// What a plugin's manifest grants: the hosts it may call, the limits of its
+/// requests, and the client that sends them.
+#[derive(Debug, Clone)]
+pub(super) struct HttpGrant {
+    policy: OutboundPolicy,
+}
+
+impl Capability for OutboundHttp {
+    const MANIFEST_KEYS: &'static [&'static str] = &["allowed_hosts", "http"];
+    type Grant = HttpGrant;
+    type CallState = CallHttp;
+
+    fn grant(&self, load: &mut LoadScope<'_>) -> Result<Self::Grant, String> {
+        let rules = load
+            .section::<Vec<String>>("allowed_hosts")?
+            .unwrap_or_default()
             .iter()
             .map(|rule| HostRule::parse(rule).map_err(|err| err.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
-        let settings = &manifest.http;
-        Ok(Self {
-            rules: rules.into(),
-            limits: HttpLimits {
-                connect_timeout: settings.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-                first_byte_timeout: settings
-                    .first_byte_timeout
-                    .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT),
-                between_bytes_timeout: settings
-                    .between_bytes_timeout
-                    .unwrap_or(DEFAULT_BETWEEN_BYTES_TIMEOUT),
-                max_response_bytes: settings
-                    .max_response_bytes
-                    .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
-            },
+        let section: HttpSection = load.section("http")?.unwrap_or_default();
+        let limits = HttpLimits {
+            connect_timeout: manifest::seconds(
+                "http.connect_timeout_seconds",
+                section.connect_timeout_seconds,
+            )?
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            first_byte_timeout: manifest::seconds(
+                "http.first_byte_timeout_seconds",
+                section.first_byte_timeout_seconds,
+            )?
+            .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT),
+            between_bytes_timeout: manifest::seconds(
+                "http.between_bytes_timeout_seconds",
+                section.between_bytes_timeout_seconds,
+            )?
+            .unwrap_or(DEFAULT_BETWEEN_BYTES_TIMEOUT),
+            max_response_bytes: section
+                .max_response_mb
+                .map(|mb| {
+                    mb.checked_mul(1024 * 1024)
+                        .filter(|&bytes| bytes > 0)
+                        .ok_or_else(|| format!("http.max_response_mb = {mb} is out of range"))
+                })
+                .transpose()?
+                .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+        };
+        let tls = TlsProfile::new(&self.roots, self.ca_file.as_deref(), &section.tls, load)?;
+        let client = PooledClient::new(tls, Arc::clone(&self.proxy), self.metrics.clone());
+        Ok(HttpGrant {
+            policy: OutboundPolicy::new(rules, limits, client, self.metrics.clone()),
         })
     }
 
-    /// Whether some rule allows `scheme://host:port`.
-    pub(super) fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
-        self.rules
-            .iter()
-            .any(|rule| rule.allows(scheme, host, port))
+    fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()> {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+        Ok(())
     }
 
-    /// The policy the calls of `connector` share.
-    pub(super) fn policy(&self, connector: Arc<str>, metrics: OutboundMetrics) -> OutboundPolicy {
-        OutboundPolicy::new(connector, self.clone(), metrics)
+    fn call_state(grant: &Self::Grant, call: &CallScope) -> Self::CallState {
+        CallHttp {
+            ctx: WasiHttpCtx::new(),
+            hooks: CallHooks::new(grant.policy.clone(), Arc::clone(&call.connector)),
+        }
     }
 }
 
 /// The outbound-HTTP state of one call's store.
 pub(super) struct CallHttp {
     pub(super) ctx: WasiHttpCtx,
-    pub(super) policy: OutboundPolicy,
-}
-
-impl CallHttp {
-    pub(super) fn new(policy: &OutboundPolicy) -> Self {
-        Self {
-            ctx: WasiHttpCtx::new(),
-            policy: policy.clone(),
-        }
-    }
-}
-
-/// Links `wasi:http/outgoing-handler` (and its types); requests go through
-/// the call's [`OutboundPolicy`].
-pub(super) fn add_to_linker<T: wasmtime_wasi_http::WasiHttpView + 'static>(
-    linker: &mut Linker<T>,
-) -> anyhow::Result<()> {
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
-    Ok(())
+    pub(super) hooks: CallHooks,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{manifest::Manifest, metrics::Metrics};
+
+    fn capability() -> OutboundHttp {
+        OutboundHttp {
+            roots: PlatformRoots::webpki(),
+            ca_file: None,
+            proxy: Arc::new(ProxySettings::none()),
+            metrics: Metrics::new().expect("metrics").outbound,
+        }
+    }
+
+    fn grant(text: &str) -> Result<HttpGrant, String> {
+        let manifest = Manifest::parse(text, PathBuf::from(".")).map_err(|e| format!("{e:?}"))?;
+        capability().grant(&mut LoadScope::new(&manifest))
+    }
 
     #[test]
     fn guests_may_shorten_timeouts_not_lengthen_them() {
@@ -138,25 +202,49 @@ mod tests {
             first_byte_timeout: Some(Duration::from_secs(600)),
             between_bytes_timeout: None,
         }));
-        assert_eq!(applied.connect_timeout, Some(Duration::from_secs(1)));
-        assert_eq!(applied.first_byte_timeout, Some(Duration::from_secs(60)));
-        assert_eq!(applied.between_bytes_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(
+            applied,
+            Timeouts {
+                connect: Duration::from_secs(1),
+                first_byte: Duration::from_secs(60),
+                between_bytes: Duration::from_secs(60),
+            }
+        );
     }
 
-    #[test]
-    fn an_invalid_rule_fails_the_grant_naming_it() {
-        let manifest = Manifest {
-            allowed_hosts: vec!["api.example.com".into(), "ftp://x".into()],
-            ..Manifest::default()
-        };
-        let err = HttpGrant::from_manifest(&manifest).expect_err("invalid rule");
+    #[tokio::test]
+    async fn the_section_parses_and_invalid_entries_name_themselves() {
+        let err = grant("allowed_hosts = [\"api.example.com\", \"ftp://x\"]").expect_err("rule");
         assert!(err.contains("\"ftp://x\""), "{err}");
-        let ok = Manifest {
-            allowed_hosts: vec!["http://127.0.0.1:8080".into()],
-            ..Manifest::default()
-        };
-        let grant = HttpGrant::from_manifest(&ok).expect("valid");
-        assert!(grant.allows("http", "127.0.0.1", 8080));
-        assert!(!grant.allows("http", "127.0.0.1", 80));
+        let granted = grant(
+            "allowed_hosts = [\"http://127.0.0.1:8080\"]\n[http]\nconnect_timeout_seconds = 2\nmax_response_mb = 3\n",
+        )
+        .expect("valid");
+        assert!(granted.policy.allows("http", "127.0.0.1", 8080));
+        assert!(!granted.policy.allows("http", "127.0.0.1", 80));
+        assert_eq!(
+            granted.policy.limits().connect_timeout,
+            Duration::from_secs(2)
+        );
+        assert_eq!(granted.policy.limits().max_response_bytes, 3 << 20);
+        for (text, named) in [
+            ("[http]\nconnect_timeout = 1", "connect_timeout"),
+            (
+                "[http]\nfirst_byte_timeout_seconds = 0",
+                "first_byte_timeout_seconds",
+            ),
+            ("[http]\nmax_response_mb = 0", "max_response_mb"),
+            (
+                "[[http.tls]]\nca_file = \"/nonexistent/ca.pem\"",
+                "/nonexistent/ca.pem",
+            ),
+            (
+                "[[http.tls]]\nclient_cert_file = \"c.pem\"",
+                "client_key_file",
+            ),
+        ] {
+            let err = grant(text).expect_err(text);
+            assert!(err.contains(named), "{text}: {err}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Every outbound request a guest makes goes through [`OutboundPolicy`]:
-//! checked against the plugin's rules before any connection is made, sent
-//! with the grant's timeouts, its response body capped in size, and counted.
+//! checked against the plugin's rules before any connection is made (and
+//! before anything reaches a proxy), sent by the plugin's pooled client with
+//! the grant's timeouts, its response body capped in size, and counted.
 
 use std::{
     collections::HashSet,
@@ -14,10 +15,14 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::HttpGrant;
+use super::{
+    HttpLimits,
+    client::{Exchange, PooledClient},
+    rules::HostRule,
+};
 use crate::metrics::OutboundMetrics;
 
-/// Distinct hosts per connector named in logs and metric labels; past this
+/// Distinct hosts per plugin named in logs and metric labels; past this
 /// many, a guest calling ever new hosts is counted under `_other`, so it
 /// cannot grow the metrics without bound.
 const MAX_NAMED_HOSTS: usize = 64;
@@ -26,36 +31,57 @@ const MAX_NAMED_HOSTS: usize = 64;
 const OTHER_HOSTS: &str = "_other";
 
 struct Shared {
-    connector: Arc<str>,
-    grant: HttpGrant,
+    rules: Vec<HostRule>,
+    limits: HttpLimits,
+    client: PooledClient,
     metrics: OutboundMetrics,
     denied: Mutex<HashSet<String>>,
     allowed: Mutex<HashSet<String>>,
 }
 
-/// One plugin's outbound-HTTP policy. Cheap to clone: every call of the
-/// plugin shares it, and with it what was already logged.
+/// One plugin's outbound-HTTP policy and client. Cheap to clone: every call
+/// of the plugin shares it, with its pool and what was already logged.
 #[derive(Clone)]
-pub(crate) struct OutboundPolicy(Arc<Shared>);
+pub(super) struct OutboundPolicy(Arc<Shared>);
 
 impl std::fmt::Debug for OutboundPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OutboundPolicy")
-            .field("connector", &self.0.connector)
-            .field("grant", &self.0.grant)
+            .field("rules", &self.0.rules)
+            .field("limits", &self.0.limits)
             .finish_non_exhaustive()
     }
 }
 
 impl OutboundPolicy {
-    pub(crate) fn new(connector: Arc<str>, grant: HttpGrant, metrics: OutboundMetrics) -> Self {
+    pub(super) fn new(
+        rules: Vec<HostRule>,
+        limits: HttpLimits,
+        client: PooledClient,
+        metrics: OutboundMetrics,
+    ) -> Self {
         Self(Arc::new(Shared {
-            connector,
-            grant,
+            rules,
+            limits,
+            client,
             metrics,
             denied: Mutex::default(),
             allowed: Mutex::default(),
         }))
+    }
+
+    /// Whether some rule allows `scheme://host:port`.
+    pub(super) fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        self.0
+            .rules
+            .iter()
+            .any(|rule| rule.allows(scheme, host, port))
+    }
+
+    /// The limits of the plugin's requests.
+    #[cfg(test)]
+    pub(super) fn limits(&self) -> HttpLimits {
+        self.0.limits
     }
 
     /// The host label of `host`, and whether it is named for the first time.
@@ -70,24 +96,37 @@ impl OutboundPolicy {
             (OTHER_HOSTS.to_owned(), false)
         }
     }
+}
+
+/// The hooks of one call's store: the plugin's policy, with the call's
+/// connector label.
+pub(in crate::runtime) struct CallHooks {
+    policy: OutboundPolicy,
+    connector: Arc<str>,
+}
+
+impl CallHooks {
+    pub(super) fn new(policy: OutboundPolicy, connector: Arc<str>) -> Self {
+        Self { policy, connector }
+    }
 
     fn deny(&self, shown: &str) {
-        let shared = &self.0;
-        let (label, first) = Self::label(&shared.denied, shown);
+        let shared = &self.policy.0;
+        let (label, first) = OutboundPolicy::label(&shared.denied, shown);
         if first {
             tracing::warn!(
-                connector = %shared.connector,
+                connector = %self.connector,
                 host = %shown,
                 "outbound HTTP denied: no rule of the plugin's allowed_hosts allows it \
                  (logged once per connector and host)"
             );
         } else {
-            tracing::debug!(connector = %shared.connector, host = %shown, "outbound HTTP denied");
+            tracing::debug!(connector = %self.connector, host = %shown, "outbound HTTP denied");
         }
         shared
             .metrics
             .denied
-            .with_label_values(&[shared.connector.as_ref(), label.as_str()])
+            .with_label_values(&[self.connector.as_ref(), label.as_str()])
             .inc();
     }
 }
@@ -99,7 +138,13 @@ type Sent = wasmtime_wasi_http::Result<(
     Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
 )>;
 
-impl WasiHttpHooks for OutboundPolicy {
+impl WasiHttpHooks for CallHooks {
+    /// The pooled client sets `Host` for HTTP/1.1; HTTP/2 carries the
+    /// authority in the request line.
+    fn set_host_header(&mut self) -> bool {
+        false
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
@@ -119,7 +164,7 @@ impl WasiHttpHooks for OutboundPolicy {
             .port_u16()
             .unwrap_or(if scheme == "http" { 80 } else { 443 });
         let shown = format!("{scheme}://{host}:{port}");
-        if !self.0.grant.allows(&scheme, &host, port) {
+        if !self.policy.allows(&scheme, &host, port) {
             self.deny(&shown);
             // Take the body the guest is writing before answering, so it
             // sees the denial rather than a broken body stream; frame by
@@ -130,27 +175,33 @@ impl WasiHttpHooks for OutboundPolicy {
                 Err(Error::HttpRequestDenied)
             });
         }
-        let shared = Arc::clone(&self.0);
-        let options = shared.grant.limits.apply(options);
-        let max_bytes = shared.grant.limits.max_response_bytes;
+        let shared = Arc::clone(&self.policy.0);
+        let connector = Arc::clone(&self.connector);
+        let timeouts = shared.limits.apply(options);
+        let max_bytes = shared.limits.max_response_bytes;
         Box::new(async move {
             let (label, _) = OutboundPolicy::label(&shared.allowed, &shown);
             let count = |status: &str| {
                 shared
                     .metrics
                     .requests
-                    .with_label_values(&[shared.connector.as_ref(), label.as_str(), status])
+                    .with_label_values(&[connector.as_ref(), label.as_str(), status])
                     .inc();
             };
-            tracing::debug!(connector = %shared.connector, host = %shown, "outbound HTTP request");
-            let (response, io) =
-                match wasmtime_wasi_http::default_send_request(request, Some(options)).await {
-                    Ok(sent) => sent,
-                    Err(err) => {
-                        count("error");
-                        return Err(err);
-                    }
-                };
+            tracing::debug!(connector = %connector, host = %shown, "outbound HTTP request");
+            let exchange = Exchange {
+                timeouts,
+                connector: Arc::clone(&connector),
+                host_label: label.clone(),
+            };
+            let response = match shared.client.send(request, exchange).await {
+                Ok(response) => response,
+                Err(err) => {
+                    count("error");
+                    tracing::debug!(connector = %connector, host = %shown, "outbound HTTP failed: {err}");
+                    return Err(err);
+                }
+            };
             count(status_class(response.status().as_u16()));
             let declared = response
                 .headers()
@@ -160,9 +211,12 @@ impl WasiHttpHooks for OutboundPolicy {
             if declared.is_some_and(|len| len > max_bytes) {
                 return Err(Error::HttpResponseBodySize(Some(max_bytes)));
             }
-            let response =
-                response.map(|body| CappedBody::new(body.boxed_unsync(), max_bytes).boxed_unsync());
-            Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
+            let response = response.map(|body| CappedBody::new(body, max_bytes).boxed_unsync());
+            let body_errors = async { Ok(()) };
+            Ok((
+                response,
+                Box::new(body_errors) as Box<dyn Future<Output = _> + Send>,
+            ))
         })
     }
 }

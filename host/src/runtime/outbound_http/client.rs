@@ -1,0 +1,275 @@
+//! A plugin's pooled keep-alive client (hyper-util's): idle connections are
+//! kept per target and reused by the plugin's later calls, HTTP/2 where the
+//! service chose it by ALPN, HTTP/1.1 otherwise.
+//!
+//! A pooled connection the far side closed is noticed by the pool (its
+//! connection task sees the close) and dropped; one that fails as a request
+//! is handed to it, before any of the request was written, is retried once
+//! on a fresh connection (`retry_canceled_requests`). Idle connections close
+//! after [`POOL_IDLE_TIMEOUT`], shorter than the idle timeouts of the load
+//! balancers in front of these services (AWS ALB 60 s, nginx 75 s), so the
+//! pool rarely holds one the far side is closing.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response, header::PROXY_AUTHORIZATION};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::Client,
+    rt::{TokioExecutor, TokioTimer},
+};
+use tokio::time::Instant;
+use wasmtime_wasi_http::{Error, WasiBody};
+
+use super::{
+    Timeouts,
+    connect::{ConnectError, ConnectProgress, Connector, Progress, REQUEST, RequestScope},
+    proxy::{ProxySettings, Route},
+    trust::{describe_tls_error, find_tls_error},
+};
+use crate::metrics::OutboundMetrics;
+
+/// How long an idle connection stays in the pool.
+pub(super) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle connections kept per target.
+pub(super) const POOL_MAX_IDLE_PER_HOST: usize = 64;
+
+/// The labels and timeouts of one request.
+pub(super) struct Exchange {
+    pub(super) timeouts: Timeouts,
+    pub(super) connector: Arc<str>,
+    pub(super) host_label: String,
+}
+
+/// One plugin's client. Cheap to clone: clones share the pool.
+#[derive(Clone)]
+pub(super) struct PooledClient {
+    client: Client<Connector, WasiBody>,
+    proxy: Arc<ProxySettings>,
+}
+
+impl std::fmt::Debug for PooledClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledClient").finish_non_exhaustive()
+    }
+}
+
+impl PooledClient {
+    pub(super) fn new(
+        tls: super::trust::TlsProfile,
+        proxy: Arc<ProxySettings>,
+        metrics: OutboundMetrics,
+    ) -> Self {
+        let connector = Connector::new(tls, Arc::clone(&proxy), metrics);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .retry_canceled_requests(true)
+            .set_host(true)
+            .build(connector);
+        Self { client, proxy }
+    }
+
+    /// Sends `request` (its URI absolute) and gives the response once its
+    /// head is in, its body bounded by the between-bytes timeout.
+    pub(super) async fn send(
+        &self,
+        mut request: Request<WasiBody>,
+        exchange: Exchange,
+    ) -> Result<Response<WasiBody>, Error> {
+        let uri = request.uri();
+        let https = uri.scheme_str() != Some("http");
+        let scheme = if https { "https" } else { "http" };
+        let host = uri.host().unwrap_or_default().to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "http" { 80 } else { 443 });
+        let authority = format!("{host}:{port}");
+        if scheme == "http"
+            && let Route::Proxy(proxy) = self.proxy.route(scheme, &host, port)
+            && let Some(authorization) = &proxy.authorization
+        {
+            // A plain-http request goes to the proxy itself, in absolute
+            // form: it carries the proxy's credentials.
+            request
+                .headers_mut()
+                .insert(PROXY_AUTHORIZATION, authorization.clone());
+        }
+        let progress = Arc::new(ConnectProgress::default());
+        let scope = RequestScope {
+            connect_timeout: exchange.timeouts.connect,
+            connector: exchange.connector,
+            host_label: exchange.host_label,
+            progress: Arc::clone(&progress),
+        };
+        let pending = REQUEST.scope(scope, self.client.request(request));
+        let response = within_first_byte(
+            pending,
+            exchange.timeouts.first_byte,
+            exchange.timeouts.connect,
+            &progress,
+        )
+        .await?
+        .map_err(|err| {
+            let error = request_error(&err, &authority);
+            let fresh_tls = https && matches!(progress.get(), Progress::Connected(_));
+            if fresh_tls && matches!(error, Error::ConnectionTerminated) {
+                // A TLS 1.3 server that wants a client certificate it did not
+                // get closes the connection once the handshake is done.
+                Error::InternalError(Some(format!(
+                    "{authority} closed a new TLS connection before answering, as a server \
+                     that requires a client certificate does: set client_cert_file and \
+                     client_key_file in the manifest's [[http.tls]]"
+                )))
+            } else {
+                error
+            }
+        })?;
+        let between_bytes = exchange.timeouts.between_bytes.max(Duration::from_nanos(1));
+        Ok(response.map(|incoming| {
+            BetweenBytes {
+                incoming,
+                authority,
+                limit: between_bytes,
+                deadline: Box::pin(tokio::time::sleep(between_bytes)),
+            }
+            .boxed_unsync()
+        }))
+    }
+}
+
+/// Waits for `pending`, failing once `first_byte` passed since the request
+/// had its connection: a pooled one at once, a new one when it was made
+/// (whose making its own `connect` timeout bounds).
+async fn within_first_byte<F: Future>(
+    pending: F,
+    first_byte: Duration,
+    connect: Duration,
+    progress: &ConnectProgress,
+) -> Result<F::Output, Error> {
+    let started = Instant::now();
+    let deadline = || match progress.get() {
+        Progress::Pooled => started + first_byte,
+        Progress::Connecting(since) => since + connect + first_byte,
+        Progress::Connected(at) => at + first_byte,
+    };
+    let mut pending = std::pin::pin!(pending);
+    loop {
+        let at = deadline();
+        tokio::select! {
+            answer = &mut pending => return Ok(answer),
+            () = tokio::time::sleep_until(at) => {
+                if deadline() <= Instant::now() {
+                    return Err(Error::ConnectionReadTimeout);
+                }
+            }
+        }
+    }
+}
+
+/// The wasi:http error of a request to `authority` that got no response.
+fn request_error(error: &hyper_util::client::legacy::Error, authority: &str) -> Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(connect) = cause.downcast_ref::<ConnectError>() {
+            return connect.to_wasi();
+        }
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
+            return hyper_error(hyper, authority);
+        }
+        source = cause.source();
+    }
+    Error::InternalError(Some(format!(
+        "the exchange with {authority} failed: {}",
+        chain(error)
+    )))
+}
+
+/// The wasi:http error of a failed exchange with `authority` on a
+/// connection.
+fn hyper_error(error: &hyper::Error, authority: &str) -> Error {
+    if let Some(tls) = find_tls_error(error) {
+        // TLS 1.3 servers refuse a client certificate after the handshake,
+        // so the refusal shows when the answer is read.
+        let (_, text) = describe_tls_error(tls);
+        Error::InternalError(Some(format!("TLS with {authority} failed: {text}")))
+    } else if error.is_timeout() {
+        Error::ConnectionReadTimeout
+    } else if error.is_incomplete_message() || error.is_closed() || error.is_canceled() {
+        Error::ConnectionTerminated
+    } else if error.is_parse() || error.is_parse_status() {
+        Error::HttpProtocolError
+    } else {
+        Error::InternalError(Some(format!(
+            "the exchange with {authority} failed: {}",
+            chain(error)
+        )))
+    }
+}
+
+/// An error and its sources, `: `-separated.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A response body that fails when the next bytes take longer than `limit`.
+struct BetweenBytes {
+    incoming: Incoming,
+    authority: String,
+    limit: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for BetweenBytes {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match Pin::new(&mut self.incoming).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = Instant::now() + self.limit;
+                self.deadline.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                Poll::Ready(Some(Err(hyper_error(&err, &self.authority))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                ready!(self.deadline.as_mut().poll(cx));
+                Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}

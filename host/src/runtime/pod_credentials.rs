@@ -1,0 +1,198 @@
+//! Credentials from the pod: the manifest's `[credentials]` maps connection
+//! keys to a value the host reads for the connector, from an environment
+//! variable of the server or from a file (a Kubernetes Secret volume):
+//!
+//! ```toml
+//! [credentials]
+//! databricks_token = { file = "/etc/secrets/databricks_token" }
+//! snowflake_private_key = { env = "SNOWFLAKE_PRIVATE_KEY" }
+//! ```
+//!
+//! A value is merged into a call's connection map only where the request
+//! does not carry that key, so a task's own connection always wins. Values
+//! are read at load, and files again on reload (a rotated Secret reloads the
+//! plugin); one trailing newline of a file is dropped. A variable that is
+//! not set or a file that does not exist provides nothing (a Secret may lack
+//! keys), logged at load; a file that cannot be read fails the load. Values never reach logs, metrics or messages: only keys do.
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc};
+
+use serde::Deserialize;
+use wasmtime::component::Linker;
+
+use super::{
+    call::CallState,
+    capability::{CallScope, Capability, LoadScope},
+};
+use crate::connector::ConnectionMap;
+
+/// The manifest key this capability owns.
+const SECTION: &str = "credentials";
+
+/// Where one connection key's value comes from.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValueSource {
+    env: Option<String>,
+    file: Option<PathBuf>,
+}
+
+/// The capability: reads `[credentials]`.
+pub(super) struct PodCredentials;
+
+/// A value read for a connector: shown nowhere.
+#[derive(Clone)]
+struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One plugin's credentials from the pod, by connection key.
+#[derive(Debug, Clone, Default)]
+pub(super) struct PodCredentialsGrant {
+    values: Arc<BTreeMap<String, Secret>>,
+}
+
+impl PodCredentialsGrant {
+    /// Adds each value whose key `connection` lacks.
+    pub(super) fn fill(&self, connection: &mut ConnectionMap) {
+        for (key, Secret(value)) in self.values.iter() {
+            connection
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
+    }
+}
+
+impl Capability for PodCredentials {
+    const MANIFEST_KEYS: &'static [&'static str] = &[SECTION];
+    type Grant = PodCredentialsGrant;
+    type CallState = ();
+
+    fn grant(&self, load: &mut LoadScope<'_>) -> Result<Self::Grant, String> {
+        let sources: BTreeMap<String, ValueSource> = load.section(SECTION)?.unwrap_or_default();
+        let mut values = BTreeMap::new();
+        for (key, source) in sources {
+            let shown = format!("{SECTION}.{key}");
+            let value = match (source.env, source.file) {
+                (Some(var), None) => match std::env::var(&var) {
+                    Ok(value) => Some(value),
+                    Err(std::env::VarError::NotPresent) => {
+                        tracing::info!(
+                            "{shown}: environment variable {var} is not set; the key is not provided"
+                        );
+                        None
+                    }
+                    Err(std::env::VarError::NotUnicode(_)) => {
+                        return Err(format!("{shown}: environment variable {var} is not UTF-8"));
+                    }
+                },
+                (None, Some(path)) => match load.read_file_if_present(&shown, &path)? {
+                    Some(bytes) => Some(file_value(&shown, bytes)?),
+                    None => {
+                        tracing::info!(
+                            "{shown}: {} does not exist; the key is not provided",
+                            path.display()
+                        );
+                        None
+                    }
+                },
+                _ => {
+                    return Err(format!(
+                        "{shown}: give exactly one of `env` (a variable of the server) or `file`"
+                    ));
+                }
+            };
+            if let Some(value) = value {
+                values.insert(key, Secret(value));
+            }
+        }
+        Ok(PodCredentialsGrant {
+            values: Arc::new(values),
+        })
+    }
+
+    fn add_to_linker(_linker: &mut Linker<CallState>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn call_state(_grant: &Self::Grant, _call: &CallScope) -> Self::CallState {}
+}
+
+/// A file's contents as a value: UTF-8, without one trailing newline.
+fn file_value(shown: &str, bytes: Vec<u8>) -> Result<String, String> {
+    let mut text =
+        String::from_utf8(bytes).map_err(|_| format!("{shown}: the file is not UTF-8 text"))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::manifest::Manifest;
+
+    fn grant(text: &str, folder: &Path) -> Result<PodCredentialsGrant, String> {
+        let manifest = Manifest::parse(text, folder.to_owned()).map_err(|e| format!("{e:?}"))?;
+        PodCredentials.grant(&mut LoadScope::new(&manifest))
+    }
+
+    #[test]
+    fn values_fill_only_the_keys_a_request_lacks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("token"), "from-file\n").expect("write");
+        let path = std::env::var("PATH").expect("PATH is set");
+        let grant = grant(
+            "[credentials]\ntoken = { file = \"token\" }\nkey = { env = \"PATH\" }\npath = { env = \"PATH\" }\n\
+             absent = { file = \"nothing-here\" }\nunset = { env = \"POD_CREDENTIALS_TEST_UNSET\" }\n",
+            dir.path(),
+        )
+        .expect("grant");
+        let mut connection = ConnectionMap::from([("key".to_owned(), "the request's".to_owned())]);
+        grant.fill(&mut connection);
+        assert_eq!(
+            connection,
+            ConnectionMap::from([
+                ("key".to_owned(), "the request's".to_owned()),
+                ("path".to_owned(), path.clone()),
+                ("token".to_owned(), "from-file".to_owned()),
+            ])
+        );
+        let shown = format!("{grant:?}");
+        assert!(
+            !shown.contains("from-file") && !shown.contains(&path),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_source_names_exactly_one_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for text in [
+            "[credentials]\nt = {}\n",
+            "[credentials]\nt = { env = \"A\", file = \"b\" }\n",
+            "[credentials]\nt = { path = \"b\" }\n",
+            "[credentials]\nt = \"inline\"\n",
+        ] {
+            let err = grant(text, dir.path()).expect_err(text);
+            assert!(err.contains("credentials"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn one_trailing_newline_is_dropped() {
+        assert_eq!(file_value("k", b"v\r\n".to_vec()), Ok("v".to_owned()));
+        assert_eq!(file_value("k", b"v\n\n".to_vec()), Ok("v\n".to_owned()));
+        assert!(file_value("k", vec![0xff]).is_err());
+    }
+}
