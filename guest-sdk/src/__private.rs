@@ -1,16 +1,21 @@
 //! The glue between the WIT bindings and [`Connector`]: used by
-//! [`crate::export_connector!`], not part of the public API.
+//! [`crate::export_connector!`], not part of the public API. Also the
+//! doors the contract tests (`tests/fixtures.rs`) use to reach decisions
+//! the public API does not expose.
 
 use std::any::type_name;
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use wasip2::http::types::ErrorCode;
+
 use crate::{
-    Connection, Connector, Context, Error, LinkType, LogsPage, LogsQuery, Metadata, MetricResult,
-    MetricsQuery, Phase, Resource, TaskCategory, TaskLog, TaskRequest,
+    Connection, Connector, Context, Error, HttpError, LinkType, LogsPage, LogsQuery, Metadata,
+    MetricResult, MetricsQuery, Phase, Resource, TaskCategory, TaskLog, TaskRequest, http,
 };
 
 /// The runtime support the generated bindings use.
@@ -328,6 +333,125 @@ fn logs_to_wit(page: LogsPage) -> wit::LogsPage {
         lines: page.lines,
         next_token: page.next_token,
     }
+}
+
+/// What the HTTP client makes of the wasi:http `error-code` case `case`
+/// (its WIT spelling, `HTTP-request-denied`) carrying `payload` (`null`, a
+/// number, a string, or a record keyed by WIT field names), for the request
+/// `method url`; `None` for a case wasi:http 0.2 does not have. For the
+/// tests of `wit/fixtures/http.json`.
+pub fn http_error_for_code(
+    case: &str,
+    payload: &Value,
+    method: &str,
+    url: &str,
+) -> Option<HttpError> {
+    error_code(case, payload).map(|code| http::classify_code(code, method, url))
+}
+
+/// What the HTTP client makes of a response body whose stream broke
+/// carrying the wasi:http `error-code` `code` (`case` and `payload` as for
+/// [`http_error_for_code`]), or carrying none, for the request `method
+/// url`; `None` for a case wasi:http 0.2 does not have. The step from the
+/// stream's error to its code (`http-error-code`) needs a host; this is
+/// every step after it.
+pub fn http_error_for_body_failure(
+    code: Option<(&str, &Value)>,
+    method: &str,
+    url: &str,
+) -> Option<HttpError> {
+    let code = match code {
+        Some((case, payload)) => Some(error_code(case, payload)?),
+        None => None,
+    };
+    Some(http::classify_body_failure(code, method, url))
+}
+
+/// What the HTTP client fails with when a request's `timeout` passes before
+/// its answer is read in full.
+pub fn http_deadline_error(method: &str, url: &str, timeout: Duration) -> HttpError {
+    http::deadline_error(method, url, timeout)
+}
+
+/// A response as the HTTP client makes it.
+pub fn http_response(method: &str, url: &str, status: u16, body: Vec<u8>) -> http::Response {
+    http::response(method, url, status, body)
+}
+
+/// The wasi:http error code a fixture names.
+fn error_code(case: &str, payload: &Value) -> Option<ErrorCode> {
+    use wasip2::http::types::{DnsErrorPayload, FieldSizePayload, TlsAlertReceivedPayload};
+
+    fn text(value: &Value) -> Option<String> {
+        value.as_str().map(str::to_owned)
+    }
+    fn number<T: TryFrom<u64>>(value: &Value) -> Option<T> {
+        value.as_u64().and_then(|number| T::try_from(number).ok())
+    }
+    fn field(value: &Value) -> FieldSizePayload {
+        FieldSizePayload {
+            field_name: text(&value["field-name"]),
+            field_size: number(&value["field-size"]),
+        }
+    }
+    let optional_field = || (!payload.is_null()).then(|| field(payload));
+
+    Some(match case {
+        "DNS-timeout" => ErrorCode::DnsTimeout,
+        "DNS-error" => ErrorCode::DnsError(DnsErrorPayload {
+            rcode: text(&payload["rcode"]),
+            info_code: number(&payload["info-code"]),
+        }),
+        "destination-not-found" => ErrorCode::DestinationNotFound,
+        "destination-unavailable" => ErrorCode::DestinationUnavailable,
+        "destination-IP-prohibited" => ErrorCode::DestinationIpProhibited,
+        "destination-IP-unroutable" => ErrorCode::DestinationIpUnroutable,
+        "connection-refused" => ErrorCode::ConnectionRefused,
+        "connection-terminated" => ErrorCode::ConnectionTerminated,
+        "connection-timeout" => ErrorCode::ConnectionTimeout,
+        "connection-read-timeout" => ErrorCode::ConnectionReadTimeout,
+        "connection-write-timeout" => ErrorCode::ConnectionWriteTimeout,
+        "connection-limit-reached" => ErrorCode::ConnectionLimitReached,
+        "TLS-protocol-error" => ErrorCode::TlsProtocolError,
+        "TLS-certificate-error" => ErrorCode::TlsCertificateError,
+        "TLS-alert-received" => ErrorCode::TlsAlertReceived(TlsAlertReceivedPayload {
+            alert_id: number(&payload["alert-id"]),
+            alert_message: text(&payload["alert-message"]),
+        }),
+        "HTTP-request-denied" => ErrorCode::HttpRequestDenied,
+        "HTTP-request-length-required" => ErrorCode::HttpRequestLengthRequired,
+        "HTTP-request-body-size" => ErrorCode::HttpRequestBodySize(number(payload)),
+        "HTTP-request-method-invalid" => ErrorCode::HttpRequestMethodInvalid,
+        "HTTP-request-URI-invalid" => ErrorCode::HttpRequestUriInvalid,
+        "HTTP-request-URI-too-long" => ErrorCode::HttpRequestUriTooLong,
+        "HTTP-request-header-section-size" => {
+            ErrorCode::HttpRequestHeaderSectionSize(number(payload))
+        }
+        "HTTP-request-header-size" => ErrorCode::HttpRequestHeaderSize(optional_field()),
+        "HTTP-request-trailer-section-size" => {
+            ErrorCode::HttpRequestTrailerSectionSize(number(payload))
+        }
+        "HTTP-request-trailer-size" => ErrorCode::HttpRequestTrailerSize(field(payload)),
+        "HTTP-response-incomplete" => ErrorCode::HttpResponseIncomplete,
+        "HTTP-response-header-section-size" => {
+            ErrorCode::HttpResponseHeaderSectionSize(number(payload))
+        }
+        "HTTP-response-header-size" => ErrorCode::HttpResponseHeaderSize(field(payload)),
+        "HTTP-response-body-size" => ErrorCode::HttpResponseBodySize(number(payload)),
+        "HTTP-response-trailer-section-size" => {
+            ErrorCode::HttpResponseTrailerSectionSize(number(payload))
+        }
+        "HTTP-response-trailer-size" => ErrorCode::HttpResponseTrailerSize(field(payload)),
+        "HTTP-response-transfer-coding" => ErrorCode::HttpResponseTransferCoding(text(payload)),
+        "HTTP-response-content-coding" => ErrorCode::HttpResponseContentCoding(text(payload)),
+        "HTTP-response-timeout" => ErrorCode::HttpResponseTimeout,
+        "HTTP-upgrade-failed" => ErrorCode::HttpUpgradeFailed,
+        "HTTP-protocol-error" => ErrorCode::HttpProtocolError,
+        "loop-detected" => ErrorCode::LoopDetected,
+        "configuration-error" => ErrorCode::ConfigurationError,
+        "internal-error" => ErrorCode::InternalError(text(payload)),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

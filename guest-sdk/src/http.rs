@@ -1,5 +1,6 @@
 //! Outbound HTTP for connectors: a blocking client over
-//! `wasi:http/outgoing-handler`, built on [`wstd`].
+//! `wasi:http/outgoing-handler`, written against the wasi:http bindings
+//! ([`wasip2`]) and waiting on [`wstd`]'s reactor.
 //!
 //! ```no_run
 //! use flyte_connector_sdk::{http, Error};
@@ -20,17 +21,54 @@
 //! ```
 //!
 //! The host sends only what the connector's manifest allows
-//! (`allowed_hosts`); anything else fails with [`HttpError::Denied`]. An
-//! [`HttpError`] turned into an [`Error`] with `?` is
-//! [`Error::Retryable`] when a retry may succeed (HTTP 429 and 5xx,
-//! timeouts) and [`Error::Failed`] otherwise.
+//! (`allowed_hosts`); anything else fails with [`HttpError::Denied`].
+//!
+//! # What answers and failures mean
+//!
+//! Both SDKs keep the same contract, fixed by `wit/fixtures/http.json` and
+//! checked against it by their tests:
+//!
+//! - **ok** is a status below 400 ([`Response::is_ok`]). 1xx, 2xx and 3xx
+//!   are answers (wasi:http follows no redirects); [`Response::error_for_status`]
+//!   turns 4xx and 5xx into [`HttpError::Status`].
+//! - **retryable** ([`HttpError::is_retryable`]) are status 429 and 5xx, and
+//!   timeouts: the host's (`DNS-timeout`, `connection-timeout`,
+//!   `connection-read-timeout`, `connection-write-timeout`,
+//!   `HTTP-response-timeout`) and the request's own [`Request::timeout`].
+//!   Nothing else is: a denied host, a refused or broken connection, a
+//!   failed TLS handshake or proxy, an invalid request, an answer larger
+//!   than the host allows. An [`HttpError`] turned into an [`Error`] with
+//!   `?` is [`Error::Retryable`] when retryable and [`Error::Failed`]
+//!   otherwise.
+//! - **timeout** ([`Request::timeout`]) bounds the whole exchange, from
+//!   connecting to the last byte of the body.
+//!
+//! A failure's message names the URL (without its query) and the wasi:http
+//! `error-code` by its WIT case name, with its payload
+//! (`connection-refused`, `DNS-error (rcode NXDOMAIN, info-code 3)`); the
+//! host's description in an `internal-error` (why a TLS handshake or a
+//! proxy failed, naming the host) is shown as the host wrote it:
+//! `cannot reach https://api.example.com/x: TLS handshake with
+//! api.example.com:443 failed: the certificate is not trusted (unknown
+//! issuer)`.
 
 use std::{fmt, time::Duration};
 
 use serde::{Serialize, de::DeserializeOwned};
+use wasip2::{
+    http::{
+        outgoing_handler,
+        types::{self as wasi, ErrorCode},
+    },
+    io::{
+        poll::Pollable,
+        streams::{InputStream, OutputStream, StreamError},
+    },
+};
 use wstd::{
     future::FutureExt as _,
-    http::{Body, Client, ErrorCode, Method},
+    http::{Method, Uri},
+    runtime::AsyncPollable,
 };
 
 use crate::Error;
@@ -47,6 +85,12 @@ const SENSITIVE_HEADERS: [&str; 6] = [
 
 /// Longest response body quoted in an [`HttpError::Status`].
 const QUOTED_BODY: usize = 1024;
+
+/// Most bytes asked of a body stream in one read or write.
+const CHUNK: u64 = 64 * 1024;
+
+/// The failure of a response body whose stream broke without saying why.
+const BODY_BROKE: &str = "the connection broke while reading the answer";
 
 /// A request with method `method` (`"GET"`, `"POST"`, ...) to `url`.
 pub fn request(method: &str, url: impl Into<String>) -> Request {
@@ -142,9 +186,11 @@ impl Request {
         self
     }
 
-    /// Fails the request with [`HttpError::Timeout`] when it has not been
-    /// answered in full within `timeout`. The host also bounds every
-    /// request (connect, first byte, between bytes).
+    /// Bounds the whole exchange: connecting, sending, waiting for the
+    /// answer and reading its body to the last byte, or the request fails
+    /// with [`HttpError::Timeout`] (retryable). The host's connect,
+    /// first-byte and between-bytes timeouts are set no longer than
+    /// `timeout`; without it, only the host's own limits apply.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -154,38 +200,18 @@ impl Request {
     /// error status is still a response: see [`Response::error_for_status`].
     pub fn send(self) -> Result<Response, HttpError> {
         let shown = Shown::of(&self.method, &self.url);
-        let request = self.build(&shown)?;
-        let mut client = Client::new();
-        if let Some(timeout) = self.timeout {
-            client.set_connect_timeout(timeout);
-            client.set_first_byte_timeout(timeout);
-        }
-        let exchange = async {
-            let response = client.send(request).await?;
-            let status = response.status().as_u16();
-            let headers = response
-                .headers()
-                .iter()
-                .map(|(name, value)| {
-                    (
-                        name.as_str().to_owned(),
-                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            let mut body = response.into_body();
-            let body = body.contents().await?.to_vec();
-            Ok::<_, wstd::http::Error>((status, headers, body))
-        };
+        let request = self.outgoing(&shown)?;
+        // The host's own timeouts, none longer than the whole: a stalled
+        // connect or body then fails with the host's error code, which names
+        // the stage. The deadline below bounds the sum.
+        let options = self.timeout.map(host_timeouts);
         let answer = wstd::runtime::block_on(async {
+            let exchange = exchange(request, options, &self.body);
             match self.timeout {
                 Some(timeout) => exchange
                     .timeout(wstd::time::Duration::from(timeout))
                     .await
-                    .map_err(|_| HttpError::Timeout {
-                        url: shown.url.clone(),
-                        message: format!("no complete answer within {timeout:?}"),
-                    }),
+                    .map_err(|_| deadline_passed(&shown, timeout)),
                 None => Ok(exchange.await),
             }
         })?;
@@ -199,18 +225,20 @@ impl Request {
         })
     }
 
-    fn build(&self, shown: &Shown) -> Result<wstd::http::Request<Body>, HttpError> {
+    /// The request as wasi:http takes it; what the host refuses in its
+    /// method, URL or headers is an [`HttpError::Invalid`].
+    fn outgoing(&self, shown: &Shown) -> Result<wasi::OutgoingRequest, HttpError> {
         let invalid = |message: String| HttpError::Invalid {
             message: format!("{shown}: {message}"),
         };
-        let method = Method::from_bytes(self.method.as_bytes())
+        Method::from_bytes(self.method.as_bytes())
             .map_err(|err| invalid(format!("invalid method: {err}")))?;
-        let mut builder = wstd::http::Request::builder()
-            .method(method)
-            .uri(self.url.as_str());
-        for (name, value) in &self.headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
+        let uri = Uri::try_from(self.url.as_str()).map_err(|err| invalid(err.to_string()))?;
+        let mut entries: Vec<(String, Vec<u8>)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone().into_bytes()))
+            .collect();
         // A body of known length, even an empty one, so the request goes out
         // with `content-length` rather than chunked, as HTTP APIs expect.
         if !self
@@ -218,17 +246,31 @@ impl Request {
             .iter()
             .any(|(name, _)| name.eq_ignore_ascii_case("content-length"))
         {
-            builder = builder.header("content-length", self.body.len());
+            entries.push((
+                "content-length".to_owned(),
+                self.body.len().to_string().into_bytes(),
+            ));
         }
-        // An empty body is sent as one that writes nothing: the host may
-        // have taken a zero-length request whole before the guest writes,
-        // and even an empty write to its closed stream fails.
-        let body = if self.body.is_empty() {
-            Body::from_http_body(http_body_util::Empty::<bytes::Bytes>::new())
-        } else {
-            Body::from(self.body.clone())
+        let fields = wasi::Fields::from_list(&entries).map_err(|err| {
+            invalid(format!(
+                "a header is not allowed ({})",
+                header_error_text(&err)
+            ))
+        })?;
+        let request = wasi::OutgoingRequest::new(fields);
+        let scheme = match uri.scheme_str() {
+            Some("http") => wasi::Scheme::Http,
+            Some("https") | None => wasi::Scheme::Https,
+            Some(other) => wasi::Scheme::Other(other.to_owned()),
         };
-        builder.body(body).map_err(|err| invalid(err.to_string()))
+        let path = uri.path_and_query().map_or("/", |path| path.as_str());
+        request
+            .set_method(&wasi_method(&self.method))
+            .and_then(|()| request.set_scheme(Some(&scheme)))
+            .and_then(|()| request.set_authority(uri.authority().map(|a| a.as_str())))
+            .and_then(|()| request.set_path_with_query(Some(path)))
+            .map_err(|()| invalid("the method or URL is malformed".to_owned()))?;
+        Ok(request)
     }
 }
 
@@ -247,6 +289,167 @@ impl fmt::Debug for Request {
             .field("body_bytes", &self.body.len())
             .field("timeout", &self.timeout)
             .finish()
+    }
+}
+
+/// What an exchange gives back: status, headers and the whole body.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// One exchange over wasi:http: sends `request` with `body`, then reads the
+/// answer to its last byte. Every wait is on [`wstd`]'s reactor, so the
+/// caller's deadline can cut in anywhere; a child resource (stream,
+/// pollable) is always declared after its parent (body, future), so it is
+/// dropped first however the exchange ends, as wasi requires. Failures
+/// carry the wasi:http error code when the host gave one, wherever it came
+/// from (the request, its response or either body's stream), for
+/// [`classify`].
+async fn exchange(
+    request: wasi::OutgoingRequest,
+    options: Option<wasi::RequestOptions>,
+    body: &[u8],
+) -> Result<Answer, wstd::http::Error> {
+    let outgoing_body = request
+        .body()
+        .map_err(|()| wstd::http::Error::msg("the request body was taken"))?;
+    let pending = outgoing_handler::handle(request, options)?;
+    let sent = send_body(outgoing_body, body).await;
+    ready(pending.subscribe()).await;
+    let Some(Ok(answer)) = pending.get() else {
+        return Err(wstd::http::Error::msg("the response was lost"));
+    };
+    let response = match (answer, sent) {
+        // A body the host refused (longer or shorter than its
+        // `content-length`) names the cause; the response only failed.
+        (Err(_), Err(Some(code))) => return Err(code.into()),
+        // Else the response says why the request failed (a refused
+        // connection breaks the body too), or the server answered anyway.
+        (answer, _) => answer?,
+    };
+    let status = response.status();
+    let headers = response
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+        .collect();
+    let incoming_body = response
+        .consume()
+        .map_err(|()| wstd::http::Error::msg("the response body was taken"))?;
+    let stream = incoming_body
+        .stream()
+        .map_err(|()| wstd::http::Error::msg("the response body was taken"))?;
+    let contents = read_all(&stream).await?;
+    Ok((status, headers, contents))
+}
+
+/// Writes `contents` as the request body and finishes it. An empty body is
+/// finished without writing: the host may have taken a zero-length request
+/// whole, and even an empty write to its closed stream fails. The error
+/// is the code the failure carried, if any.
+async fn send_body(body: wasi::OutgoingBody, contents: &[u8]) -> Result<(), Option<ErrorCode>> {
+    if !contents.is_empty() {
+        let stream = body.write().map_err(|()| None)?;
+        write_all(&stream, contents).await.map_err(stream_code)?;
+    }
+    wasi::OutgoingBody::finish(body, None).map_err(Some)
+}
+
+/// Writes all of `contents` to `stream`, waiting while the host's buffer
+/// is full, and waits for the flush, so nothing is lost when the stream is
+/// dropped.
+async fn write_all(stream: &OutputStream, mut contents: &[u8]) -> Result<(), StreamError> {
+    while !contents.is_empty() {
+        let room = usize::try_from(stream.check_write()?.min(CHUNK)).unwrap_or(usize::MAX);
+        if room == 0 {
+            ready(stream.subscribe()).await;
+            continue;
+        }
+        let (now, rest) = contents.split_at(room.min(contents.len()));
+        stream.write(now)?;
+        contents = rest;
+    }
+    stream.flush()?;
+    ready(stream.subscribe()).await;
+    stream.check_write().map(drop)
+}
+
+/// Reads `stream` to its end. The host breaks a response body's stream
+/// with the reason as an error code: `HTTP-response-body-size` when a body
+/// without `content-length` passes the cap, `connection-read-timeout` when
+/// the between-bytes timeout passes. That code is kept ([`stream_failure`]).
+async fn read_all(stream: &InputStream) -> Result<Vec<u8>, wstd::http::Error> {
+    let mut contents = Vec::new();
+    loop {
+        match stream.read(CHUNK) {
+            Ok(chunk) if chunk.is_empty() => ready(stream.subscribe()).await,
+            Ok(chunk) => contents.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => return Ok(contents),
+            Err(failed) => return Err(stream_failure(stream_code(failed))),
+        }
+    }
+}
+
+/// The wasi:http error code a failed stream carries
+/// (`wasi:http/types.http-error-code` of its io-error); none when the
+/// stream only closed or the host says nothing.
+fn stream_code(error: StreamError) -> Option<ErrorCode> {
+    match error {
+        StreamError::LastOperationFailed(error) => wasi::http_error_code(&error),
+        StreamError::Closed => None,
+    }
+}
+
+/// The failure of a response body whose stream broke with `code`: the code
+/// itself, so [`classify`] sorts and names it as it would the same failure
+/// of the request (a read timeout is a timeout, retryable); without one,
+/// the broken connection.
+fn stream_failure(code: Option<ErrorCode>) -> wstd::http::Error {
+    match code {
+        Some(code) => code.into(),
+        None => wstd::http::Error::msg(BODY_BROKE),
+    }
+}
+
+/// Waits on `pollable` on the reactor. It is dropped when the wait ends or
+/// is cut short, so a resource it watches may be dropped after it.
+async fn ready(pollable: Pollable) {
+    AsyncPollable::new(pollable).wait_for().await;
+}
+
+/// Request options setting each of the host's timeouts to `timeout`. A
+/// host without one of them refuses it; the request's deadline still
+/// bounds the whole.
+fn host_timeouts(timeout: Duration) -> wasi::RequestOptions {
+    let options = wasi::RequestOptions::new();
+    let nanos = Some(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
+    let _ = options.set_connect_timeout(nanos);
+    let _ = options.set_first_byte_timeout(nanos);
+    let _ = options.set_between_bytes_timeout(nanos);
+    options
+}
+
+/// The wasi:http method for `method` (upper case, a valid token).
+fn wasi_method(method: &str) -> wasi::Method {
+    match method {
+        "GET" => wasi::Method::Get,
+        "HEAD" => wasi::Method::Head,
+        "POST" => wasi::Method::Post,
+        "PUT" => wasi::Method::Put,
+        "DELETE" => wasi::Method::Delete,
+        "CONNECT" => wasi::Method::Connect,
+        "OPTIONS" => wasi::Method::Options,
+        "TRACE" => wasi::Method::Trace,
+        "PATCH" => wasi::Method::Patch,
+        other => wasi::Method::Other(other.to_owned()),
+    }
+}
+
+/// A wasi:http `header-error` by its WIT case name.
+fn header_error_text(error: &wasi::HeaderError) -> &'static str {
+    match error {
+        wasi::HeaderError::InvalidSyntax => "invalid-syntax",
+        wasi::HeaderError::Forbidden => "forbidden",
+        wasi::HeaderError::Immutable => "immutable",
     }
 }
 
@@ -315,9 +518,10 @@ impl fmt::Display for Shown {
     }
 }
 
-/// Sorts a failure of the wasi:http exchange into what a connector can act on.
+/// Sorts a failure of the wasi:http exchange into what a connector can act
+/// on: the kinds `wit/fixtures/http.json` gives each error code.
 fn classify(error: &wstd::http::Error, shown: &Shown) -> HttpError {
-    let message = format!("{error:#}");
+    let message = described(error);
     let code = error
         .chain()
         .find_map(|cause| cause.downcast_ref::<ErrorCode>());
@@ -333,12 +537,17 @@ fn classify(error: &wstd::http::Error, shown: &Shown) -> HttpError {
             url: shown.url.clone(),
             message,
         },
-        Some(ErrorCode::HttpResponseBodySize(Some(limit))) => HttpError::Connection {
+        Some(ErrorCode::HttpResponseBodySize(limit)) => HttpError::Connection {
             url: shown.url.clone(),
-            message: format!(
-                "the response is larger than the host allows ({limit} bytes; max_response_mb in \
-                 the connector's manifest)"
-            ),
+            message: match limit {
+                Some(limit) => format!(
+                    "the response is larger than the host allows ({limit} bytes; max_response_mb \
+                     in the connector's manifest)"
+                ),
+                None => "the response is larger than the host allows (max_response_mb in the \
+                         connector's manifest)"
+                    .to_owned(),
+            },
         },
         Some(ErrorCode::HttpRequestUriInvalid | ErrorCode::HttpRequestMethodInvalid) => {
             HttpError::Invalid {
@@ -350,6 +559,143 @@ fn classify(error: &wstd::http::Error, shown: &Shown) -> HttpError {
             message,
         },
     }
+}
+
+/// The failure as a message shows it: each cause in turn, a wasi:http error
+/// code as [`code_text`] writes it rather than as its `Debug` form.
+fn described(error: &wstd::http::Error) -> String {
+    let causes: Vec<String> = error
+        .chain()
+        .map(|cause| match cause.downcast_ref::<ErrorCode>() {
+            Some(code) => code_text(code),
+            None => cause.to_string(),
+        })
+        .collect();
+    causes.join(": ")
+}
+
+/// A wasi:http error code as messages show it (the Python SDK writes the
+/// same): its WIT case name, then its payload's parts in parentheses
+/// (`DNS-error (rcode NXDOMAIN, info-code 3)`, `HTTP-request-body-size
+/// (1024)`); `internal-error` with a payload is the host's text alone, as
+/// the host wrote it (a refused TLS handshake, a proxy that said no).
+fn code_text(code: &ErrorCode) -> String {
+    let parts: Vec<String> = match code {
+        ErrorCode::InternalError(Some(text)) => return text.clone(),
+        ErrorCode::DnsError(payload) => fields([
+            ("rcode", payload.rcode.clone()),
+            ("info-code", payload.info_code.map(|code| code.to_string())),
+        ]),
+        ErrorCode::TlsAlertReceived(payload) => fields([
+            ("alert-id", payload.alert_id.map(|id| id.to_string())),
+            ("alert-message", payload.alert_message.clone()),
+        ]),
+        ErrorCode::HttpRequestBodySize(size) | ErrorCode::HttpResponseBodySize(size) => {
+            size.iter().map(u64::to_string).collect()
+        }
+        ErrorCode::HttpRequestHeaderSectionSize(size)
+        | ErrorCode::HttpRequestTrailerSectionSize(size)
+        | ErrorCode::HttpResponseHeaderSectionSize(size)
+        | ErrorCode::HttpResponseTrailerSectionSize(size) => {
+            size.iter().map(u32::to_string).collect()
+        }
+        ErrorCode::HttpRequestHeaderSize(Some(field))
+        | ErrorCode::HttpRequestTrailerSize(field)
+        | ErrorCode::HttpResponseHeaderSize(field)
+        | ErrorCode::HttpResponseTrailerSize(field) => fields([
+            ("field-name", field.field_name.clone()),
+            ("field-size", field.field_size.map(|size| size.to_string())),
+        ]),
+        ErrorCode::HttpResponseTransferCoding(coding)
+        | ErrorCode::HttpResponseContentCoding(coding) => coding.iter().cloned().collect(),
+        _ => Vec::new(),
+    };
+    let name = case_name(code);
+    if parts.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name} ({})", parts.join(", "))
+    }
+}
+
+/// The present fields of a payload record, each as `name value`.
+fn fields<const N: usize>(fields: [(&str, Option<String>); N]) -> Vec<String> {
+    fields
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|value| format!("{name} {value}")))
+        .collect()
+}
+
+/// The WIT name of `code`'s case (`wasi:http/types` `error-code`).
+fn case_name(code: &ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::DnsTimeout => "DNS-timeout",
+        ErrorCode::DnsError(_) => "DNS-error",
+        ErrorCode::DestinationNotFound => "destination-not-found",
+        ErrorCode::DestinationUnavailable => "destination-unavailable",
+        ErrorCode::DestinationIpProhibited => "destination-IP-prohibited",
+        ErrorCode::DestinationIpUnroutable => "destination-IP-unroutable",
+        ErrorCode::ConnectionRefused => "connection-refused",
+        ErrorCode::ConnectionTerminated => "connection-terminated",
+        ErrorCode::ConnectionTimeout => "connection-timeout",
+        ErrorCode::ConnectionReadTimeout => "connection-read-timeout",
+        ErrorCode::ConnectionWriteTimeout => "connection-write-timeout",
+        ErrorCode::ConnectionLimitReached => "connection-limit-reached",
+        ErrorCode::TlsProtocolError => "TLS-protocol-error",
+        ErrorCode::TlsCertificateError => "TLS-certificate-error",
+        ErrorCode::TlsAlertReceived(_) => "TLS-alert-received",
+        ErrorCode::HttpRequestDenied => "HTTP-request-denied",
+        ErrorCode::HttpRequestLengthRequired => "HTTP-request-length-required",
+        ErrorCode::HttpRequestBodySize(_) => "HTTP-request-body-size",
+        ErrorCode::HttpRequestMethodInvalid => "HTTP-request-method-invalid",
+        ErrorCode::HttpRequestUriInvalid => "HTTP-request-URI-invalid",
+        ErrorCode::HttpRequestUriTooLong => "HTTP-request-URI-too-long",
+        ErrorCode::HttpRequestHeaderSectionSize(_) => "HTTP-request-header-section-size",
+        ErrorCode::HttpRequestHeaderSize(_) => "HTTP-request-header-size",
+        ErrorCode::HttpRequestTrailerSectionSize(_) => "HTTP-request-trailer-section-size",
+        ErrorCode::HttpRequestTrailerSize(_) => "HTTP-request-trailer-size",
+        ErrorCode::HttpResponseIncomplete => "HTTP-response-incomplete",
+        ErrorCode::HttpResponseHeaderSectionSize(_) => "HTTP-response-header-section-size",
+        ErrorCode::HttpResponseHeaderSize(_) => "HTTP-response-header-size",
+        ErrorCode::HttpResponseBodySize(_) => "HTTP-response-body-size",
+        ErrorCode::HttpResponseTrailerSectionSize(_) => "HTTP-response-trailer-section-size",
+        ErrorCode::HttpResponseTrailerSize(_) => "HTTP-response-trailer-size",
+        ErrorCode::HttpResponseTransferCoding(_) => "HTTP-response-transfer-coding",
+        ErrorCode::HttpResponseContentCoding(_) => "HTTP-response-content-coding",
+        ErrorCode::HttpResponseTimeout => "HTTP-response-timeout",
+        ErrorCode::HttpUpgradeFailed => "HTTP-upgrade-failed",
+        ErrorCode::HttpProtocolError => "HTTP-protocol-error",
+        ErrorCode::LoopDetected => "loop-detected",
+        ErrorCode::ConfigurationError => "configuration-error",
+        ErrorCode::InternalError(_) => "internal-error",
+    }
+}
+
+/// The error of a request whose [`Request::timeout`] passed before its
+/// answer was read in full.
+fn deadline_passed(shown: &Shown, timeout: Duration) -> HttpError {
+    HttpError::Timeout {
+        url: shown.url.clone(),
+        message: format!("no complete answer within {timeout:?}"),
+    }
+}
+
+/// What [`Request::send`] makes of `code` for the request `method url`;
+/// the fixture tests reach it through `__private`.
+pub(crate) fn classify_code(code: ErrorCode, method: &str, url: &str) -> HttpError {
+    classify(&wstd::http::Error::from(code), &Shown::of(method, url))
+}
+
+/// What [`Request::send`] makes of a response body whose stream broke
+/// carrying `code` (none: the host said nothing), for the request `method
+/// url`; the fixture tests reach it through `__private`.
+pub(crate) fn classify_body_failure(code: Option<ErrorCode>, method: &str, url: &str) -> HttpError {
+    classify(&stream_failure(code), &Shown::of(method, url))
+}
+
+/// What [`Request::send`] fails with when `timeout` passes first.
+pub(crate) fn deadline_error(method: &str, url: &str, timeout: Duration) -> HttpError {
+    deadline_passed(&Shown::of(method, url), timeout)
 }
 
 /// A response, read in full.
@@ -368,9 +714,11 @@ impl Response {
         self.status
     }
 
-    /// Whether the status is 2xx.
-    pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
+    /// Whether the status is below 400: 1xx, 2xx and 3xx are answers
+    /// (wasi:http does not follow redirects), 4xx and 5xx are errors. The
+    /// same test as [`Response::error_for_status`].
+    pub fn is_ok(&self) -> bool {
+        self.status < 400
     }
 
     /// The first value of header `name` (case-insensitive).
@@ -422,7 +770,7 @@ impl Response {
     /// The response itself when its status is below 400, else
     /// [`HttpError::Status`] with the status and (the start of) the body.
     pub fn error_for_status(self) -> Result<Self, HttpError> {
-        if self.status < 400 {
+        if self.is_ok() {
             return Ok(self);
         }
         let mut body = String::from_utf8_lossy(&self.body).into_owned();
@@ -443,6 +791,18 @@ impl Response {
     }
 }
 
+/// A response as [`Request::send`] makes it; the fixture tests reach it
+/// through `__private`.
+pub(crate) fn response(method: &str, url: &str, status: u16, body: Vec<u8>) -> Response {
+    Response {
+        method: method.to_owned(),
+        url: shown_url(url),
+        status,
+        headers: Vec::new(),
+        body,
+    }
+}
+
 impl fmt::Debug for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Response")
@@ -458,27 +818,34 @@ impl fmt::Debug for Response {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HttpError {
-    /// The host's policy does not allow this host: the connector's manifest
-    /// must list it in `allowed_hosts`.
+    /// The host's policy does not allow this host (`HTTP-request-denied`):
+    /// the connector's manifest must list it in `allowed_hosts`. Not
+    /// retryable.
     Denied {
         /// The host (and port, if the URL gave one) that was refused.
         host: String,
     },
-    /// The host could not be resolved or reached, or the connection broke.
+    /// The host could not be resolved or reached, its TLS handshake or the
+    /// proxy failed, the connection broke, or the answer was larger than
+    /// the host allows: every error code not sorted elsewhere. Not
+    /// retryable.
     Connection {
         /// The URL, without its query.
         url: String,
         /// What went wrong.
         message: String,
     },
-    /// Connecting, or waiting for the answer, took too long.
+    /// The request's [`Request::timeout`] passed before the answer was
+    /// read in full, or one of the host's timeouts did (DNS, connect,
+    /// first byte, between bytes). Retryable.
     Timeout {
         /// The URL, without its query.
         url: String,
         /// What timed out.
         message: String,
     },
-    /// The service answered with an error status (400 or more).
+    /// The service answered with an error status (400 or more);
+    /// retryable when it is 429 or 5xx.
     Status {
         /// The request's method.
         method: String,
@@ -489,7 +856,9 @@ pub enum HttpError {
         /// The start of the response body.
         body: String,
     },
-    /// The request could not be built: a malformed URL, method or header.
+    /// The request could not be built, or the host refused its URL or
+    /// method (`HTTP-request-URI-invalid`, `HTTP-request-method-invalid`).
+    /// Not retryable.
     Invalid {
         /// What is wrong.
         message: String,

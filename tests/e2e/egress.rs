@@ -12,9 +12,10 @@ use std::{path::Path, time::Duration};
 use axum::{Router, routing::get};
 use flyte_connect::proto::core::SimpleType;
 use flyte_connect_e2e::{
-    Server, Workspace, eventually,
+    Server, Workspace,
+    endpoint::{Connections, Endpoint, Serve, TlsServer},
+    eventually,
     fake_databricks::{self, FakeDatabricks},
-    fake_http::{Connections, Endpoint, Serve, TlsServer},
     hosted::connection,
     literals::{self, TypedInputs, simple, string},
     metric_value,

@@ -94,3 +94,92 @@ async fn the_manifest_sets_the_response_cap_and_the_first_byte_timeout() {
         status.message()
     );
 }
+
+/// `/stream`: 3 MiB with no `content-length`; `/drip`: one chunk, then
+/// nothing for 5 seconds.
+async fn start_streaming_service() -> std::net::SocketAddr {
+    use axum::body::{Body, Bytes};
+    let app = Router::new()
+        .route(
+            "/stream",
+            get(|| async {
+                let chunks =
+                    (0..48).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 64 << 10])));
+                Body::from_stream(tokio_stream::iter(chunks))
+            }),
+        )
+        .route("/drip", get(|| async { Body::from_stream(drip()) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the fake service");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+/// One chunk at once, the next after 5 seconds.
+fn drip() -> impl tokio_stream::Stream<Item = Result<axum::body::Bytes, std::io::Error>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::iter([false, true]).then(|late| async move {
+        if late {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        Ok(axum::body::Bytes::from_static(b"chunk"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_failing_midway_carries_its_error_code_to_both_sdks() {
+    let addr = start_streaming_service().await;
+    let manifest = format!(
+        "allowed_hosts = [\"http://{addr}\"]\n[http]\nmax_response_mb = 1\nbetween_bytes_timeout_seconds = 0.5\n"
+    );
+    let plugins = Workspace::with_components(&["faulty", "faulty-py"]);
+    plugins.write("faulty.toml", manifest.as_bytes());
+    plugins.write("faulty-py.toml", manifest.as_bytes());
+    let dir = plugins.path().display().to_string();
+    let server = Server::start(&["--plugin-dir", &dir], plugins.path());
+    let mut tasks = server.tasks().await;
+    let python_fetch = |url: &str| {
+        literals::create_request(
+            "faulty_py",
+            &TypedInputs(vec![
+                ("fault", string("fetch"), simple(SimpleType::String)),
+                ("url", string(url), simple(SimpleType::String)),
+            ]),
+        )
+    };
+    for (sdk, request) in [
+        ("rust", fetch(&format!("http://{addr}/stream"))),
+        ("python", python_fetch(&format!("http://{addr}/stream"))),
+    ] {
+        let status = tasks.create_task(request).await.expect_err("over the cap");
+        assert_eq!(status.code(), Code::Internal, "{sdk}: {}", status.message());
+        assert!(
+            status
+                .message()
+                .contains("larger than the host allows (1048576 bytes"),
+            "{sdk}: the cap is named: {}",
+            status.message()
+        );
+    }
+    for (sdk, request) in [
+        ("rust", fetch(&format!("http://{addr}/drip"))),
+        ("python", python_fetch(&format!("http://{addr}/drip"))),
+    ] {
+        let status = tasks.create_task(request).await.expect_err("stalled");
+        assert_eq!(
+            status.code(),
+            Code::Unavailable,
+            "{sdk}: a stalled body is a retryable timeout: {}",
+            status.message()
+        );
+        assert!(
+            status.message().contains("connection-read-timeout"),
+            "{sdk}: {}",
+            status.message()
+        );
+    }
+}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -133,6 +134,19 @@ def test_the_plugin_manifests_are_the_connectors_own(docs):
     assert secret == {"secretName": "flyteconnector", "optional": True}
     mounts = {m["name"]: m["mountPath"] for m in container(deployment)["volumeMounts"]}
     assert mounts["flyteconnector-secret"] == "/etc/secrets"
+    # Each connector's connection secrets come from the mounted Secret, the
+    # file named after the connection key, where a task's connection lacks them.
+    expected_keys = {
+        "databricks.toml": {"databricks_token"},
+        "databricks-py.toml": {"databricks_token"},
+        "bigquery.toml": {"google_application_credentials"},
+        "snowflake.toml": {"snowflake_private_key", "snowflake_private_key_passphrase"},
+    }
+    for name, text in configmap["data"].items():
+        credentials = tomllib.loads(text)["credentials"]
+        assert set(credentials) == expected_keys[name], name
+        for key, source in credentials.items():
+            assert source == {"file": f"{mounts['flyteconnector-secret']}/{key}"}, (name, key)
 
 
 def test_the_rendered_container_serves_the_plugin_folder_its_init_container_assembles(docs, tmp_path):

@@ -416,7 +416,7 @@ mod tests {
 
     use super::{FakeProxy, ProxiedRequest, ProxyOptions, basic_credentials};
     use crate::{
-        fake_http::{
+        endpoint::{
             Endpoint, Serve, TlsServer,
             tls_client::{Reply, Sender, config, tls},
         },

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -26,21 +24,16 @@ from flyte_connector import (
     TaskLog,
     Typed,
     _loop,
-    build,
     http,
 )
 
 
 @pytest.fixture(scope="module")
-def wit(tmp_path_factory):
+def wit(bindings):
     """The generated `connector_types` module."""
-    out = tmp_path_factory.mktemp("bindings")
-    subprocess.run(build.componentize_py("bindings", str(out)), check=True, capture_output=True)
-    sys.path.insert(0, str(out))
     from wit_world.imports import connector_types
 
-    yield connector_types
-    sys.path.remove(str(out))
+    return connector_types
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from flyte_connector import Phase, Resource, ResourceMeta, TaskExecution, TaskLog, convert_to_flyte_phase
+from flyte_connector import Phase, Resource, ResourceMeta, TaskExecution, TaskLog, convert_to_flyte_phase, http
 
 FIXTURES = Path(__file__).resolve().parents[3] / "wit" / "fixtures"
 
@@ -105,3 +105,75 @@ def test_the_data_model_has_flytes_fields_and_defaults():
 
     assert Ours(job_id="ü", ratio=1e-7).encode() == Theirs(job_id="ü", ratio=1e-7).encode()
     assert Theirs.decode(Ours(job_id="x", ratio=2.0).encode()) == Theirs(job_id="x", ratio=2.0)
+
+
+# -- wit/fixtures/http.json --------------------------------------------------
+
+#: The fixture's name for each kind of HTTP error.
+HTTP_KINDS = {
+    http.Denied: "denied",
+    http.ConnectionFailed: "connection",
+    http.Timeout: "timeout",
+    http.RequestInvalid: "invalid",
+    http.StatusError: "status",
+}
+
+
+def test_statuses_below_400_are_ok_and_429_and_5xx_retryable():
+    contract = fixture("http.json")
+    method, url = contract["request"]["method"], contract["request"]["url"]
+    assert len(contract["statuses"]) >= 18
+    for case in contract["statuses"]:
+        status = case["status"]
+        response = http.Response(method, url, status, http.Headers([]), b"answer")
+        assert response.ok == case["ok"], status
+        try:
+            assert response.raise_for_status() is response
+            error = None
+        except http.StatusError as raised:
+            error = raised
+        assert (error is not None) == case["error"], status
+        assert (error is not None and error.retryable) == case["retryable"], status
+        if error is not None:
+            assert error.status == status
+
+    case = contract["status_error"]
+    response = http.Response(method, url, case["status"], http.Headers([]), case["body"].encode("utf-8"))
+    with pytest.raises(http.StatusError) as raised:
+        response.raise_for_status()
+    assert str(raised.value) == case["message"]
+
+
+def error_code(wasi: Any, case: str, payload: Any) -> Any:
+    """The generated `error-code` value the fixture describes: the class
+    componentize-py names after the WIT case, its payload built from JSON."""
+    cls = getattr(wasi, "ErrorCode_" + "".join(part.capitalize() for part in case.split("-")))
+    if not dataclasses.fields(cls):
+        return cls()
+    if isinstance(payload, dict):
+        record = {"DNS-error": wasi.DnsErrorPayload, "TLS-alert-received": wasi.TlsAlertReceivedPayload}.get(
+            case, wasi.FieldSizePayload
+        )
+        payload = record(**{name.replace("-", "_"): value for name, value in payload.items()})
+    return cls(payload)
+
+
+def test_error_codes_are_sorted_and_named_as_the_fixture_says(bindings):
+    from wit_world.imports import wasi_http_types as wasi
+
+    contract = fixture("http.json")
+    request = contract["request"]
+    cases = contract["error_codes"]
+    # Every case wasi:http has, and no other.
+    assert {case["code"] for case in cases} == set(http._WIT_CASES)
+    assert len(http._WIT_CASES) == len(wasi.ErrorCode.__args__)
+    for case in cases:
+        shown = f"{case['code']} {case['payload']!r}"
+        code = error_code(wasi, case["code"], case["payload"])
+        error = http._classify(code, request["method"], request["url"], request["host"])
+        assert HTTP_KINDS[type(error)] == case["kind"], shown
+        assert error.retryable == case["retryable"], shown
+        message = str(error)
+        assert case["message_contains"] in message, shown
+        for text in contract["messages_never_contain"]:
+            assert text not in message, (shown, message)

@@ -116,6 +116,46 @@ def test_wait_for_with_a_timeout_cancels_the_slow_coroutine():
     assert _loop.run(main(), clock) == pytest.approx(1.1)
 
 
+def test_a_wait_with_a_deadline_ends_with_whichever_comes_first():
+    clock = FakeClock()
+
+    async def main():
+        loop = _loop.current()
+        start = loop.time()
+        never = await loop.wait_for(Ready(after=10**9), start + 0.5)
+        at = loop.time()
+        soon = await loop.wait_for(Ready(after=1), loop.time() + 0.5)
+        past = await loop.wait_for(Ready(after=10**9), start)
+        return never, at - start, soon, past, loop.time() - start
+
+    never, at, soon, past, end = _loop.run(main(), clock)
+    assert (never, soon, past) == (False, True, False)
+    assert at == pytest.approx(0.5)
+    assert end == pytest.approx(0.5)  # a ready pollable and a passed deadline do not wait
+
+
+def test_a_wait_lets_go_of_its_pollable_when_it_ends():
+    """wasi refuses to drop a stream while a pollable of it lives, so the
+    loop must not keep one past its wait, done or cancelled."""
+    clock = FakeClock()
+
+    async def main():
+        loop = _loop.current()
+        await loop.wait_for(Ready(after=1), loop.time() + 1)
+        await loop.wait_for(Ready(after=10**9), loop.time() + 0.1)
+
+        async def waits_for_ever():
+            await loop.wait_for(Ready(after=10**9))
+
+        waiting = loop.create_task(waits_for_ever())
+        await asyncio.sleep(0.1)
+        waiting.cancel()
+        await asyncio.sleep(0)
+        return list(loop._waiting)
+
+    assert _loop.run(main(), clock) == []
+
+
 def test_awaiting_what_can_never_finish_is_an_error_not_a_hang():
     async def main():
         await asyncio.get_running_loop().create_future()

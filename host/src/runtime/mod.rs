@@ -187,7 +187,13 @@ impl Runtime {
         let capabilities = Capabilities {
             http: OutboundHttp {
                 roots: PlatformRoots::load(),
-                ca_file: config.ca_file.clone(),
+                // Relative to where the server started, not to a manifest.
+                ca_file: config
+                    .ca_file
+                    .as_deref()
+                    .map(std::path::absolute)
+                    .transpose()
+                    .map_err(|err| anyhow::anyhow!("--ca-file: {err}"))?,
                 proxy: Arc::new(proxy),
                 metrics: metrics.outbound.clone(),
             },

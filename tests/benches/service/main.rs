@@ -22,8 +22,9 @@
 //! `BENCH_BASELINE_BIN` to the other `flyte-connect` binary and
 //! `BENCH_BASELINE_COMPONENTS` to the folder of its `echo.wasm` and
 //! `echo-py.wasm`: rows (a′) and (e′) serve them, beside (a) and (e), with
-//! the ratios between them.
+//! the ratios between them (and `egress` its `databricks.wasm`).
 
+mod egress;
 mod load;
 mod polls;
 mod python_guest;
@@ -290,6 +291,23 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
     println!("| errors of (a), all levels | {errors} | 0 |");
 }
 
+/// `BENCH_SECONDS`: seconds per load level (default 5).
+fn bench_seconds() -> Duration {
+    Duration::from_secs(
+        std::env::var("BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5),
+    )
+}
+
+/// `BENCH_PYTHON_VENV`: the venv holding the `flyte` package (default `.venv`).
+fn python_venv() -> PathBuf {
+    std::env::var_os("BENCH_PYTHON_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv"))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--serve") {
@@ -345,15 +363,17 @@ fn main() {
         polls::report(&runtime.block_on(polls::measure()));
         return;
     }
-    let seconds = Duration::from_secs(
-        std::env::var("BENCH_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(5),
-    );
-    let venv = std::env::var_os("BENCH_PYTHON_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv"));
+    let seconds = bench_seconds();
+    let venv = python_venv();
+    if args.iter().any(|a| a == "--egress") {
+        // `--egress`: only the Databricks polls over pooled loopback HTTPS.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        egress::report(&runtime.block_on(egress::measure(seconds, &venv)), seconds);
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -402,5 +422,6 @@ fn main() {
         report(&results, five, seconds);
         python_guest::report(&python_guest);
         polls::report(&polls::measure().await);
+        egress::report(&egress::measure(seconds, &venv).await, seconds);
     });
 }

@@ -7,7 +7,9 @@
 //! - (c) `flyte-connect`'s library serving echo compiled natively, in
 //!   process: the design without WebAssembly;
 //! - (d) a bare tonic server answering the same RPCs with no work: the
-//!   transport's ceiling.
+//!   transport's ceiling;
+//! - for `egress`, `c0` again with Flyte's own Databricks connector
+//!   ([`python_serving`]).
 //!
 //! (c) and (d) are this benchmark binary started again with `--serve`.
 
@@ -54,7 +56,8 @@ enum Process {
 }
 
 impl Target {
-    fn pid(&self) -> u32 {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
         match &self.process {
             Process::Harness(server) => server.pid(),
             Process::Child(child) => child.id(),
@@ -155,24 +158,50 @@ fn free_port() -> u16 {
 
 /// (b) the Python server with its echo connector, from the venv at `venv`.
 pub async fn python(venv: &Path) -> Target {
-    let port = free_port();
     let connectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python");
+    python_serving(
+        venv,
+        "(b) Python c0, echo connector",
+        "echo",
+        "echo_connector",
+        &connectors,
+        &[],
+        Stdio::null(),
+    )
+    .await
+}
+
+/// The Python server `c0` from the venv at `venv`, loading `module` (found
+/// from `cwd`, or installed in the venv) with `env` added to its
+/// environment and its log written to `log`; its connector serves
+/// `task_type`.
+pub async fn python_serving(
+    venv: &Path,
+    name: &'static str,
+    task_type: &'static str,
+    module: &str,
+    cwd: &Path,
+    env: &[(&str, &str)],
+    log: Stdio,
+) -> Target {
+    let port = free_port();
     let started = Instant::now();
     let mut child = Command::new(venv.join("bin/c0"))
         .args(["--port", &port.to_string()])
         .args(["--prometheus_port", &free_port().to_string()])
-        .args(["--modules", "echo_connector"])
-        .current_dir(&connectors)
+        .args(["--modules", module])
+        .envs(env.iter().copied())
+        .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start the Python connector server (c0)");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let ready_after = wait_ready(addr, started, "c0", &mut Some(&mut child)).await;
     Target {
-        name: "(b) Python c0, echo connector",
-        task_type: "echo",
+        name,
+        task_type,
         addr,
         ready_after,
         process: Process::Child(child),

@@ -4,8 +4,10 @@ CPython's own loops need sockets and selectors, which a component does not
 have. This loop runs asyncio's tasks and futures on `wasi:io/poll` instead:
 it runs what is ready, then blocks in one `poll` on every pollable a
 coroutine awaits (an HTTP response, a body stream) and on a monotonic-clock
-pollable for the next timer, so `await http.get(...)`, `asyncio.sleep` and
-`asyncio.gather` work as written.
+pollable for the next timer or deadline, so `await http.get(...)`,
+`asyncio.sleep` and `asyncio.gather` work as written. A wait may carry a
+deadline (`wait_for(pollable, deadline)`): the pollable and the clock race
+in that one `poll`, and the wait ends with whichever is first.
 
 The wasi imports are reached through a `Clock` so the loop can be tested
 under plain CPython with a simulated one.
@@ -67,7 +69,8 @@ class PollLoop(asyncio.AbstractEventLoop):
         self._ready: List[asyncio.Handle] = []
         self._timers: List[Tuple[float, int, asyncio.TimerHandle]] = []
         self._order = itertools.count()
-        self._waiting: List[Tuple[Any, asyncio.Future]] = []
+        # (pollable, deadline in clock nanoseconds or None, future)
+        self._waiting: List[Tuple[Any, Optional[int], asyncio.Future]] = []
         self._running = False
         self._closed = False
         self._exception_handler: Optional[Callable[..., Any]] = None
@@ -107,30 +110,46 @@ class PollLoop(asyncio.AbstractEventLoop):
                 handle._run()
 
     def _wait(self) -> None:
-        """Blocks until a pollable is ready or the next timer is due."""
-        self._waiting = [(p, f) for p, f in self._waiting if not f.done()]
+        """Blocks until a pollable is ready, or the next timer or deadline is due."""
+        self._waiting = [w for w in self._waiting if not w[2].done()]
         while self._timers and self._timers[0][2].cancelled():
             heapq.heappop(self._timers)
-        pollables = [p for p, _ in self._waiting]
+        pollables = [p for p, _, _ in self._waiting]
+        # Rounded up: a timer must not wake the loop before it is due.
+        due = [deadline for _, deadline, _ in self._waiting if deadline is not None]
         if self._timers:
-            # Rounded up: a timer must not wake the loop before it is due.
-            pollables.append(self._clock.subscribe_instant(math.ceil(self._timers[0][0] * _NANOS)))
+            due.append(math.ceil(self._timers[0][0] * _NANOS))
+        if due:
+            pollables.append(self._clock.subscribe_instant(min(due)))
         if not pollables:
             raise RuntimeError("the connector awaits something that can never finish (no I/O, no timer)")
         ready = set(self._clock.poll(pollables))
+        now = self._clock.now()
         still_waiting = []
-        for index, (pollable, future) in enumerate(self._waiting):
+        for index, (pollable, deadline, future) in enumerate(self._waiting):
             if index in ready:
-                future.set_result(None)
+                future.set_result(True)
+            elif deadline is not None and deadline <= now:
+                future.set_result(False)
             else:
-                still_waiting.append((pollable, future))
+                still_waiting.append((pollable, deadline, future))
+        # The loop lets go of a pollable as soon as its wait ends: wasi
+        # refuses to drop a stream or a body while a pollable of it lives,
+        # and the coroutine drops them next.
         self._waiting = still_waiting
 
-    def wait_for(self, pollable: Any) -> asyncio.Future:
-        """A future that completes when `pollable` is ready."""
+    def wait_for(self, pollable: Any, deadline: Optional[float] = None) -> asyncio.Future:
+        """A future that completes when `pollable` is ready, with True; or,
+        when `deadline` (loop time, as `call_at` takes) passes first, with
+        False. A wait cancelled lets go of its pollable at once."""
         future = self.create_future()
-        self._waiting.append((pollable, future))
+        due = None if deadline is None else math.ceil(deadline * _NANOS)
+        self._waiting.append((pollable, due, future))
+        future.add_done_callback(self._forget)
         return future
+
+    def _forget(self, future: asyncio.Future) -> None:
+        self._waiting = [w for w in self._waiting if w[2] is not future]
 
     def is_running(self) -> bool:
         return self._running

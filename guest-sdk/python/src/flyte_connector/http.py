@@ -3,21 +3,47 @@
     from flyte_connector import http
 
     response = await http.post(f"https://{host}/api/2.1/jobs/runs/submit",
-                               json=body, headers={"Authorization": f"Bearer {token}"})
+                               json=body, headers={"Authorization": f"Bearer {token}"},
+                               timeout=30)
     response.raise_for_status()      # 4xx and 5xx: StatusError with the body's start
     run_id = response.json()["run_id"]
 
 The host sends only what the connector's manifest allows (`allowed_hosts`);
-anything else raises `Denied`. Every failure is an `HttpError`; those with
-`retryable` set (HTTP 429 and 5xx, timeouts) that escape a connector method
-fail the call as `errors.Retryable` does (UNAVAILABLE, from `get` too, so
-Flyte polls the task again); the others fail it with INTERNAL and the
-error's message. Header values such as `Authorization` never appear in
-errors or reprs.
+anything else raises `Denied`. Every failure is an `HttpError`. Header
+values such as `Authorization` never appear in errors or reprs.
+
+What answers and failures mean (the Rust SDK keeps the same contract;
+`wit/fixtures/http.json` fixes it and both SDKs' tests check it):
+
+- ok: a status below 400 (`Response.ok`). 1xx, 2xx and 3xx are answers
+  (wasi:http follows no redirects); `raise_for_status` raises `StatusError`
+  for 4xx and 5xx.
+- retryable (`HttpError.retryable`): status 429 and 5xx, and timeouts: the
+  host's (`DNS-timeout`, `connection-timeout`, `connection-read-timeout`,
+  `connection-write-timeout`, `HTTP-response-timeout`) and the request's own
+  `timeout`. Nothing else is: a denied host, a refused or broken connection,
+  a failed TLS handshake or proxy, an invalid request, an answer larger than
+  the host allows. A retryable error that escapes a connector method fails
+  the call as `errors.Retryable` does (UNAVAILABLE, from `get` too, so Flyte
+  polls the task again); the others fail it with INTERNAL and the error's
+  message.
+- timeout: `timeout=` (seconds) bounds the whole exchange, from connecting
+  to the last byte of the body; when it passes, `Timeout` is raised. The
+  host's connect, first-byte and between-bytes timeouts are set no longer
+  than what is left of it.
+
+A failure's message names the URL (without its query) and the wasi:http
+`error-code` by its WIT case name, with its payload (`connection-refused`,
+`DNS-error (rcode NXDOMAIN, info-code 3)`); the host's description in an
+`internal-error` (why a TLS handshake or a proxy failed, naming the host) is
+shown as the host wrote it: `cannot reach https://api.example.com/x: TLS
+handshake with api.example.com:443 failed: the certificate is not trusted
+(unknown issuer)`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json as jsonlib
 import urllib.parse
 from typing import Any, Iterator, List, Mapping, Optional, Tuple, Union
@@ -63,7 +89,8 @@ class HttpError(Exception):
 
 
 class Denied(HttpError):
-    """The connector's manifest does not allow this host."""
+    """The connector's manifest does not allow this host
+    (`HTTP-request-denied`). Not retryable."""
 
     def __init__(self, host: str) -> None:
         self.host = host
@@ -74,7 +101,9 @@ class Denied(HttpError):
 
 
 class ConnectionFailed(HttpError):
-    """The host could not be resolved or reached, or the connection broke."""
+    """The host could not be resolved or reached, its TLS handshake or the
+    proxy failed, the connection broke, or the answer was larger than the
+    host allows: every error code not sorted elsewhere. Not retryable."""
 
     def __init__(self, url: str, message: str) -> None:
         self.url = url
@@ -82,7 +111,9 @@ class ConnectionFailed(HttpError):
 
 
 class Timeout(HttpError):
-    """Connecting, or waiting for the answer, took too long."""
+    """The request's `timeout` passed before the answer was read in full, or
+    one of the host's timeouts did (DNS, connect, first byte, between
+    bytes). Retryable."""
 
     retryable = True
 
@@ -92,7 +123,8 @@ class Timeout(HttpError):
 
 
 class StatusError(HttpError):
-    """The service answered with an error status (400 or more)."""
+    """The service answered with an error status (400 or more); retryable
+    when it is 429 or 5xx."""
 
     def __init__(self, method: str, url: str, status: int, body: str) -> None:
         self.method = method
@@ -104,7 +136,12 @@ class StatusError(HttpError):
 
 
 class RequestInvalid(HttpError):
-    """The request could not be built: a malformed URL, method or header."""
+    """The request could not be built, or the host refused its URL or method
+    (`HTTP-request-URI-invalid`, `HTTP-request-method-invalid`). Not
+    retryable."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"invalid request {message}")
 
 
 # -- responses ---------------------------------------------------------------
@@ -156,7 +193,8 @@ class Response:
 
     @property
     def ok(self) -> bool:
-        """Whether the status is below 400."""
+        """Whether the status is below 400: 1xx, 2xx and 3xx are answers, 4xx
+        and 5xx errors. The same test as `raise_for_status`."""
         return self.status < 400
 
     def text(self) -> str:
@@ -176,7 +214,7 @@ class Response:
     def raise_for_status(self) -> "Response":
         """The response itself when its status is below 400, else
         `StatusError` with the status and the start of the body."""
-        if self.status < 400:
+        if self.ok:
             return self
         body = self.content.decode("utf-8", errors="replace")
         if len(body) > _QUOTED_BODY:
@@ -204,7 +242,8 @@ async def request(
 
     `params` are added to the URL's query; `json` is sent as a JSON body
     (with `Content-Type: application/json` unless given), `data` as is.
-    `timeout` (seconds) bounds connecting and waiting for the answer."""
+    `timeout` (seconds) bounds the whole exchange, connecting through the
+    last byte of the body (`Timeout`, retryable, when it passes)."""
     method = method.upper()
     pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
     body = b""
@@ -253,7 +292,14 @@ def _without_query(url: str) -> str:
 
 
 async def _send(method: str, url: str, pairs: List[Tuple[str, str]], body: bytes, timeout: Optional[float]) -> Response:
-    """One exchange over wasi:http."""
+    """One exchange over wasi:http, within `timeout` seconds when given.
+
+    The deadline is the loop's: every wait races its pollable against it,
+    and reads that never wait check it too. Child resources (a stream, a
+    pollable) are let go of before their parents (a body, a future): wasi
+    traps a guest that drops a parent whose children live. So a pollable is
+    never held in a variable, which a traceback could keep alive past its
+    parent: the loop holds it only while it is waited for."""
     from componentize_py_types import Err
     from wit_world.imports import outgoing_handler, streams
     from wit_world.imports import wasi_http_types as wasi
@@ -264,11 +310,19 @@ async def _send(method: str, url: str, pairs: List[Tuple[str, str]], body: bytes
         raise RequestInvalid(f"{method} {shown_url}: not an http(s) URL")
     host = parts.netloc.rsplit("@", 1)[-1]
     loop = _loop.current()
+    deadline = None if timeout is None else loop.time() + timeout
+
+    def timed_out() -> Timeout:
+        return Timeout(shown_url, f"no complete answer within {timeout:g}s")
+
+    def check_deadline() -> None:
+        if deadline is not None and loop.time() >= deadline:
+            raise timed_out()
 
     try:
         fields = wasi.Fields.from_list([(name, value.encode("utf-8")) for name, value in pairs])
     except Err as error:
-        raise RequestInvalid(f"{method} {shown_url}: a header is not allowed ({_code_name(error.value)})") from None
+        raise RequestInvalid(f"{method} {shown_url}: a header is not allowed ({_code_text(error.value)})") from None
     outgoing = wasi.OutgoingRequest(fields)
     try:
         outgoing.set_method(_method(wasi, method))
@@ -279,14 +333,18 @@ async def _send(method: str, url: str, pairs: List[Tuple[str, str]], body: bytes
         raise RequestInvalid(f"{method} {shown_url}: the method or URL is malformed") from None
 
     options = None
-    if timeout is not None:
+    if deadline is not None:
+        check_deadline()
+        # Each no longer than what is left, so the host's error code names
+        # the stage that stalled; the deadline still bounds their sum.
+        left = max(1, int((deadline - loop.time()) * _NANOS))
         options = wasi.RequestOptions()
-        nanos = int(timeout * _NANOS)
-        try:
-            options.set_connect_timeout(nanos)
-            options.set_first_byte_timeout(nanos)
-        except Err:
-            pass
+        setters = (options.set_connect_timeout, options.set_first_byte_timeout, options.set_between_bytes_timeout)
+        for set_timeout in setters:
+            try:
+                set_timeout(left)
+            except Err:
+                pass  # a host without this option; the deadline still holds
 
     outgoing_body = outgoing.body()
     try:
@@ -295,25 +353,30 @@ async def _send(method: str, url: str, pairs: List[Tuple[str, str]], body: bytes
         raise _classify(error.value, method, shown_url, host) from None
 
     stream = outgoing_body.write()
-    offset = 0
-    while offset < len(body):
-        try:
-            allowed = stream.check_write()
-        except Err:
-            break  # the request failed; its response says why
-        if allowed == 0:
-            await loop.wait_for(stream.subscribe())
-            continue
-        chunk = body[offset : offset + min(allowed, _READ_CHUNK)]
-        stream.write(chunk)
-        offset += len(chunk)
-    stream.__exit__(None, None, None)
+    try:
+        offset = 0
+        while offset < len(body):
+            check_deadline()
+            try:
+                allowed = stream.check_write()
+            except Err:
+                break  # the request failed; its response says why
+            if allowed == 0:
+                if not await loop.wait_for(stream.subscribe(), deadline):
+                    raise timed_out()
+                continue
+            chunk = body[offset : offset + min(allowed, _READ_CHUNK)]
+            stream.write(chunk)
+            offset += len(chunk)
+    finally:
+        stream.__exit__(None, None, None)
     try:
         wasi.OutgoingBody.finish(outgoing_body, None)
     except Err:
         pass  # as above
 
-    await loop.wait_for(pending.subscribe())
+    if not await loop.wait_for(pending.subscribe(), deadline):
+        raise timed_out()
     outcome = pending.get()
     if outcome is None or isinstance(outcome, Err):
         raise ConnectionFailed(shown_url, "the response was lost")
@@ -329,17 +392,23 @@ async def _send(method: str, url: str, pairs: List[Tuple[str, str]], body: bytes
     incoming_body = incoming.consume()
     input_stream = incoming_body.stream()
     chunks = []
-    while True:
-        try:
-            chunk = input_stream.read(_READ_CHUNK)
-        except Err as error:
-            if isinstance(error.value, streams.StreamError_Closed):
-                break
-            raise _stream_error(error.value, method, shown_url, host) from None
-        if chunk:
-            chunks.append(chunk)
-        else:
-            await loop.wait_for(input_stream.subscribe())
+    try:
+        while True:
+            check_deadline()
+            try:
+                chunk = input_stream.read(_READ_CHUNK)
+            except Err as error:
+                if isinstance(error.value, streams.StreamError_Closed):
+                    break
+                raise _stream_error(error.value, method, shown_url, host) from None
+            if chunk:
+                chunks.append(chunk)
+            elif not await loop.wait_for(input_stream.subscribe(), deadline):
+                raise timed_out()
+    except BaseException:
+        input_stream.__exit__(None, None, None)
+        incoming_body.__exit__(None, None, None)
+        raise
     input_stream.__exit__(None, None, None)
     trailers = wasi.IncomingBody.finish(incoming_body)
     trailers.__exit__(None, None, None)
@@ -359,34 +428,111 @@ def _method(wasi: Any, method: str) -> Any:
     return known[method]() if method in known else wasi.Method_Other(method)
 
 
-def _code_name(code: Any) -> str:
-    """`ErrorCode_ConnectionRefused()` → `ConnectionRefused`, with its payload if any."""
+#: The cases of wasi:http's `error-code`, as the WIT spells them.
+_WIT_CASES = [
+    "DNS-timeout",
+    "DNS-error",
+    "destination-not-found",
+    "destination-unavailable",
+    "destination-IP-prohibited",
+    "destination-IP-unroutable",
+    "connection-refused",
+    "connection-terminated",
+    "connection-timeout",
+    "connection-read-timeout",
+    "connection-write-timeout",
+    "connection-limit-reached",
+    "TLS-protocol-error",
+    "TLS-certificate-error",
+    "TLS-alert-received",
+    "HTTP-request-denied",
+    "HTTP-request-length-required",
+    "HTTP-request-body-size",
+    "HTTP-request-method-invalid",
+    "HTTP-request-URI-invalid",
+    "HTTP-request-URI-too-long",
+    "HTTP-request-header-section-size",
+    "HTTP-request-header-size",
+    "HTTP-request-trailer-section-size",
+    "HTTP-request-trailer-size",
+    "HTTP-response-incomplete",
+    "HTTP-response-header-section-size",
+    "HTTP-response-header-size",
+    "HTTP-response-body-size",
+    "HTTP-response-trailer-section-size",
+    "HTTP-response-trailer-size",
+    "HTTP-response-transfer-coding",
+    "HTTP-response-content-coding",
+    "HTTP-response-timeout",
+    "HTTP-upgrade-failed",
+    "HTTP-protocol-error",
+    "loop-detected",
+    "configuration-error",
+    "internal-error",
+]
+
+#: componentize-py's class name for a case (`ErrorCode_HttpRequestUriInvalid`,
+#: without `ErrorCode_`) → its WIT name.
+_CASE_NAMES = {"".join(part.capitalize() for part in case.split("-")): case for case in _WIT_CASES}
+
+
+def _case(code: Any) -> str:
+    """`ErrorCode_HttpRequestUriInvalid()` → `HTTP-request-URI-invalid`."""
     name = type(code).__name__.split("_", 1)[-1]
+    return _CASE_NAMES.get(name, name)
+
+
+def _code_text(code: Any) -> str:
+    """A wasi:http error code as messages show it (the Rust SDK writes the
+    same): its WIT case name, then its payload's parts in parentheses
+    (`DNS-error (rcode NXDOMAIN, info-code 3)`, `HTTP-request-body-size
+    (1024)`); `internal-error` with a payload is the host's text alone, as
+    the host wrote it (a refused TLS handshake, a proxy that said no)."""
+    case = _case(code)
     payload = getattr(code, "value", None)
-    return f"{name} ({payload})" if payload is not None else name
+    if payload is None:
+        return case
+    if case == "internal-error":
+        return str(payload)
+    if dataclasses.is_dataclass(payload):
+        parts = [
+            f"{field.name.replace('_', '-')} {getattr(payload, field.name)}"
+            for field in dataclasses.fields(payload)
+            if getattr(payload, field.name) is not None
+        ]
+    else:
+        parts = [str(payload)]
+    return f"{case} ({', '.join(parts)})" if parts else case
 
 
 _TIMEOUTS = frozenset(
-    ["DnsTimeout", "ConnectionTimeout", "ConnectionReadTimeout", "ConnectionWriteTimeout", "HttpResponseTimeout"]
+    [
+        "DNS-timeout",
+        "connection-timeout",
+        "connection-read-timeout",
+        "connection-write-timeout",
+        "HTTP-response-timeout",
+    ]
 )
 
 
 def _classify(code: Any, method: str, url: str, host: str) -> HttpError:
-    """Sorts a wasi:http error code into what a connector can act on."""
-    name = type(code).__name__.split("_", 1)[-1]
-    if name == "HttpRequestDenied":
+    """Sorts a wasi:http error code into what a connector can act on: the
+    kinds `wit/fixtures/http.json` gives each code."""
+    case = _case(code)
+    if case == "HTTP-request-denied":
         return Denied(host)
-    if name in _TIMEOUTS:
-        return Timeout(url, _code_name(code))
-    if name == "HttpResponseBodySize":
+    if case in _TIMEOUTS:
+        return Timeout(url, _code_text(code))
+    if case == "HTTP-response-body-size":
+        limit = getattr(code, "value", None)
+        allowed = f"{limit} bytes; " if limit is not None else ""
         return ConnectionFailed(
-            url,
-            f"the response is larger than the host allows ({getattr(code, 'value', None)} bytes; "
-            "max_response_mb in the connector's manifest)",
+            url, f"the response is larger than the host allows ({allowed}max_response_mb in the connector's manifest)"
         )
-    if name in ("HttpRequestUriInvalid", "HttpRequestMethodInvalid"):
-        return RequestInvalid(f"{method} {url}: {_code_name(code)}")
-    return ConnectionFailed(url, _code_name(code))
+    if case in ("HTTP-request-URI-invalid", "HTTP-request-method-invalid"):
+        return RequestInvalid(f"{method} {url}: {_code_text(code)}")
+    return ConnectionFailed(url, _code_text(code))
 
 
 def _stream_error(error: Any, method: str, url: str, host: str) -> HttpError:

@@ -123,16 +123,21 @@ impl PooledClient {
         .map_err(|err| {
             let error = request_error(&err, &authority);
             let fresh_tls = https && matches!(progress.get(), Progress::Connected(_));
-            if fresh_tls && matches!(error, Error::ConnectionTerminated) {
-                // A TLS 1.3 server that wants a client certificate it did not
-                // get closes the connection once the handshake is done.
-                Error::InternalError(Some(format!(
-                    "{authority} closed a new TLS connection before answering, as a server \
-                     that requires a client certificate does: set client_cert_file and \
-                     client_key_file in the manifest's [[http.tls]]"
-                )))
-            } else {
-                error
+            let broken = match &error {
+                Error::ConnectionTerminated => Some("connection terminated".to_owned()),
+                Error::InternalError(Some(text)) if !text.starts_with("TLS") => Some(text.clone()),
+                _ => None,
+            };
+            match broken {
+                // A TLS 1.3 server that wants a client certificate it did
+                // not get closes the connection once the handshake is done;
+                // the request then finds it closed, reset or broken.
+                Some(detail) if fresh_tls => Error::InternalError(Some(format!(
+                    "{authority} closed a new TLS connection before answering ({detail}), as \
+                     a server that requires a client certificate does: set client_cert_file \
+                     and client_key_file in the manifest's [[http.tls]]"
+                ))),
+                _ => error,
             }
         })?;
         let between_bytes = exchange.timeouts.between_bytes.max(Duration::from_nanos(1));

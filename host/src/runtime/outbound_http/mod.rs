@@ -23,8 +23,14 @@ mod trust;
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use serde::Deserialize;
-use wasmtime::component::Linker;
-use wasmtime_wasi_http::{RequestOptions, WasiHttpCtx};
+use wasmtime::{
+    StoreContextMut,
+    component::{Linker, Resource},
+};
+use wasmtime_wasi::p2::IoError;
+use wasmtime_wasi_http::{
+    RequestOptions, WasiHttpCtx, WasiHttpView, p2::bindings::http::types::ErrorCode,
+};
 
 use self::{client::PooledClient, policy::OutboundPolicy, rules::HostRule, trust::TlsProfile};
 pub(super) use self::{policy::CallHooks, proxy::ProxySettings, trust::PlatformRoots};
@@ -153,6 +159,22 @@ impl Capability for OutboundHttp {
 
     fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()> {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+        // wasmtime-wasi-http 48's `http-error-code` finds only an error code
+        // stored as one, but a response body's failure is stored as the
+        // embedder's error: a body past the cap, a between-bytes timeout, a
+        // broken connection would reach the guest with no code. Shadowed
+        // with one that finds both.
+        linker.allow_shadowing(true);
+        let defined = linker.instance(HTTP_TYPES)?.func_wrap(
+            "http-error-code",
+            |mut store: StoreContextMut<'_, CallState>, (error,): (Resource<IoError>,)| {
+                let view = store.data_mut().http();
+                let error = view.table.get(&error)?;
+                Ok((stream_error_code(error),))
+            },
+        );
+        linker.allow_shadowing(false);
+        defined?;
         Ok(())
     }
 
@@ -162,6 +184,30 @@ impl Capability for OutboundHttp {
             hooks: CallHooks::new(grant.policy.clone(), Arc::clone(&call.connector)),
         }
     }
+}
+
+/// The interface whose `http-error-code` is shadowed, at the version
+/// wasmtime-wasi-http 48 defines it (guests importing any 0.2.x match).
+const HTTP_TYPES: &str = "wasi:http/types@0.2.12";
+
+/// The wasi:http error code of a stream's error: one stored as a code, or
+/// the host's own error a response body failed with.
+fn stream_error_code(error: &IoError) -> Option<ErrorCode> {
+    use wasmtime_wasi_http::Error;
+    if let Some(code) = error.downcast_ref::<ErrorCode>() {
+        return Some(code.clone());
+    }
+    let error = error.downcast_ref::<Error>()?;
+    Some(match error {
+        Error::ConnectionReadTimeout => ErrorCode::ConnectionReadTimeout,
+        Error::ConnectionTerminated => ErrorCode::ConnectionTerminated,
+        Error::HttpResponseTimeout => ErrorCode::HttpResponseTimeout,
+        Error::HttpResponseBodySize(limit) => ErrorCode::HttpResponseBodySize(*limit),
+        Error::HttpResponseIncomplete => ErrorCode::HttpResponseIncomplete,
+        Error::HttpProtocolError => ErrorCode::HttpProtocolError,
+        Error::InternalError(message) => ErrorCode::InternalError(message.clone()),
+        other => ErrorCode::InternalError(Some(other.to_string())),
+    })
 }
 
 /// The outbound-HTTP state of one call's store.

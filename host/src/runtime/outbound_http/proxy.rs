@@ -50,29 +50,37 @@ impl Proxy {
             Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
             None => ("http".to_owned(), value),
         };
-        let rest = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        let (userinfo, host_port) = match rest.rsplit_once('@') {
-            Some((userinfo, host_port)) => (Some(userinfo), host_port),
+        // Credentials first, at the last `@`: a password may hold `/`, `?`
+        // or `#`, and none of it may reach an error.
+        let (userinfo, rest) = match rest.rsplit_once('@') {
+            Some((userinfo, rest)) => (Some(userinfo), rest),
             None => (None, rest),
         };
+        let host_port = rest.split(['/', '?', '#']).next().unwrap_or_default();
         let invalid = |why: &str| format!("{var}: invalid proxy http://{host_port}: {why}");
         if scheme != "http" {
             return Err(invalid(&format!(
                 "only http:// proxies are supported, not {scheme}://"
             )));
         }
-        let authority: http::uri::Authority = host_port
-            .parse()
-            .map_err(|_| invalid("not a host and port"))?;
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        if host.is_empty() {
+        let (host, port) = match host_port.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((host, rest)) => (host, rest.strip_prefix(':')),
+                None => return Err(invalid("an unclosed [")),
+            },
+            None => match host_port.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (host_port, None),
+            },
+        };
+        let host = host.to_ascii_lowercase();
+        if host.is_empty() || host.contains(['/', '@', ' ']) {
             return Err(invalid("no host"));
         }
-        let port = authority.port_u16().unwrap_or(80);
+        let port = match port {
+            Some(port) => port.parse::<u16>().map_err(|_| invalid("not a port"))?,
+            None => 80,
+        };
         let authorization = userinfo
             .map(|userinfo| {
                 let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
@@ -409,7 +417,19 @@ mod tests {
             err.contains("HTTPS_PROXY") && !err.contains("secret"),
             "{err}"
         );
-        let err = settings(&[("HTTP_PROXY", "http://user:secret@")]).expect_err("no host");
-        assert!(!err.contains("secret"), "{err}");
+        for url in ["http://user:secret@", "http://user:se/cr#et@proxy:x"] {
+            let err = settings(&[("HTTP_PROXY", url)]).expect_err(url);
+            assert!(!err.contains("se") && !err.contains("cr"), "{err}");
+        }
+        let s = settings(&[("HTTP_PROXY", "http://u:p/w?x#y@proxy:3128/path")]).expect("valid");
+        let Route::Proxy(proxy) = s.route("http", "a", 80) else {
+            panic!("not proxied");
+        };
+        assert_eq!(proxy.authority, "proxy:3128");
+        let expected = base64::engine::general_purpose::STANDARD.encode("u:p/w?x#y");
+        assert_eq!(
+            proxy.authorization.as_ref().and_then(|v| v.to_str().ok()),
+            Some(format!("Basic {expected}").as_str())
+        );
     }
 }
