@@ -8,12 +8,13 @@ use axum::{Router, routing::get};
 use flyte_connect::proto::core::SimpleType;
 use flyte_connect_e2e::{
     Server, Workspace,
+    endpoint::{Endpoint, Serve},
     literals::{self, TypedInputs, simple, string},
 };
 use tonic::Code;
 
 /// `/big`: 3 MiB; `/small`: 10 bytes; `/slow`: answers after 5 seconds.
-async fn start_service() -> std::net::SocketAddr {
+async fn start_service() -> Endpoint {
     let app = Router::new()
         .route("/big", get(|| async { vec![b'x'; 3 << 20] }))
         .route("/small", get(|| async { "0123456789" }))
@@ -24,14 +25,7 @@ async fn start_service() -> std::net::SocketAddr {
                 "late"
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the fake service");
-    let addr = listener.local_addr().expect("its address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+    Endpoint::serve(app, Serve::plain()).await
 }
 
 fn fetch(url: &str) -> flyte_connect::proto::connector::CreateTaskRequest {
@@ -43,7 +37,8 @@ fn fetch(url: &str) -> flyte_connect::proto::connector::CreateTaskRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manifest_sets_the_response_cap_and_the_first_byte_timeout() {
-    let addr = start_service().await;
+    let service = start_service().await;
+    let addr = service.addr();
     let plugins = Workspace::with_components(&["faulty"]);
     plugins.write(
         "faulty.toml",
@@ -97,7 +92,7 @@ async fn the_manifest_sets_the_response_cap_and_the_first_byte_timeout() {
 
 /// `/stream`: 3 MiB with no `content-length`; `/drip`: one chunk, then
 /// nothing for 5 seconds.
-async fn start_streaming_service() -> std::net::SocketAddr {
+async fn start_streaming_service() -> Endpoint {
     use axum::body::{Body, Bytes};
     let app = Router::new()
         .route(
@@ -109,14 +104,7 @@ async fn start_streaming_service() -> std::net::SocketAddr {
             }),
         )
         .route("/drip", get(|| async { Body::from_stream(drip()) }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the fake service");
-    let addr = listener.local_addr().expect("its address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+    Endpoint::serve(app, Serve::plain()).await
 }
 
 /// One chunk at once, the next after 5 seconds.
@@ -132,7 +120,8 @@ fn drip() -> impl tokio_stream::Stream<Item = Result<axum::body::Bytes, std::io:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_failing_midway_carries_its_error_code_to_both_sdks() {
-    let addr = start_streaming_service().await;
+    let service = start_streaming_service().await;
+    let addr = service.addr();
     let manifest = format!(
         "allowed_hosts = [\"http://{addr}\"]\n[http]\nmax_response_mb = 1\nbetween_bytes_timeout_seconds = 0.5\n"
     );

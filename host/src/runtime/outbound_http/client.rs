@@ -18,7 +18,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response, header::PROXY_AUTHORIZATION};
+use http::{
+    Method, Request, Response,
+    header::{CONTENT_LENGTH, PROXY_AUTHORIZATION, TRANSFER_ENCODING},
+};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -105,6 +108,7 @@ impl PooledClient {
                 .headers_mut()
                 .insert(PROXY_AUTHORIZATION, authorization.clone());
         }
+        let request = settle_empty_body(request).await;
         let progress = Arc::new(ConnectProgress::default());
         let scope = RequestScope {
             connect_timeout: exchange.timeouts.connect,
@@ -237,6 +241,68 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// `request` with its body known to be empty when it is: declared so
+/// (`content-length: 0`), or a GET, HEAD, OPTIONS or DELETE declaring none
+/// whose guest finished it without a byte. Its headers then end the stream
+/// (HTTP/2 `END_STREAM`), where an open body would follow them with an empty
+/// DATA frame: a server that answers before that frame arrives resets the
+/// stream, and h2 servers count such resets as the client's errors (past
+/// 1,024 on one connection, a GOAWAY `ENHANCE_YOUR_CALM` fails the calls in
+/// flight on it). Waiting for the guest to finish its body costs nothing: it
+/// writes it before it waits for the answer.
+async fn settle_empty_body(request: Request<WasiBody>) -> Request<WasiBody> {
+    let headers = request.headers();
+    let maybe_empty = match headers.get(CONTENT_LENGTH) {
+        Some(length) => length.as_bytes() == b"0",
+        None => {
+            matches!(
+                *request.method(),
+                Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
+            ) && !headers.contains_key(TRANSFER_ENCODING)
+        }
+    };
+    if !maybe_empty || request.body().is_end_stream() {
+        return request;
+    }
+    let (parts, mut body) = request.into_parts();
+    let body = match body.frame().await {
+        None => http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+        Some(first) => Prepended {
+            first: Some(first),
+            rest: body,
+        }
+        .boxed_unsync(),
+    };
+    Request::from_parts(parts, body)
+}
+
+/// A body whose first frame was read already.
+struct Prepended {
+    first: Option<Result<Frame<Bytes>, Error>>,
+    rest: WasiBody,
+}
+
+impl Body for Prepended {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match self.first.take() {
+            Some(first) => Poll::Ready(Some(first)),
+            None => Pin::new(&mut self.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+}
+
 /// A response body that fails when the next bytes take longer than `limit`.
 struct BetweenBytes {
     incoming: Incoming,
@@ -276,5 +342,73 @@ impl Body for BetweenBytes {
 
     fn size_hint(&self) -> SizeHint {
         self.incoming.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that yields `frames` one by one, then ends, reporting no end
+    /// before it has (as a guest's outgoing body does).
+    struct Guest(Vec<Bytes>);
+
+    impl Body for Guest {
+        type Data = Bytes;
+        type Error = Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+            if self.0.is_empty() {
+                Poll::Ready(None)
+            } else {
+                Poll::Ready(Some(Ok(Frame::data(self.0.remove(0)))))
+            }
+        }
+    }
+
+    fn request(method: Method, length: Option<&str>, frames: &[&'static str]) -> Request<WasiBody> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri("https://api.example.com/x");
+        if let Some(length) = length {
+            builder = builder.header(CONTENT_LENGTH, length);
+        }
+        let body = Guest(
+            frames
+                .iter()
+                .map(|f| Bytes::from_static(f.as_bytes()))
+                .collect(),
+        );
+        builder.body(body.boxed_unsync()).expect("a request")
+    }
+
+    #[tokio::test]
+    async fn empty_bodies_are_known_empty_and_others_arrive_whole() {
+        for (method, length) in [
+            (Method::GET, None),
+            (Method::GET, Some("0")),
+            (Method::POST, Some("0")),
+            (Method::DELETE, None),
+        ] {
+            let settled = settle_empty_body(request(method.clone(), length, &[])).await;
+            assert!(settled.body().is_end_stream(), "{method} {length:?}");
+        }
+        for (method, length) in [
+            (Method::GET, None),
+            (Method::POST, Some("5")),
+            (Method::POST, None),
+        ] {
+            let settled = settle_empty_body(request(method.clone(), length, &["ab", "cde"])).await;
+            assert!(!settled.body().is_end_stream(), "{method} {length:?}");
+            let body = settled.into_body().collect().await.expect("the body");
+            assert_eq!(
+                body.to_bytes(),
+                Bytes::from_static(b"abcde"),
+                "{method} {length:?}"
+            );
+        }
     }
 }
