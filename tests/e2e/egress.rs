@@ -251,12 +251,12 @@ async fn servers_that_close_connections_lose_no_call() {
     let reaping = endpoint(
         Serve::tls(TlsServer::new(&pki.server()))
             .http1_only()
-            .connections(Connections::DropWhenIdle(Duration::from_millis(150))),
+            .connections(Connections::DropWhenIdle(Duration::from_millis(300))),
     )
     .await;
     let reaping_h2 = endpoint(
         Serve::tls(TlsServer::new(&pki.server()))
-            .connections(Connections::DropWhenIdle(Duration::from_millis(150))),
+            .connections(Connections::DropWhenIdle(Duration::from_millis(300))),
     )
     .await;
     let (server, _plugins) = fetcher("", &["--ca-file", &ca], &[]);
@@ -269,7 +269,7 @@ async fn servers_that_close_connections_lose_no_call() {
                 });
         }
         // Longer than the reaper's idle time: the pooled connections die.
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
     }
     assert_eq!(closing.connections_accepted(), 5);
     assert_eq!(reaping.connections_accepted(), 5);
