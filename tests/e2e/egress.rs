@@ -79,17 +79,25 @@ async fn fetched(server: &Server, url: &str) -> Result<Value, tonic::Status> {
     Ok(serde_json::from_slice(&meta).expect("the meta is JSON"))
 }
 
+/// Certificates made for one test, with its CA written to `ca.pem` in a
+/// folder that lives as long as the returned handle: what `SSL_CERT_FILE`,
+/// `--ca-file` or a manifest names.
+fn trusted_ca() -> (TestPki, tempfile::TempDir, String) {
+    let pki = TestPki::new();
+    let files = tempfile::tempdir().expect("temp dir");
+    let ca = path(&pki.ca().write(files.path(), "ca.pem"));
+    (pki, files, ca)
+}
+
 fn path(path: &Path) -> String {
     path.display().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_ca_is_trusted_from_ssl_cert_file_ca_file_or_the_manifest() {
-    let pki = TestPki::new();
+    let (pki, _files, ca) = trusted_ca();
     let service = tls_endpoint(&pki.server()).await;
     let url = format!("{}/small", service.base_url());
-    let files = tempfile::tempdir().expect("temp dir");
-    let ca = path(&pki.ca().write(files.path(), "ca.pem"));
     let ok = json!({"status": 200, "bytes": 10});
 
     let (server, _plugins) = fetcher("", &[], &[("SSL_CERT_FILE", &ca)]);
@@ -136,9 +144,7 @@ async fn a_private_ca_is_trusted_from_ssl_cert_file_ca_file_or_the_manifest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_certificates_name_the_host_and_the_reason() {
-    let pki = TestPki::new();
-    let files = tempfile::tempdir().expect("temp dir");
-    let ca = path(&pki.ca().write(files.path(), "ca.pem"));
+    let (pki, _files, ca) = trusted_ca();
     let (server, _plugins) = fetcher("", &["--ca-file", &ca], &[]);
     for (leaf, reason) in [
         (pki.expired_server(), "has expired"),
@@ -162,9 +168,7 @@ async fn refused_certificates_name_the_host_and_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_presents_the_manifests_client_certificate() {
-    let pki = TestPki::new();
-    let files = tempfile::tempdir().expect("temp dir");
-    let ca = path(&pki.ca().write(files.path(), "ca.pem"));
+    let (pki, files, ca) = trusted_ca();
     let client = pki
         .client_from_client_ca("faulty")
         .write(files.path(), "client");
@@ -202,9 +206,7 @@ async fn mutual_tls_presents_the_manifests_client_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_calls_share_a_few_pooled_connections_over_http2() {
-    let pki = TestPki::new();
-    let files = tempfile::tempdir().expect("temp dir");
-    let ca = path(&pki.ca().write(files.path(), "ca.pem"));
+    let (pki, _files, ca) = trusted_ca();
     let tls = tls_endpoint(&pki.server()).await;
     let plain = endpoint(Serve::plain()).await;
     let (server, _plugins) = fetcher("", &["--ca-file", &ca], &[]);
@@ -244,9 +246,7 @@ async fn sequential_calls_share_a_few_pooled_connections_over_http2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_that_close_connections_lose_no_call() {
-    let pki = TestPki::new();
-    let files = tempfile::tempdir().expect("temp dir");
-    let ca = path(&pki.ca().write(files.path(), "ca.pem"));
+    let (pki, _files, ca) = trusted_ca();
     let closing = endpoint(Serve::plain().connections(Connections::CloseEach)).await;
     let reaping = endpoint(
         Serve::tls(TlsServer::new(&pki.server()))
@@ -278,9 +278,7 @@ async fn servers_that_close_connections_lose_no_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_goes_through_the_proxy_with_its_credentials_and_no_proxy_bypasses_it() {
-    let pki = TestPki::new();
-    let files = tempfile::tempdir().expect("temp dir");
-    let ca = path(&pki.ca().write(files.path(), "ca.pem"));
+    let (pki, _files, ca) = trusted_ca();
     let service = tls_endpoint(&pki.server()).await;
     let url = format!("{}/small", service.base_url());
     let target = format!("localhost:{}", service.addr().port());
@@ -350,9 +348,7 @@ async fn https_goes_through_the_proxy_with_its_credentials_and_no_proxy_bypasses
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_goes_to_the_proxy_in_absolute_form_and_a_refusal_is_named() {
     let plain = endpoint(Serve::plain()).await;
-    let pki = TestPki::new();
-    let files = tempfile::tempdir().expect("temp dir");
-    let ca = path(&pki.ca().write(files.path(), "ca.pem"));
+    let (pki, _files, ca) = trusted_ca();
     let refused = tls_endpoint(&pki.server()).await;
     let refused_target = format!("localhost:{}", refused.addr().port());
     let proxy = FakeProxy::start_with(ProxyOptions::new().refuse(&refused_target)).await;
@@ -379,14 +375,18 @@ async fn plain_http_goes_to_the_proxy_in_absolute_form_and_a_refusal_is_named() 
     );
 }
 
-/// A Databricks create with no token in the connection: the pod's.
-fn databricks_create(fake: &FakeDatabricks) -> flyte_connect::proto::connector::CreateTaskRequest {
+/// A Databricks create for the workspace at `instance` with the connection
+/// `secrets` (none: the pod's fill it in).
+fn databricks_create(
+    instance: &str,
+    secrets: &[(&str, &str)],
+) -> flyte_connect::proto::connector::CreateTaskRequest {
     flyte_connect::proto::connector::CreateTaskRequest {
         template: Some(fake_databricks::task_template(
-            &fake.base_url(),
-            fake_databricks::job_conf("from-the-pod"),
+            instance,
+            fake_databricks::job_conf("egress"),
         )),
-        connection: Some(connection(&[])),
+        connection: Some(connection(secrets)),
         ..Default::default()
     }
 }
@@ -415,7 +415,7 @@ async fn credentials_come_from_the_pods_environment_and_files_and_a_rotated_file
         server
             .tasks()
             .await
-            .create_task(databricks_create(&fake))
+            .create_task(databricks_create(&fake.base_url(), &[]))
             .await
             .unwrap_or_else(|status| panic!("{component}: {status:?}"));
         assert!(
@@ -446,7 +446,7 @@ async fn credentials_come_from_the_pods_environment_and_files_and_a_rotated_file
     let status = server
         .tasks()
         .await
-        .create_task(databricks_create(&fake))
+        .create_task(databricks_create(&fake.base_url(), &[]))
         .await
         .expect_err("the old token is refused");
     assert!(
@@ -465,15 +465,14 @@ async fn credentials_come_from_the_pods_environment_and_files_and_a_rotated_file
             server
                 .tasks()
                 .await
-                .create_task(databricks_create(&fake))
+                .create_task(databricks_create(&fake.base_url(), &[]))
                 .await
                 .is_ok()
         },
     )
     .await;
     // A token in the request wins over the pod's.
-    let mut request = databricks_create(&fake);
-    request.connection = Some(connection(&[("databricks_token", "the-tasks-own")]));
+    let request = databricks_create(&fake.base_url(), &[("databricks_token", "the-tasks-own")]);
     let status = server
         .tasks()
         .await
@@ -490,9 +489,7 @@ async fn credentials_come_from_the_pods_environment_and_files_and_a_rotated_file
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sdks_databricks_connectors_work_over_tls_with_a_private_ca() {
-    let pki = TestPki::new();
-    let files = tempfile::tempdir().expect("temp dir");
-    let ca = path(&pki.ca().write(files.path(), "ca.pem"));
+    let (pki, _files, ca) = trusted_ca();
     let fake = FakeDatabricks::start(TOKEN).await;
     let tls = fake
         .serve_also(Serve::tls(TlsServer::new(&pki.server())))
@@ -509,14 +506,7 @@ async fn both_sdks_databricks_connectors_work_over_tls_with_a_private_ca() {
         );
         let dir = path(plugins.path());
         let server = Server::start(&["--plugin-dir", &dir, "--ca-file", &ca], plugins.path());
-        let request = flyte_connect::proto::connector::CreateTaskRequest {
-            template: Some(fake_databricks::task_template(
-                &tls.base_url(),
-                fake_databricks::job_conf("over-tls"),
-            )),
-            connection: Some(connection(&[("databricks_token", TOKEN)])),
-            ..Default::default()
-        };
+        let request = databricks_create(&tls.base_url(), &[("databricks_token", TOKEN)]);
         server
             .tasks()
             .await

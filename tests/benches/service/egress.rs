@@ -49,11 +49,11 @@ use flyte_connect_e2e::{
     literals::category,
     pki::TestPki,
 };
-use tonic::transport::{Channel, Endpoint as GrpcEndpoint};
+use tonic::transport::Channel;
 
 use super::{
     Baseline, WARM_UP,
-    load::{LoadReport, MAX_CONNECTIONS},
+    load::{LoadReport, MAX_CONNECTIONS, connect},
     servers::{self, Target},
 };
 
@@ -132,15 +132,6 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     // SAFETY: sysconf only reads a configuration value.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (ticks > 0).then(|| Duration::from_secs_f64((utime + stime) as f64 / ticks as f64))
-}
-
-async fn connect(addr: SocketAddr) -> Channel {
-    GrpcEndpoint::from_shared(format!("http://{addr}"))
-        .expect("a valid URI")
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .expect("connect to the server under test")
 }
 
 /// Creates the row's one task through the server at `addr`, for workspace

@@ -62,7 +62,8 @@ fn echo_inputs() -> TypedInputs {
     TypedInputs(vec![("n", int(7), simple(SimpleType::Integer))])
 }
 
-async fn connect(addr: SocketAddr) -> Channel {
+/// A channel to the server under test at `addr`.
+pub async fn connect(addr: SocketAddr) -> Channel {
     Endpoint::from_shared(format!("http://{addr}"))
         .expect("a valid URI")
         .tcp_nodelay(true)

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use wasmtime_wasi_http::{Error, WasiBody};
 
 use super::{
-    Timeouts,
+    Target, Timeouts,
     connect::{ConnectError, ConnectProgress, Connector, Progress, REQUEST, RequestScope},
     proxy::{ProxySettings, Route},
     trust::{describe_tls_error, find_tls_error},
@@ -47,6 +47,7 @@ pub(super) const POOL_MAX_IDLE_PER_HOST: usize = 64;
 
 /// The labels and timeouts of one request.
 pub(super) struct Exchange {
+    pub(super) target: Target,
     pub(super) timeouts: Timeouts,
     pub(super) connector: Arc<str>,
     pub(super) host_label: String,
@@ -90,16 +91,10 @@ impl PooledClient {
         mut request: Request<WasiBody>,
         exchange: Exchange,
     ) -> Result<Response<WasiBody>, Error> {
-        let uri = request.uri();
-        let https = uri.scheme_str() != Some("http");
-        let scheme = if https { "https" } else { "http" };
-        let host = uri.host().unwrap_or_default().to_owned();
-        let port = uri
-            .port_u16()
-            .unwrap_or(if scheme == "http" { 80 } else { 443 });
-        let authority = format!("{host}:{port}");
-        if scheme == "http"
-            && let Route::Proxy(proxy) = self.proxy.route(scheme, &host, port)
+        let target = &exchange.target;
+        let authority = target.authority();
+        if !target.https
+            && let Route::Proxy(proxy) = self.proxy.route("http", &target.host, target.port)
             && let Some(authorization) = &proxy.authorization
         {
             // A plain-http request goes to the proxy itself, in absolute
@@ -126,7 +121,7 @@ impl PooledClient {
         .await?
         .map_err(|err| {
             let error = request_error(&err, &authority);
-            let fresh_tls = https && matches!(progress.get(), Progress::Connected(_));
+            let fresh_tls = target.https && matches!(progress.get(), Progress::Connected(_));
             let broken = match &error {
                 Error::ConnectionTerminated => Some("connection terminated".to_owned()),
                 Error::InternalError(Some(text)) if !text.starts_with("TLS") => Some(text.clone()),

@@ -34,7 +34,7 @@ use tokio_rustls::{TlsConnector, client::TlsStream};
 use wasmtime_wasi_http::Error;
 
 use super::{
-    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, Target,
     proxy::{Proxy, ProxySettings, Route},
     trust::{TlsProfile, describe_tls_error, find_tls_error},
 };
@@ -185,19 +185,9 @@ impl Shared {
         target: &Uri,
         scope: Option<&RequestScope>,
     ) -> Result<Stream, ConnectError> {
-        let https = target.scheme_str() != Some("http");
-        let host = target
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = target.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        let target = Target::of(target);
+        let authority = target.authority();
+        let Target { https, host, port } = target;
         let route = self
             .proxy
             .route(if https { "https" } else { "http" }, &host, port);

@@ -81,6 +81,53 @@ impl HttpLimits {
     }
 }
 
+/// Where a request goes, as the allow-list, the pool and the connector
+/// see it alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Target {
+    pub(super) https: bool,
+    /// Lower case, without brackets or a trailing dot.
+    pub(super) host: String,
+    /// The URI's, else the scheme's default.
+    pub(super) port: u16,
+}
+
+impl Target {
+    /// The target of `uri` (https unless it says `http`).
+    pub(super) fn of(uri: &http::Uri) -> Self {
+        let https = !uri
+            .scheme_str()
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http"));
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        Self { https, host, port }
+    }
+
+    pub(super) fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
+    }
+
+    /// `host:port`.
+    pub(super) fn authority(&self) -> String {
+        authority(&self.host, self.port)
+    }
+}
+
+/// `host:port`, an IPv6 host in brackets.
+pub(super) fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// The server-wide settings of outbound HTTP: the capability itself.
 pub(super) struct OutboundHttp {
     /// The platform's CA roots, read once at start.

@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::{
-    HttpLimits,
+    HttpLimits, Target,
     client::{Exchange, PooledClient},
     rules::HostRule,
 };
@@ -151,20 +151,12 @@ impl WasiHttpHooks for CallHooks {
         options: Option<RequestOptions>,
         _body_errors: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = Sent> + Send> {
-        let uri = request.uri();
-        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
-        let host = uri
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
-        let port = uri
-            .port_u16()
-            .unwrap_or(if scheme == "http" { 80 } else { 443 });
-        let shown = format!("{scheme}://{host}:{port}");
-        if !self.policy.allows(&scheme, &host, port) {
+        let target = Target::of(request.uri());
+        let shown = format!("{}://{}:{}", target.scheme(), target.host, target.port);
+        if !self
+            .policy
+            .allows(target.scheme(), &target.host, target.port)
+        {
             self.deny(&shown);
             // Take the body the guest is writing before answering, so it
             // sees the denial rather than a broken body stream; frame by
@@ -190,6 +182,7 @@ impl WasiHttpHooks for CallHooks {
             };
             tracing::debug!(connector = %connector, host = %shown, "outbound HTTP request");
             let exchange = Exchange {
+                target,
                 timeouts,
                 connector: Arc::clone(&connector),
                 host_label: label.clone(),

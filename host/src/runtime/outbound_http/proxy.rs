@@ -92,11 +92,7 @@ impl Proxy {
                 Ok::<_, String>(value)
             })
             .transpose()?;
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        let authority = super::authority(&host, port);
         Ok(Self {
             shown: format!("http://{authority}"),
             authority,

@@ -15,7 +15,9 @@
 
 use std::{path::Path, path::PathBuf, sync::Arc};
 
-use rustls::{CertificateError, ClientConfig, RootCertStore};
+use rustls::{
+    CertificateError, ClientConfig, ConfigBuilder, RootCertStore, client::WantsClientCert,
+};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde::Deserialize;
 
@@ -123,10 +125,7 @@ impl TlsProfile {
             if let Some(path) = &section.ca_file {
                 add_roots(&mut roots, &format!("{key}.ca_file"), path, load)?;
             }
-            let builder = ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|err| format!("{key}: {err}"))?
-                .with_root_certificates(roots);
+            let builder = trusting(roots).map_err(|err| format!("{key}: {err}"))?;
             let config = match (&section.client_cert_file, &section.client_key_file) {
                 (None, None) => builder.with_no_client_auth(),
                 (Some(cert), Some(key_file)) => {
@@ -148,10 +147,8 @@ impl TlsProfile {
             };
             entries.push((rules, with_alpn(config)));
         }
-        let default = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
+        let default = trusting(base)
             .map_err(|err| format!("TLS: {err}"))?
-            .with_root_certificates(base)
             .with_no_client_auth();
         Ok(Self {
             entries,
@@ -171,8 +168,16 @@ impl TlsProfile {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// A configuration on ring's provider and the safe protocol versions,
+/// trusting `roots`, its client authentication still to choose.
+fn trusting(
+    roots: RootCertStore,
+) -> Result<ConfigBuilder<ClientConfig, WantsClientCert>, rustls::Error> {
+    Ok(
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots),
+    )
 }
 
 fn with_alpn(mut config: ClientConfig) -> Arc<ClientConfig> {
