@@ -97,6 +97,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cache;
 mod error;
 pub mod http;
 #[cfg(feature = "jwt")]

@@ -19,7 +19,7 @@ use clap::Parser;
 use crate::{
     loading::scan,
     local_run::{self, RunOptions},
-    runtime::{ReturnLimits, RuntimeConfig, SlotBudget},
+    runtime::{ReturnLimits, ReuseLimits, RuntimeConfig, SlotBudget},
     server::ServerConfig,
 };
 
@@ -222,7 +222,25 @@ pub struct Cli {
     #[arg(long, env = "FLYTE_CONNECT_CALL_TIMEOUT", default_value_t = 60.0)]
     pub call_timeout: f64,
 
-    /// Memory cap of one connector call in MiB, unless its manifest sets one.
+    /// Idle instances kept per component for plugins with `instance_reuse =
+    /// "connection"` [default: twice the worker threads].
+    #[arg(long, env = "FLYTE_CONNECT_MAX_IDLE_INSTANCES")]
+    pub max_idle_instances: Option<u32>,
+
+    /// Seconds an idle instance is kept for a later call of the same tenant.
+    #[arg(
+        long,
+        env = "FLYTE_CONNECT_IDLE_INSTANCE_TIMEOUT",
+        default_value_t = 1.0
+    )]
+    pub idle_instance_timeout: f64,
+
+    /// Calls one instance serves at most, when its plugin opts into reuse.
+    #[arg(long, env = "FLYTE_CONNECT_MAX_INSTANCE_REUSE_COUNT", default_value_t = ReuseLimits::default().max_calls_per_instance, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_instance_reuse_count: u32,
+
+    /// Memory cap of one connector instance in MiB (over all the calls it
+    /// serves), unless its manifest sets one.
     #[arg(long, env = "FLYTE_CONNECT_MEMORY_MB", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub memory_limit_mb: u32,
 
@@ -332,6 +350,12 @@ impl Cli {
     pub fn into_config(self) -> Result<ServerConfig, String> {
         let call_timeout = positive_seconds("--call-timeout", self.call_timeout)?;
         let reload_interval = positive_seconds("--reload-interval", self.reload_interval)?;
+        let idle_instance_timeout =
+            positive_seconds("--idle-instance-timeout", self.idle_instance_timeout)?;
+        let workers = self.worker.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        );
         let defaults = RuntimeConfig::default();
         let memory_bytes = self.memory_limit_mb as usize * 1024 * 1024;
         Ok(ServerConfig {
@@ -362,6 +386,13 @@ impl Cli {
                     custom_info: self.max_custom_info_size,
                     log_page: self.max_log_page_size,
                     metrics: self.max_metrics_size,
+                },
+                reuse: ReuseLimits {
+                    max_idle_per_component: self
+                        .max_idle_instances
+                        .map_or(2 * workers, |n| n as usize),
+                    idle_timeout: idle_instance_timeout,
+                    max_calls_per_instance: self.max_instance_reuse_count,
                 },
                 cache_dir: if self.no_cache {
                     None

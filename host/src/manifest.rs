@@ -5,6 +5,7 @@
 //! allowed_hosts = ["bigquery.googleapis.com", "https://*.example.com", "http://127.0.0.1:8080"]
 //! memory_mb = 256
 //! timeout_seconds = 30
+//! instance_reuse = "connection"
 //!
 //! [http]
 //! connect_timeout_seconds = 5
@@ -17,7 +18,7 @@
 //! ```
 //!
 //! This module reads the file and the keys every plugin has (`memory_mb`,
-//! `timeout_seconds`, `[env]`). Every other key belongs to a capability of
+//! `timeout_seconds`, `instance_reuse`, `[env]`). Every other key belongs to a capability of
 //! the runtime (`allowed_hosts` and `[http]` to outbound HTTP,
 //! `[credentials]` to credentials from the pod), which parses its own
 //! section and rejects what it cannot use; a key no capability owns is an
@@ -69,12 +70,37 @@ pub struct Manifest {
     pub timeout: Option<Duration>,
     /// Environment variables the component sees.
     pub env: BTreeMap<String, String>,
+    /// Whether a finished call's instance may serve later calls.
+    pub instance_reuse: InstanceReuse,
     /// Every other top-level key, as written: the sections of the
     /// capabilities the runtime grants, each parsed by its owner.
     pub sections: toml::Table,
     /// The manifest's folder, against which relative file paths in its
     /// sections are resolved (the working directory when there is none).
     pub folder: PathBuf,
+}
+
+/// Whether an instance may serve more than one call (`instance_reuse`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum InstanceReuse {
+    /// `"never"`: every call runs in a fresh instance.
+    #[default]
+    Never,
+    /// `"connection"`: a finished call's instance may serve later calls
+    /// with the same connection map (secrets and configs), and no others.
+    Connection,
+}
+
+impl InstanceReuse {
+    fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value {
+            None | Some("never") => Ok(Self::Never),
+            Some("connection") => Ok(Self::Connection),
+            Some(other) => Err(format!(
+                "instance_reuse = {other:?}: expected \"never\" or \"connection\""
+            )),
+        }
+    }
 }
 
 impl Manifest {
@@ -88,6 +114,7 @@ impl Manifest {
 struct ManifestFile {
     memory_mb: Option<u64>,
     timeout_seconds: Option<f64>,
+    instance_reuse: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(flatten)]
@@ -137,10 +164,13 @@ impl Manifest {
             .transpose()?;
         let timeout =
             seconds("timeout_seconds", file.timeout_seconds).map_err(ParseError::Invalid)?;
+        let instance_reuse =
+            InstanceReuse::parse(file.instance_reuse.as_deref()).map_err(ParseError::Invalid)?;
         Ok(Self {
             memory_bytes,
             timeout,
             env: file.env,
+            instance_reuse,
             sections: file.sections,
             folder,
         })
@@ -211,5 +241,32 @@ mod tests {
         assert!(parse("memory_mb = \"x\"").is_err());
         assert!(parse("timeout_seconds = -1").is_err());
         assert!(parse("[env]\nA = 1").is_err());
+    }
+
+    #[test]
+    fn instance_reuse_is_opted_into_by_name() {
+        assert_eq!(
+            parse("").expect("empty").instance_reuse,
+            InstanceReuse::Never
+        );
+        assert_eq!(
+            parse("instance_reuse = \"never\"")
+                .expect("never")
+                .instance_reuse,
+            InstanceReuse::Never
+        );
+        assert_eq!(
+            parse("instance_reuse = \"connection\"")
+                .expect("connection")
+                .instance_reuse,
+            InstanceReuse::Connection
+        );
+        match parse("instance_reuse = \"sometimes\"") {
+            Err(ParseError::Invalid(message)) => assert_eq!(
+                message,
+                r#"instance_reuse = "sometimes": expected "never" or "connection""#
+            ),
+            other => panic!("accepted or wrong error: {other:?}"),
+        }
     }
 }

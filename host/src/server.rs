@@ -336,6 +336,7 @@ async fn serve_metrics(
             metrics.calls_in_flight.set(gauge(runtime.calls_running()));
             metrics.calls_queued.set(gauge(runtime.calls_queued()));
             metrics.call_slots_in_use.set(gauge(runtime.slots_in_use()));
+            metrics.idle_instances.set(gauge(runtime.idle_instances()));
             async move {
                 (
                     [(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],

@@ -35,9 +35,14 @@ impl Setup {
     /// The connector pointed at the fake by its manifest: endpoint and
     /// metadata host in `[env]`, the fake allowed.
     async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// [`Self::start`], with `top` as the manifest's first lines.
+    async fn start_with(top: &str) -> Self {
         let fake = FakeBigQuery::start(ServiceAccount::test_account()).await;
         let manifest = format!(
-            "allowed_hosts = [\"{base}\"]\n\n[env]\nBIGQUERY_ENDPOINT = \"{base}\"\n\
+            "{top}allowed_hosts = [\"{base}\"]\n\n[env]\nBIGQUERY_ENDPOINT = \"{base}\"\n\
              GCE_METADATA_HOST = \"{addr}\"\n",
             base = fake.base_url(),
             addr = fake.addr(),
@@ -213,6 +218,24 @@ async fn a_query_job_runs_to_success_with_typed_parameters_and_the_python_meta()
     setup
         .hosted
         .assert_key_never_logged(&jwt::fixture(jwt::SERVICE_KEY));
+}
+
+#[tokio::test]
+async fn with_instance_reuse_the_jwt_is_signed_once_per_token_lifetime() {
+    let setup = Setup::start_with("instance_reuse = \"connection\"\n").await;
+    let meta = setup.create("SELECT 1").await.expect("create");
+    for _ in 0..3 {
+        setup.hosted.get(&meta, &setup.connection()).await;
+        // A token signed in a later second differs from the first one.
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+    assert_eq!(setup.fake.calls().unauthorized, 0);
+    assert!(
+        setup.fake.bearers().len() >= 4,
+        "{:?}",
+        setup.fake.bearers()
+    );
+    assert_eq!(setup.fake.distinct_jwts(), 1, "one token for all the calls");
 }
 
 #[tokio::test]

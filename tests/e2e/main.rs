@@ -14,6 +14,7 @@ mod outbound;
 mod queue;
 mod reload;
 mod replicas;
+mod reuse;
 mod run_loop;
 mod snowflake;
 mod tasks;

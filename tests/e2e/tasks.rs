@@ -182,7 +182,8 @@ async fn list_connectors_groups_task_types_under_connector_names() {
                     "panic:0",
                     "remember:0",
                     "sleep:0",
-                    "slow:0"
+                    "slow:0",
+                    "tally:0"
                 ]
                 .map(String::from)
                 .to_vec()

@@ -69,7 +69,7 @@ def create(hosted: HostedConnector, fault: str, **extra: str) -> connector_pb2.C
 def assert_still_serving(hosted: HostedConnector) -> None:
     """The next call on the same connector works."""
     created = create(hosted, "none")
-    assert json.loads(created.resource_meta) == {"fault": "none", "slept": 0.0}
+    assert json.loads(created.resource_meta) == {"fault": "none", "slept": 0.0, "tally": ""}
 
 
 def failure(operation: str, message: str) -> str:

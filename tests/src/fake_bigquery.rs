@@ -242,6 +242,8 @@ struct Google {
     /// By project, then job id.
     jobs: BTreeMap<(String, String), Job>,
     bearers: Vec<BearerKind>,
+    /// The self-signed JWTs accepted, each once.
+    jwts: BTreeSet<String>,
     issued: BTreeSet<String>,
 }
 
@@ -397,7 +399,11 @@ impl FakeService for Fake {
         };
         match kind {
             Some(kind) => {
-                self.google().bearers.push(kind);
+                let mut google = self.google();
+                google.bearers.push(kind);
+                if let (BearerKind::SelfSignedJwt, Some(token)) = (kind, token) {
+                    google.jwts.insert(token.to_owned());
+                }
                 Ok(())
             }
             None => {
@@ -452,6 +458,11 @@ impl FakeBigQuery {
     /// How each authorized BigQuery request authorized itself, in order.
     pub fn bearers(&self) -> Vec<BearerKind> {
         self.fake().google().bearers.clone()
+    }
+
+    /// How many different self-signed JWTs were accepted.
+    pub fn distinct_jwts(&self) -> usize {
+        self.fake().google().jwts.len()
     }
 
     /// Whether a job `job_id` (of any project) was cancelled.

@@ -2,7 +2,9 @@
 //! in the sandbox, or a token from the GCE/GKE metadata server.
 
 use flyte_connector_sdk::{
-    Connection, Error, http,
+    Connection, Error,
+    cache::{self, Expiring},
+    http,
     jwt::{Header, SigningKey, unix_now},
 };
 use serde::Deserialize;
@@ -23,6 +25,9 @@ const AUDIENCE: &str = "https://bigquery.googleapis.com/";
 
 /// How long a self-signed token is valid (Google's maximum).
 const LIFETIME_SECS: u64 = 3600;
+
+/// How long before its expiry a cached token is replaced.
+const REFRESH_MARGIN_SECS: u64 = 300;
 
 /// The fields of a service-account key file this connector uses.
 #[derive(Deserialize)]
@@ -74,8 +79,33 @@ pub fn bearer(connection: &Connection) -> Result<Bearer, Error> {
 
 /// A JWT signed with the service account's key, sent as the bearer itself
 /// (Google's "service account authorization without OAuth"): no token
-/// exchange, so no extra round trip per call.
+/// exchange, so no extra round trip per call. Signed once per token
+/// lifetime when the instance serves several calls (see
+/// [`flyte_connector_sdk::cache`]).
 fn self_signed_jwt(key_json: &str) -> Result<Bearer, Error> {
+    let now = unix_now();
+    let (token, email) = cache::get_or_try_insert(
+        &cache::key("bigquery-self-signed-jwt", &[key_json]),
+        now,
+        || {
+            let bearer = sign_jwt(key_json, now)?;
+            let Identity::ServiceAccount(email) = bearer.identity else {
+                return Err(Error::failed("a self-signed token without its account"));
+            };
+            Ok(Expiring::until(
+                (bearer.token, email),
+                now + LIFETIME_SECS - REFRESH_MARGIN_SECS,
+            ))
+        },
+    )?;
+    Ok(Bearer {
+        token,
+        identity: Identity::ServiceAccount(email),
+    })
+}
+
+/// Signs a new self-signed JWT, issued at `now`.
+fn sign_jwt(key_json: &str, now: u64) -> Result<Bearer, Error> {
     let key: ServiceAccountKey = serde_json::from_str(key_json).map_err(|err| {
         // serde's message names fields and positions, never values.
         Error::invalid_request(format!(
@@ -99,7 +129,6 @@ fn self_signed_jwt(key_json: &str) -> Result<Bearer, Error> {
             err.message()
         ))
     })?;
-    let now = unix_now();
     let claims = json!({
         "iss": key.client_email,
         "sub": key.client_email,
@@ -126,11 +155,29 @@ impl std::fmt::Debug for Bearer {
 #[derive(Deserialize)]
 struct MetadataToken {
     access_token: String,
+    /// Seconds the token stays valid.
+    #[serde(default)]
+    expires_in: u64,
 }
 
 /// The default service account's token from the metadata server
-/// (workload identity on GKE, the VM's account on GCE).
+/// (workload identity on GKE, the VM's account on GCE), fetched again
+/// [`REFRESH_MARGIN_SECS`] before it expires when the instance serves
+/// several calls.
 fn metadata_server_token() -> Result<Bearer, Error> {
+    let now = unix_now();
+    let token = cache::get_or_try_insert(&cache::key("bigquery-metadata-token", &[]), now, || {
+        let token = fetch_metadata_token()?;
+        let refresh_at = (now + token.expires_in).saturating_sub(REFRESH_MARGIN_SECS);
+        Ok(Expiring::until(token.access_token, refresh_at))
+    })?;
+    Ok(Bearer {
+        token,
+        identity: Identity::Workload,
+    })
+}
+
+fn fetch_metadata_token() -> Result<MetadataToken, Error> {
     let host = std::env::var(METADATA_HOST_ENV)
         .ok()
         .filter(|host| !host.is_empty())
@@ -150,11 +197,7 @@ fn metadata_server_token() -> Result<Bearer, Error> {
             }
         })?
         .error_for_status()?;
-    let token: MetadataToken = response.json()?;
-    Ok(Bearer {
-        token: token.access_token,
-        identity: Identity::Workload,
-    })
+    response.json()
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use flyte_connector_sdk::{
     Connection, Error,
+    cache::{self, Expiring},
     jwt::{Header, SigningKey, unix_now},
 };
 use serde_json::json;
@@ -30,7 +31,31 @@ pub fn claim_account(account: &str) -> String {
 
 /// A key-pair JWT for `user` in `account`: `iss` is
 /// `ACCOUNT.USER.SHA256:<public key fingerprint>`, `sub` is `ACCOUNT.USER`.
+///
+/// Signed once per token lifetime when the instance serves several calls
+/// (see [`flyte_connector_sdk::cache`]).
 pub fn key_pair_jwt(connection: &Connection, account: &str, user: &str) -> Result<String, Error> {
+    let pem = connection.get(PRIVATE_KEY_SECRET).unwrap_or_default();
+    let passphrase = connection.get(PASSPHRASE_SECRET).unwrap_or_default();
+    let now = unix_now();
+    cache::get_or_try_insert(
+        &cache::key("snowflake-key-pair-jwt", &[pem, passphrase, account, user]),
+        now,
+        || {
+            let token = sign_jwt(connection, account, user, now)?;
+            Ok(Expiring::until(
+                token,
+                now + LIFETIME_SECS - REFRESH_MARGIN_SECS,
+            ))
+        },
+    )
+}
+
+/// How long before its expiry a cached token is replaced.
+const REFRESH_MARGIN_SECS: u64 = 300;
+
+/// Signs a new key-pair JWT, issued at `now`.
+fn sign_jwt(connection: &Connection, account: &str, user: &str, now: u64) -> Result<String, Error> {
     let pem = connection
         .get(PRIVATE_KEY_SECRET)
         .filter(|pem| !pem.trim().is_empty())
@@ -48,7 +73,6 @@ pub fn key_pair_jwt(connection: &Connection, account: &str, user: &str) -> Resul
         ))
     })?;
     let subject = format!("{}.{}", claim_account(account), user.to_ascii_uppercase());
-    let now = unix_now();
     let claims = json!({
         "iss": format!("{subject}.SHA256:{}", key.public_key_fingerprint()),
         "sub": subject,

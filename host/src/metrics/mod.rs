@@ -52,6 +52,31 @@ pub struct OutboundMetrics {
     pub tls_failures: IntCounterVec,
 }
 
+/// Instances started for connector calls, fresh or reused.
+#[derive(Clone)]
+pub struct InstanceMetrics {
+    started: IntCounterVec,
+}
+
+impl InstanceMetrics {
+    /// The counters of connector `name`, looked up once.
+    pub fn for_connector(&self, name: &str) -> InstanceCounters {
+        InstanceCounters {
+            fresh: self.started.with_label_values(&[name, "fresh"]),
+            reused: self.started.with_label_values(&[name, "reused"]),
+        }
+    }
+}
+
+/// One connector's instance counters.
+#[derive(Clone)]
+pub struct InstanceCounters {
+    /// Calls that ran in a new instance.
+    pub fresh: IntCounter,
+    /// Calls that ran in a warm instance of the same tenant.
+    pub reused: IntCounter,
+}
+
 /// The service's metrics and the registry they are exported from.
 #[derive(Clone)]
 pub struct Metrics {
@@ -64,8 +89,12 @@ pub struct Metrics {
     pub calls_in_flight: IntGauge,
     /// Calls waiting for a call slot.
     pub calls_queued: IntGauge,
-    /// Call slots taken.
+    /// Call slots taken, by running calls and idle instances.
     pub call_slots_in_use: IntGauge,
+    /// Instances kept idle for later calls of the same tenant.
+    pub idle_instances: IntGauge,
+    /// Instances started, fresh or reused, by connector.
+    pub instances: InstanceMetrics,
     reloads: IntCounterVec,
     /// Outbound HTTP requests, denied and sent.
     pub outbound: OutboundMetrics,
@@ -113,8 +142,22 @@ impl Metrics {
         )?;
         let call_slots_in_use = IntGauge::new(
             "flyte_connector_call_slots_in_use",
-            "Call slots of the instance pool taken by running calls",
+            "Call slots of the instance pool taken by running calls and idle instances",
         )?;
+        let idle_instances = IntGauge::new(
+            "flyte_connector_idle_instances",
+            "Instances kept idle for later calls with the same connection (instance_reuse)",
+        )?;
+        let instances = InstanceMetrics {
+            started: IntCounterVec::new(
+                Opts::new(
+                    "flyte_connector_instances_total",
+                    "Connector calls by the instance they ran in: a fresh one, or one reused \
+                     from an earlier call with the same connection",
+                ),
+                &["connector", "start"],
+            )?,
+        };
         let reloads = IntCounterVec::new(
             Opts::new(
                 "flyte_connector_reloads_total",
@@ -167,6 +210,8 @@ impl Metrics {
         registry.register(Box::new(calls_in_flight.clone()))?;
         registry.register(Box::new(calls_queued.clone()))?;
         registry.register(Box::new(call_slots_in_use.clone()))?;
+        registry.register(Box::new(idle_instances.clone()))?;
+        registry.register(Box::new(instances.started.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(outbound.denied.clone()))?;
         registry.register(Box::new(outbound.requests.clone()))?;
@@ -183,6 +228,8 @@ impl Metrics {
             calls_in_flight,
             calls_queued,
             call_slots_in_use,
+            idle_instances,
+            instances,
             reloads,
             outbound,
             components_loaded,

@@ -1,7 +1,8 @@
-//! Admission of calls into the instance pool: a call takes one or more call
-//! slots for as long as its instance lives. A call that finds too few free
-//! slots waits its turn (first come, first served); only a full wait queue
-//! or the client's own deadline turns it away.
+//! Admission of calls into the instance pool: an instance takes one or more
+//! call slots for as long as it lives, running a call or idle between calls
+//! of one tenant (see `warm`). A call that finds too few free slots waits
+//! its turn (first come, first served); only a full wait queue or the
+//! client's own deadline turns it away.
 
 use std::{
     sync::{
@@ -26,25 +27,17 @@ pub(super) struct Admission {
     running: Arc<AtomicUsize>,
 }
 
-/// Slots held by a running call; released when dropped.
-pub(super) struct Admitted {
-    _slots: OwnedSemaphorePermit,
-    running: Arc<AtomicUsize>,
+/// Slots held by one instance, running or idle; released when dropped.
+pub(super) struct Slots {
+    _permit: OwnedSemaphorePermit,
 }
 
-impl Admitted {
-    fn new(slots: OwnedSemaphorePermit, running: &Arc<AtomicUsize>) -> Self {
-        running.fetch_add(1, Ordering::AcqRel);
-        Self {
-            _slots: slots,
-            running: Arc::clone(running),
-        }
-    }
-}
+/// A call running in an instance, counted while it lives.
+pub(super) struct Running(Arc<AtomicUsize>);
 
-impl Drop for Admitted {
+impl Drop for Running {
     fn drop(&mut self) {
-        self.running.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -64,7 +57,7 @@ impl Admission {
         self.total_slots
     }
 
-    /// Slots taken by running calls.
+    /// Slots taken by instances, running or idle.
     pub(super) fn slots_in_use(&self) -> usize {
         self.total_slots
             .saturating_sub(self.slots.available_permits())
@@ -80,16 +73,30 @@ impl Admission {
         self.queued.load(Ordering::Acquire)
     }
 
+    /// Counts a call as running until the guard is dropped.
+    pub(super) fn start_running(&self) -> Running {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        Running(Arc::clone(&self.running))
+    }
+
+    /// Takes `slots` slots if they are free now. With waiters in line there
+    /// are no free slots: released ones go to the waiters first, so this
+    /// cannot jump the queue.
+    pub(super) fn try_take(&self, slots: u32) -> Option<Slots> {
+        Arc::clone(&self.slots)
+            .try_acquire_many_owned(slots)
+            .ok()
+            .map(|permit| Slots { _permit: permit })
+    }
+
     /// Takes `slots` slots, waiting in line for them if they are busy.
     pub(super) async fn admit(
         &self,
         slots: u32,
         deadline: Deadline,
-    ) -> Result<Admitted, ConnectorError> {
-        // With waiters in line there are no free permits: released ones go
-        // to the waiters first, so this cannot jump the queue.
-        if let Ok(permit) = Arc::clone(&self.slots).try_acquire_many_owned(slots) {
-            return Ok(Admitted::new(permit, &self.running));
+    ) -> Result<Slots, ConnectorError> {
+        if let Some(taken) = self.try_take(slots) {
+            return Ok(taken);
         }
         let place = QueuePlace::take(&self.queued);
         if place.ahead >= self.max_queued {
@@ -111,7 +118,7 @@ impl Admission {
         // The semaphore is never closed while the runtime exists.
         let permit =
             acquired.map_err(|_| ConnectorError::Failed("the server is shutting down".into()))?;
-        Ok(Admitted::new(permit, &self.running))
+        Ok(Slots { _permit: permit })
     }
 }
 
@@ -191,7 +198,6 @@ mod tests {
         let admission = Admission::new(3, 0);
         let heavy = admission.admit(2, Deadline::NONE).await.expect("two slots");
         assert_eq!(admission.slots_in_use(), 2);
-        assert_eq!(admission.running(), 1);
         assert!(admission.admit(2, Deadline::NONE).await.is_err());
         drop(heavy);
         assert_eq!(admission.slots_in_use(), 0);

@@ -1,6 +1,7 @@
-//! One guest call: admission into the pool, a fresh store and instance from
-//! the pre-linked component, the plugin's limits, and the classification of
-//! whatever went wrong.
+//! One guest call: an instance (a warm one of the same tenant, or a fresh
+//! one once the pool admits the call), the call's scope installed on it, the
+//! plugin's limits, the classification of whatever went wrong, and what
+//! becomes of the instance after.
 
 use std::{
     future::Future,
@@ -9,21 +10,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use wasmtime::{
-    PoolConcurrencyLimitError, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
-    component::{Linker, ResourceTable},
-};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
 
 use super::{
     Shared,
+    admission::Slots,
     bindings::{Plugin, PluginPre},
-    capability::{CallScope, Capabilities, Capability, Grants},
+    capability::Grants,
     guest_log::GuestLog,
-    outbound_http::{CallHttp, OutboundHttp},
+    instance::{DeadlineHit, Instance, InstanceRecipe, InstanceState, arm_deadline},
+    warm::{Owner, TenantKey},
 };
-use crate::connector::{ConnectorError, Deadline};
+use crate::{
+    connector::{ConnectionMap, ConnectorError, Deadline},
+    manifest::InstanceReuse,
+    metrics::InstanceCounters,
+};
 
 /// The limits of one plugin's calls, prepared once when it is loaded.
 #[derive(Debug, Clone)]
@@ -31,54 +33,13 @@ pub(super) struct CallLimits {
     pub(super) timeout: Duration,
     pub(super) memory_bytes: usize,
     pub(super) env: Vec<(String, String)>,
+    pub(super) reuse: InstanceReuse,
 }
 
-/// The host state of one call's store.
-pub(super) struct CallState {
-    wasi: WasiCtx,
-    http: CallHttp,
-    table: ResourceTable,
-    limits: StoreLimits,
-}
-
-impl WasiView for CallState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for CallState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http.ctx,
-            table: &mut self.table,
-            hooks: &mut self.http.hooks,
-        }
-    }
-}
-
-/// The imports every connector is linked against: WASI Preview 2 (with no
-/// files, sockets or name lookups granted) and each capability a manifest
-/// may grant.
-pub(super) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<CallState>> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    Capabilities::add_to_linker(&mut linker)?;
-    Ok(linker)
-}
-
-/// Marks a trap raised because the call ran past its deadline.
-#[derive(Debug, thiserror::Error)]
-#[error("deadline exceeded")]
-struct DeadlineHit;
-
-/// The body of a call: what to do with the fresh instance.
+/// The body of a call: what to do with the instance.
 pub(super) type CallBody<T> = Box<
     dyn for<'a> FnOnce(
-            &'a mut Store<CallState>,
+            &'a mut Store<InstanceState>,
             &'a Plugin,
         ) -> Pin<
             Box<dyn Future<Output = wasmtime::Result<Result<T, ConnectorError>>> + Send + 'a>,
@@ -87,7 +48,7 @@ pub(super) type CallBody<T> = Box<
 
 /// Runs calls of one component.
 pub(super) struct Caller {
-    pub(super) pre: PluginPre<CallState>,
+    pub(super) pre: PluginPre<InstanceState>,
     pub(super) limits: CallLimits,
     /// What the plugin's manifest grants, built once at load.
     pub(super) grants: Arc<Grants>,
@@ -95,74 +56,198 @@ pub(super) struct Caller {
     pub(super) slots: u32,
     /// Connector name (or file name before the name is known), for logs.
     pub(super) label: Arc<str>,
+    /// This loaded version of the component, as the warm pool knows it.
+    pub(super) owner: Owner<Instance>,
+    /// Fresh and reused instances, counted by connector (not for the
+    /// metadata call of a load).
+    pub(super) counters: Option<InstanceCounters>,
     pub(super) shared: Arc<Shared>,
 }
 
+/// What a call runs in.
+enum Start {
+    /// A warm instance of the same tenant.
+    Warm(Instance),
+    /// A new instance, in a new store, on slots just admitted.
+    Fresh {
+        store: Store<InstanceState>,
+        log: GuestLog,
+        slots: Slots,
+    },
+}
+
 impl Caller {
-    /// Runs `body` in a fresh instance once the pool admits the call, within
-    /// the plugin's limits. `function` names the call in logs.
+    /// Who a call with the merged connection map `connection` is for, if
+    /// the plugin opted into reuse: calls of one tenant may share instances.
+    pub(super) fn tenant(&self, connection: &ConnectionMap) -> Option<TenantKey> {
+        match self.limits.reuse {
+            InstanceReuse::Connection => Some(self.shared.warm.key_of(connection)),
+            InstanceReuse::Never => None,
+        }
+    }
+
+    /// Runs `body` within the plugin's limits: for a `tenant` (see
+    /// [`Self::tenant`]), in a warm instance of this component version that
+    /// served the same tenant if one is idle, and the instance is kept for
+    /// the tenant's next call after; else in a fresh instance once the pool
+    /// admits the call, and that instance serves no other call. `function`
+    /// names the call in logs.
     pub(super) async fn call<T: Send + 'static>(
         &self,
         function: &'static str,
         deadline: Deadline,
+        key: Option<TenantKey>,
         body: CallBody<T>,
     ) -> Result<T, ConnectorError> {
-        let admitted = self.shared.admission.admit(self.slots, deadline).await?;
-        let log = GuestLog::new(Arc::clone(&self.label), function);
+        let warm = key.and_then(|key| self.shared.warm.take(&self.owner, key));
+        let (start, log) = match warm {
+            Some(instance) => {
+                if let Some(counters) = &self.counters {
+                    counters.reused.inc();
+                }
+                let log = instance.log().clone();
+                (Start::Warm(instance), log)
+            }
+            None => {
+                let slots = self.admit(deadline).await?;
+                if let Some(counters) = &self.counters {
+                    counters.fresh.inc();
+                }
+                let (store, log) = self.recipe().store();
+                let start = Start::Fresh {
+                    store,
+                    log: log.clone(),
+                    slots,
+                };
+                (start, log)
+            }
+        };
+        log.begin(function);
+        let running = self.shared.admission.start_running();
         let timeout = self.limits.timeout;
         // Two deadlines on purpose: this timer stops a call waiting on host
-        // I/O (an HTTP request that never answers); the epoch deadline set in
-        // `new_store` stops guest code that never returns to the host.
-        let outcome = tokio::time::timeout(timeout, self.run(function, body, log.clone())).await;
-        // The instance went back to the pool when `run` ended, so the next
-        // call admitted finds its resources free.
-        drop(admitted);
-        let printed = log.finish();
+        // I/O (an HTTP request that never answers); the epoch deadline
+        // (`arm_deadline`) stops guest code that never returns to the host.
+        // Past it the instance is dropped with the future.
+        let outcome = tokio::time::timeout(timeout, self.run(function, start, key, body)).await;
+        drop(running);
         match outcome {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(trap)) => Err(classify_trap(&trap, timeout, &printed)),
-            Err(_elapsed) => Err(ConnectorError::DeadlineExceeded(timeout)),
+            Ok((Ok(answer), _)) => answer,
+            Ok((Err(trap), printed)) => Err(classify_trap(&trap, timeout, &printed)),
+            Err(_elapsed) => {
+                log.finish();
+                Err(ConnectorError::DeadlineExceeded(timeout))
+            }
         }
     }
 
+    /// Runs the call in its instance, then keeps the instance for `key` if
+    /// it may serve another call, or drops it. Returns the answer and the
+    /// last lines the call printed.
     async fn run<T>(
         &self,
         function: &'static str,
+        start: Start,
+        key: Option<TenantKey>,
         body: CallBody<T>,
-        log: GuestLog,
-    ) -> wasmtime::Result<Result<T, ConnectorError>> {
+    ) -> (wasmtime::Result<Result<T, ConnectorError>>, Vec<String>) {
         let started = Instant::now();
-        let mut store = self.new_store(log);
-        let plugin = self.instantiate(&mut store).await?;
+        let reused = matches!(start, Start::Warm(_));
+        let mut instance = match start {
+            Start::Warm(instance) => instance,
+            Start::Fresh {
+                mut store,
+                log,
+                slots,
+            } => {
+                arm_deadline(&mut store, self.limits.timeout);
+                match self.instantiate(&mut store).await {
+                    Ok(plugin) => Instance::new(store, plugin, log, slots),
+                    Err(err) => return (Err(err), log.finish()),
+                }
+            }
+        };
         let instantiated = started.elapsed();
-        let answer = body(&mut store, &plugin).await;
+        let (store, plugin) = instance.begin_call(self.limits.timeout);
+        let answer = body(store, plugin).await;
         let called = started.elapsed();
-        // Returns the instance's memories and tables to the pool, reset.
-        drop(store);
+        // Finished before the instance can go to another call.
+        let printed = instance.log().finish();
+        let kept = match key {
+            Some(key) if answer.is_ok() && self.may_serve_again(&instance) => {
+                self.shared.warm.put(&self.owner, key, instance);
+                true
+            }
+            // Returns the instance's memories and tables to the pool,
+            // reset, and then its slots.
+            _ => {
+                drop(instance);
+                false
+            }
+        };
         tracing::debug!(
             connector = %self.label,
             function,
+            reused,
+            kept,
             instantiate_us = instantiated.as_micros() as u64,
             call_us = (called - instantiated).as_micros() as u64,
             release_us = (started.elapsed() - called).as_micros() as u64,
             "guest call"
         );
-        answer
+        (answer, printed)
+    }
+
+    /// Whether a finished call's instance may serve another: it has served
+    /// fewer calls than the limit, and no call waits for slots (idle
+    /// instances would keep them from it).
+    fn may_serve_again(&self, instance: &Instance) -> bool {
+        instance.calls() < self.shared.warm.limits().max_calls_per_instance
+            && self.shared.admission.queued() == 0
+    }
+
+    /// Slots for a fresh instance: free ones, else those of idle instances
+    /// (oldest first; none of them this call's tenant, or it would have
+    /// taken it), else a place in the queue.
+    async fn admit(&self, deadline: Deadline) -> Result<Slots, ConnectorError> {
+        loop {
+            if let Some(slots) = self.shared.admission.try_take(self.slots) {
+                return Ok(slots);
+            }
+            if !self.shared.warm.evict_oldest() {
+                break;
+            }
+        }
+        self.shared.admission.admit(self.slots, deadline).await
+    }
+
+    fn recipe(&self) -> InstanceRecipe<'_> {
+        InstanceRecipe {
+            engine: &self.shared.engine,
+            grants: &self.grants,
+            connector: &self.label,
+            env: &self.limits.env,
+            memory_bytes: self.limits.memory_bytes,
+        }
     }
 
     /// Instantiates the component. Slot weights keep the pool's memories and
     /// tables from running out; should another pool resource (core
-    /// instances) run out all the same, the call waits for running calls to
-    /// give theirs back, as it waits for a busy slot, until its own deadline
-    /// stops it. Alone in the pool, it never will fit: that is an error.
-    async fn instantiate(&self, store: &mut Store<CallState>) -> wasmtime::Result<Plugin> {
+    /// instances) run out all the same, an idle instance is evicted, or the
+    /// call waits for running calls to give theirs back, as it waits for a
+    /// busy slot, until its own deadline stops it. Alone in the pool, it
+    /// never will fit: that is an error.
+    async fn instantiate(&self, store: &mut Store<InstanceState>) -> wasmtime::Result<Plugin> {
         let mut backoff = Duration::from_millis(1);
         loop {
             match self.pre.instantiate_async(&mut *store).await {
-                Err(err)
-                    if err.downcast_ref::<PoolConcurrencyLimitError>().is_some()
-                        && self.shared.admission.running() > 1 =>
-                {
+                Err(err) if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {
+                    if self.shared.warm.evict_oldest() {
+                        continue;
+                    }
+                    if self.shared.admission.running() <= 1 {
+                        return Err(err);
+                    }
                     tracing::debug!(connector = %self.label, "instance pool exhausted, waiting: {err}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(50));
@@ -170,45 +255,6 @@ impl Caller {
                 other => return other,
             }
         }
-    }
-
-    fn new_store(&self, log: GuestLog) -> Store<CallState> {
-        let wasi = WasiCtxBuilder::new()
-            .stdout(log.clone())
-            .stderr(log)
-            .envs(&self.limits.env)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        let scope = CallScope {
-            connector: Arc::clone(&self.label),
-        };
-        let state = CallState {
-            wasi,
-            http: OutboundHttp::call_state(&self.grants.http, &scope),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
-        };
-        let mut store = Store::new(&self.shared.engine, state);
-        store.limiter(|state| &mut state.limits);
-        // Each epoch tick, yield to the executor so other calls and the
-        // outer timeout get to run; past the deadline, trap. This also stops
-        // guest code that never returns to the host.
-        let started = Instant::now();
-        let deadline = self.limits.timeout;
-        store.epoch_deadline_callback(move |_| {
-            if started.elapsed() >= deadline {
-                Err(DeadlineHit.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
-        store.set_epoch_deadline(1);
-        store
     }
 }
 

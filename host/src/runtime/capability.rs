@@ -2,7 +2,10 @@
 //! factor is: a capability owns some manifest keys, parses them once at
 //! load into a typed grant (reading the files they name through
 //! [`LoadScope`], so a change to those files reloads the plugin), adds its
-//! imports to the linker, and prepares the state each call's store holds.
+//! imports to the linker, and prepares the state each instance's store
+//! holds. That state lasts as long as the instance, which may serve several
+//! calls of one tenant (see `warm`): what belongs to one call (its log, its
+//! deadline) is installed by the call itself (see `instance`), never here.
 //!
 //! [`Capabilities`] is the set the runtime grants from: outbound HTTP
 //! (client, trust, proxy) and credentials from the pod.
@@ -13,8 +16,8 @@ use serde::de::DeserializeOwned;
 use wasmtime::component::Linker;
 
 use super::{
-    call::CallState,
-    outbound_http::{HttpGrant, OutboundHttp},
+    instance::InstanceState,
+    outbound_http::{HttpGrant, InstanceHttp, OutboundHttp},
     pod_credentials::{PodCredentials, PodCredentialsGrant},
 };
 use crate::{file_stamp::FileRead, manifest::Manifest};
@@ -26,7 +29,7 @@ pub(super) trait Capability {
     /// What one plugin is granted, built once at load and shared by its calls.
     type Grant: Send + Sync + 'static;
     /// What one call's store holds for it.
-    type CallState: Send + 'static;
+    type State: Send + 'static;
 
     /// Parses the plugin's sections into its grant; the error names the key
     /// and what is wrong with it.
@@ -34,15 +37,15 @@ pub(super) trait Capability {
 
     /// Adds the imports it provides (none, for a capability that only shapes
     /// a call's arguments).
-    fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()>;
+    fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()>;
 
-    /// The state a call's store starts with.
-    fn call_state(grant: &Self::Grant, call: &CallScope) -> Self::CallState;
+    /// The state an instance's store starts with.
+    fn instance_state(grant: &Self::Grant, instance: &InstanceScope) -> Self::State;
 }
 
-/// What a call is, as capabilities see it.
+/// What an instance is, as capabilities see it.
 #[derive(Debug, Clone)]
-pub(super) struct CallScope {
+pub(super) struct InstanceScope {
     /// The connector's name (its file name until its metadata is known),
     /// for logs and metric labels.
     pub(super) connector: std::sync::Arc<str>,
@@ -108,6 +111,11 @@ pub(super) struct Grants {
     pub(super) credentials: PodCredentialsGrant,
 }
 
+/// What one instance's store holds for the capabilities (those with state).
+pub(super) struct CapabilityStates {
+    pub(super) http: InstanceHttp,
+}
+
 /// The capabilities the runtime grants from, with their server-wide
 /// settings.
 pub(super) struct Capabilities {
@@ -135,8 +143,16 @@ impl Capabilities {
         Ok((grants, load.into_files_read()))
     }
 
+    /// Every capability's part of a new instance's store state.
+    pub(super) fn instance_states(grants: &Grants, instance: &InstanceScope) -> CapabilityStates {
+        let () = PodCredentials::instance_state(&grants.credentials, instance);
+        CapabilityStates {
+            http: OutboundHttp::instance_state(&grants.http, instance),
+        }
+    }
+
     /// Adds every capability's imports.
-    pub(super) fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()> {
+    pub(super) fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
         OutboundHttp::add_to_linker(linker)?;
         PodCredentials::add_to_linker(linker)?;
         Ok(())

@@ -1,5 +1,6 @@
 //! A loaded connector component as the rest of the host sees it: a
-//! [`Connector`] whose every call runs in a fresh instance.
+//! [`Connector`] whose every call runs in a fresh instance, or, if its
+//! manifest opts in, in one that served the same connection before.
 
 use async_trait::async_trait;
 
@@ -12,8 +13,10 @@ use crate::{
     file_stamp::FileRead,
 };
 
-/// A connector component, compiled and pre-linked. Every call runs in a
-/// fresh instance: nothing survives from one call to the next.
+/// A connector component, compiled and pre-linked. By default every call
+/// runs in a fresh instance and nothing survives from one call to the next;
+/// with `instance_reuse = "connection"` what a call leaves in its instance
+/// may be seen by later calls with the same connection map, never by others.
 pub struct WasmConnector {
     pub(super) info: ConnectorInfo,
     pub(super) source: String,
@@ -24,15 +27,17 @@ pub struct WasmConnector {
 }
 
 /// Calls export `$function` of the guest's connector interface with
-/// `$request`, mapping the guest's own error variant to a [`ConnectorError`].
+/// `$request`, for `$tenant` (see [`Caller::tenant`]),
+/// mapping the guest's own error variant to a [`ConnectorError`].
 macro_rules! call_guest {
-    ($self:ident, $operation:expr, $deadline:ident, $function:ident, $request:expr) => {{
+    ($self:ident, $operation:expr, $deadline:ident, $tenant:expr, $function:ident, $request:expr) => {{
         let request = $request;
         $self
             .caller
             .call(
                 $operation.guest_function(),
                 $deadline,
+                $tenant,
                 Box::new(move |store, plugin| {
                     Box::pin(async move {
                         let result = plugin
@@ -66,10 +71,18 @@ impl Connector for WasmConnector {
         mut request: CreateRequest,
         deadline: Deadline,
     ) -> Result<Vec<u8>, ConnectorError> {
-        let meta = call_guest!(self, Operation::Create, deadline, call_create, {
+        let meta = {
             self.caller.grants.credentials.fill(&mut request.connection);
-            bindings::create_request(request)
-        })?;
+            let tenant = self.caller.tenant(&request.connection);
+            call_guest!(
+                self,
+                Operation::Create,
+                deadline,
+                tenant,
+                call_create,
+                bindings::create_request(request)
+            )
+        }?;
         self.return_limits.check_resource_meta(&meta)?;
         Ok(meta)
     }
@@ -79,10 +92,18 @@ impl Connector for WasmConnector {
         mut request: GetRequest,
         deadline: Deadline,
     ) -> Result<Resource, ConnectorError> {
-        let resource = call_guest!(self, Operation::Get, deadline, call_get, {
+        let resource = {
             self.caller.grants.credentials.fill(&mut request.connection);
-            bindings::get_request(request)
-        })?;
+            let tenant = self.caller.tenant(&request.connection);
+            call_guest!(
+                self,
+                Operation::Get,
+                deadline,
+                tenant,
+                call_get,
+                bindings::get_request(request)
+            )
+        }?;
         self.return_limits.check_resource(&resource)?;
         bindings::resource(resource)
     }
@@ -92,10 +113,18 @@ impl Connector for WasmConnector {
         mut request: DeleteRequest,
         deadline: Deadline,
     ) -> Result<(), ConnectorError> {
-        call_guest!(self, Operation::Delete, deadline, call_delete, {
+        {
             self.caller.grants.credentials.fill(&mut request.connection);
-            bindings::delete_request(request)
-        })
+            let tenant = self.caller.tenant(&request.connection);
+            call_guest!(
+                self,
+                Operation::Delete,
+                deadline,
+                tenant,
+                call_delete,
+                bindings::delete_request(request)
+            )
+        }
     }
 
     async fn get_metrics(
@@ -107,6 +136,7 @@ impl Connector for WasmConnector {
             self,
             Operation::GetMetrics,
             deadline,
+            None,
             call_get_metrics,
             bindings::metrics_request(request)
         )?;
@@ -123,6 +153,7 @@ impl Connector for WasmConnector {
             self,
             Operation::GetLogs,
             deadline,
+            None,
             call_get_logs,
             bindings::logs_request(request)
         )?;

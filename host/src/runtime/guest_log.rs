@@ -1,6 +1,11 @@
 //! A connector's stdout and stderr: each complete line goes to the host's
-//! log through `tracing`, and the last lines are kept so a crash can say what
-//! the guest printed before it died (a Rust panic prints its message there).
+//! log through `tracing`, labelled with the call that printed it, and the
+//! last lines of the call are kept so a crash can say what the guest printed
+//! before it died (a Rust panic prints its message there).
+//!
+//! One [`GuestLog`] serves an instance for its whole life; each call on it
+//! begins with [`GuestLog::begin`] and ends with [`GuestLog::finish`], so a
+//! reused instance never reports an earlier call's lines as its own.
 
 use std::{
     collections::VecDeque,
@@ -23,25 +28,33 @@ const KEPT_LINES: usize = 8;
 
 #[derive(Default)]
 struct State {
+    /// The guest function of the call running now.
+    operation: &'static str,
     partial: Vec<u8>,
     recent: VecDeque<String>,
 }
 
-/// One call's guest output. Clones share the same buffer.
+/// One instance's guest output. Clones share the same buffer.
 #[derive(Clone)]
 pub(super) struct GuestLog {
     connector: Arc<str>,
-    operation: &'static str,
     state: Arc<Mutex<State>>,
 }
 
 impl GuestLog {
-    pub(super) fn new(connector: Arc<str>, operation: &'static str) -> Self {
+    pub(super) fn new(connector: Arc<str>) -> Self {
         Self {
             connector,
-            operation,
             state: Arc::default(),
         }
+    }
+
+    /// Starts the output of a call of guest function `operation`.
+    pub(super) fn begin(&self, operation: &'static str) {
+        let mut state = self.lock();
+        state.operation = operation;
+        state.partial.clear();
+        state.recent.clear();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -66,19 +79,20 @@ impl GuestLog {
         if line.is_empty() {
             return;
         }
-        tracing::info!(target: "connector", connector = %self.connector, operation = self.operation, "{line}");
+        tracing::info!(target: "connector", connector = %self.connector, operation = state.operation, "{line}");
         if state.recent.len() == KEPT_LINES {
             state.recent.pop_front();
         }
         state.recent.push_back(line);
     }
 
-    /// Flushes a trailing unterminated line and returns the last lines printed.
+    /// Ends the call's output: flushes a trailing unterminated line and
+    /// returns the last lines the call printed.
     pub(super) fn finish(&self) -> Vec<String> {
         let mut state = self.lock();
         let line = std::mem::take(&mut state.partial);
         self.emit(&mut state, &line);
-        state.recent.iter().cloned().collect()
+        state.recent.drain(..).collect()
     }
 }
 

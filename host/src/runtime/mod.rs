@@ -1,14 +1,18 @@
 //! The WebAssembly runtime: compiles connector components, pre-links them
-//! against the sandbox's imports, and runs every call in a fresh instance
-//! from a pool, with a deadline, a memory cap, an outbound-HTTP allow-list
-//! and limits on what it may return.
+//! against the sandbox's imports, and runs every call in an instance from a
+//! pool — a fresh one, or for a plugin that opts in a warm one that served
+//! the same tenant before — with a deadline, a memory cap, an outbound-HTTP
+//! allow-list and limits on what it may return.
 //!
 //! wasmtime types stay inside this module; the rest of the host sees
 //! [`WasmConnector`] through the [`crate::connector::Connector`] trait.
 //!
 //! - [`engine`](self): the one engine, its instance pool and compile cache.
 //! - `admission`: call slots and the queue of calls waiting for one.
-//! - `call`: one call's store, instance, limits and failure classification.
+//! - `call`: one call: its instance, limits and failure classification.
+//! - `instance`: an instance and its store: per-instance state, and the
+//!   scope each call installs on it.
+//! - `warm`: idle instances kept for later calls of the same tenant.
 //! - `component`: [`WasmConnector`], a loaded component.
 //! - `bindings`: the WIT world's host bindings and their conversions.
 //! - `return_limits`: [`ReturnLimits`] on what a guest returns.
@@ -28,9 +32,11 @@ mod capability;
 mod component;
 mod engine;
 mod guest_log;
+mod instance;
 mod outbound_http;
 mod pod_credentials;
 mod return_limits;
+mod warm;
 
 use std::{
     path::{Path, PathBuf},
@@ -46,19 +52,23 @@ use wasmtime::{
 use crate::{
     connector::{ConnectorError, Deadline},
     manifest::Manifest,
-    metrics::Metrics,
+    metrics::{InstanceMetrics, Metrics},
 };
 
 use self::{
     admission::Admission,
     bindings::PluginPre,
-    call::{CallLimits, CallState, Caller},
+    call::{CallLimits, Caller},
     capability::Capabilities,
+    instance::{Instance, InstanceState},
     outbound_http::{OutboundHttp, PlatformRoots, ProxySettings},
     pod_credentials::PodCredentials,
+    warm::WarmPool,
 };
 
-pub use self::{component::WasmConnector, engine::SlotBudget, return_limits::ReturnLimits};
+pub use self::{
+    component::WasmConnector, engine::SlotBudget, return_limits::ReturnLimits, warm::ReuseLimits,
+};
 
 /// How the runtime is sized and what it allows.
 #[derive(Debug, Clone)]
@@ -75,12 +85,15 @@ pub struct RuntimeConfig {
     pub memory_keep_resident: usize,
     /// Deadline of a call unless the plugin's manifest sets one.
     pub default_timeout: Duration,
-    /// Memory cap of a call unless the plugin's manifest sets one.
+    /// Memory cap of an instance (over all its calls) unless the plugin's
+    /// manifest sets one.
     pub default_memory_bytes: usize,
     /// The largest memory cap a manifest may ask for.
     pub max_memory_bytes: usize,
     /// What a guest may return.
     pub return_limits: ReturnLimits,
+    /// How many instances are kept warm, how long, for how many calls.
+    pub reuse: ReuseLimits,
     /// Where compiled components are cached across restarts; `None` disables it.
     pub cache_dir: Option<PathBuf>,
     /// More CA certificates (PEM) every plugin's outbound TLS trusts,
@@ -99,6 +112,7 @@ impl Default for RuntimeConfig {
             default_memory_bytes: 256 * 1024 * 1024,
             max_memory_bytes: 1024 * 1024 * 1024,
             return_limits: ReturnLimits::default(),
+            reuse: ReuseLimits::default(),
             cache_dir: default_cache_dir(),
             ca_file: None,
         }
@@ -162,9 +176,11 @@ pub enum LoadError {
 
 struct Shared {
     engine: Engine,
-    linker: Linker<CallState>,
+    linker: Linker<InstanceState>,
     capabilities: Capabilities,
     admission: Admission,
+    warm: Arc<WarmPool<Instance>>,
+    instance_metrics: InstanceMetrics,
     config: RuntimeConfig,
 }
 
@@ -212,13 +228,15 @@ impl Runtime {
             max_memory_bytes: config.max_memory_bytes,
             cache_dir: config.cache_dir.clone(),
         })?;
-        let linker = call::linker(&engine)?;
+        let linker = instance::linker(&engine)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 engine,
                 linker,
                 capabilities,
                 admission: Admission::new(call_slots, config.max_queued_calls),
+                warm: WarmPool::new(config.reuse)?,
+                instance_metrics: metrics.instances.clone(),
                 config,
             }),
         })
@@ -283,12 +301,15 @@ impl Runtime {
             grants: Arc::new(grants),
             slots,
             label: file_name,
+            owner: self.shared.warm.owner(),
+            counters: None,
             shared: Arc::clone(&self.shared),
         };
         let metadata = caller
             .call(
                 "metadata",
                 Deadline::NONE,
+                None,
                 Box::new(|store, plugin| {
                     Box::pin(async move {
                         let metadata = plugin
@@ -307,7 +328,12 @@ impl Runtime {
         let info = bindings::info(metadata);
         // From now on logs name the connector, not its file.
         let label: Arc<str> = Arc::from(info.name.as_str());
-        let caller = Caller { label, ..caller };
+        let counters = Some(self.shared.instance_metrics.for_connector(&label));
+        let caller = Caller {
+            label,
+            counters,
+            ..caller
+        };
         Ok(Arc::new(WasmConnector {
             info,
             source: shown,
@@ -359,6 +385,7 @@ impl Runtime {
             timeout: manifest.timeout.unwrap_or(config.default_timeout),
             memory_bytes,
             env: manifest.env.clone().into_iter().collect(),
+            reuse: manifest.instance_reuse,
         })
     }
 
@@ -370,6 +397,11 @@ impl Runtime {
     /// Call slots taken by running calls.
     pub fn slots_in_use(&self) -> usize {
         self.shared.admission.slots_in_use()
+    }
+
+    /// Instances kept idle for later calls of the same tenant.
+    pub fn idle_instances(&self) -> usize {
+        self.shared.warm.idle_count()
     }
 
     /// Calls waiting for a slot.

@@ -21,8 +21,8 @@ use serde::Deserialize;
 use wasmtime::component::Linker;
 
 use super::{
-    call::CallState,
-    capability::{CallScope, Capability, LoadScope},
+    capability::{Capability, InstanceScope, LoadScope},
+    instance::InstanceState,
 };
 use crate::connector::ConnectionMap;
 
@@ -70,7 +70,7 @@ impl PodCredentialsGrant {
 impl Capability for PodCredentials {
     const MANIFEST_KEYS: &'static [&'static str] = &[SECTION];
     type Grant = PodCredentialsGrant;
-    type CallState = ();
+    type State = ();
 
     fn grant(&self, load: &mut LoadScope<'_>) -> Result<Self::Grant, String> {
         let sources: BTreeMap<String, ValueSource> = load.section(SECTION)?.unwrap_or_default();
@@ -115,11 +115,11 @@ impl Capability for PodCredentials {
         })
     }
 
-    fn add_to_linker(_linker: &mut Linker<CallState>) -> anyhow::Result<()> {
+    fn add_to_linker(_linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
         Ok(())
     }
 
-    fn call_state(_grant: &Self::Grant, _call: &CallScope) -> Self::CallState {}
+    fn instance_state(_grant: &Self::Grant, _instance: &InstanceScope) -> Self::State {}
 }
 
 /// A file's contents as a value: UTF-8, without one trailing newline.

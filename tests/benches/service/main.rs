@@ -1,8 +1,9 @@
 //! `make bench`: create → get → delete cycles of an echo task at 1, 16 and
 //! 256 concurrent clients against five servers measured in the same run —
 //! flyte-connect with `echo.wasm`, the Python server it replaces, the same
-//! echo compiled natively in process, a bare tonic server, and flyte-connect
-//! with the Python twin `echo-py.wasm` — and the ratios between them, so the
+//! echo compiled natively in process, a bare tonic server, flyte-connect
+//! with the Python twin `echo-py.wasm`, and both echoes again with
+//! `instance_reuse = "connection"` — and the ratios between them, so the
 //! numbers mean the same on any machine.
 //!
 //! For the Python guest also: its compile and cached load times, each call's
@@ -35,13 +36,15 @@ use std::{
     time::Duration,
 };
 
-use flyte_connect_e2e::Workspace;
+use flyte_connect_e2e::{Workspace, status_kib};
 
 use self::{load::LoadReport, servers::Target};
 
 const LEVELS: [usize; 3] = [1, 16, 256];
 const RUST_ECHO: &str = "(a) flyte-connect, echo.wasm";
 const PYTHON_ECHO: &str = "(e) flyte-connect, echo-py.wasm (Python guest)";
+const PYTHON_ECHO_REUSE: &str = "(f) flyte-connect, echo-py.wasm, instance_reuse = \"connection\"";
+const RUST_ECHO_REUSE: &str = "(g) flyte-connect, echo.wasm, instance_reuse = \"connection\"";
 const BASELINE_RUST_ECHO: &str = "(a′) baseline build, its echo.wasm";
 const BASELINE_PYTHON_ECHO: &str = "(e′) baseline build, its echo-py.wasm";
 
@@ -84,6 +87,8 @@ struct Measured {
     name: &'static str,
     levels: Vec<LoadReport>,
     peak_rss_kib: Option<u64>,
+    /// Resident set right after the last (256-client) level.
+    rss_after_kib: Option<u64>,
     ready_after: Duration,
 }
 
@@ -104,8 +109,27 @@ async fn measure(target: Target, seconds: Duration) -> Measured {
         name: target.name,
         levels,
         peak_rss_kib: target.peak_rss_kib(),
+        rss_after_kib: status_kib(target.pid(), "VmRSS"),
         ready_after: target.ready_after,
     }
+}
+
+/// flyte-connect serving `component` with a manifest that opts into
+/// instance reuse.
+async fn with_reuse(
+    name: &'static str,
+    component: &str,
+    task_type: &'static str,
+    cache_dir: &str,
+) -> (Workspace, Target) {
+    let plugins = Workspace::with_components(&[component]);
+    plugins.write(
+        &format!("{component}.toml"),
+        b"instance_reuse = \"connection\"\n",
+    );
+    let target =
+        servers::flyte_connect(name, task_type, plugins.path(), &["--cache-dir", cache_dir]).await;
+    (plugins, target)
 }
 
 /// Time for flyte-connect to serve with five components, with an empty and
@@ -185,12 +209,22 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
         }
     }
     println!();
-    println!("| server | peak RSS | ready after |\n| --- | ---: | ---: |");
-    for m in results {
-        let rss = m.peak_rss_kib.map_or("?".to_owned(), |kib| {
+    println!(
+        "| server | peak RSS | RSS after 256 clients | ready after |\n| --- | ---: | ---: | ---: |"
+    );
+    let mib = |kib: Option<u64>| {
+        kib.map_or("?".to_owned(), |kib| {
             format!("{:.1} MiB", kib as f64 / 1024.0)
-        });
-        println!("| {} | {rss} | {} |", m.name, ms(m.ready_after));
+        })
+    };
+    for m in results {
+        println!(
+            "| {} | {} | {} | {} |",
+            m.name,
+            mib(m.peak_rss_kib),
+            mib(m.rss_after_kib),
+            ms(m.ready_after)
+        );
     }
     println!(
         "| (a) with 5 components, cold compile cache | | {} |",
@@ -202,13 +236,24 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
     );
 
     let find = |prefix: &str| results.iter().find(|m| m.name.starts_with(prefix));
-    let (Some(wasm), Some(python), Some(native), Some(bare), Some(python_guest)) = (
+    let (
+        Some(wasm),
+        Some(python),
+        Some(native),
+        Some(bare),
+        Some(python_guest),
+        Some(python_reuse),
+        Some(rust_reuse),
+    ) = (
         find("(a)"),
         find("(b)"),
         find("(c)"),
         find("(d)"),
         find("(e)"),
-    ) else {
+        find("(f)"),
+        find("(g)"),
+    )
+    else {
         return;
     };
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -218,6 +263,7 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
     let rate = |m: &Measured, c| m.at(c).map(LoadReport::rate);
     let p = |m: &Measured, c, q| m.at(c).map(|r| r.quantile(q).as_secs_f64());
     let rss = |m: &Measured| m.peak_rss_kib.map(|k| k as f64);
+    let rss_after = |m: &Measured| m.rss_after_kib.map(|k| k as f64);
     let rows = [
         (
             "1 client, cycle p50, (a) / (d) bare tonic",
@@ -269,6 +315,41 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
             ratio(rss(python_guest), rss(python)),
             "",
         ),
+        (
+            "16 clients, throughput, (e) Python guest / (b) Python server",
+            ratio(rate(python_guest, 16), rate(python, 16)),
+            "",
+        ),
+        (
+            "16 clients, throughput, (f) Python guest with reuse / (b) Python server",
+            ratio(rate(python_reuse, 16), rate(python, 16)),
+            "≥ 1x",
+        ),
+        (
+            "256 clients, throughput, (f) Python guest with reuse / (b) Python server",
+            ratio(rate(python_reuse, 256), rate(python, 256)),
+            "≥ 1x",
+        ),
+        (
+            "RSS after 256 clients, (f) Python guest with reuse / (b) Python server",
+            ratio(rss_after(python_reuse), rss_after(python)),
+            "≤ 2x",
+        ),
+        (
+            "16 clients, throughput, (f) with reuse / (e) without",
+            ratio(rate(python_reuse, 16), rate(python_guest, 16)),
+            "",
+        ),
+        (
+            "256 clients, throughput, (f) with reuse / (e) without",
+            ratio(rate(python_reuse, 256), rate(python_guest, 256)),
+            "",
+        ),
+        (
+            "256 clients, throughput, (g) Rust echo with reuse / (a) without",
+            ratio(rate(rust_reuse, 256), rate(wasm, 256)),
+            "",
+        ),
     ];
     println!();
     println!("| ratio | measured | target |\n| --- | ---: | ---: |");
@@ -287,8 +368,10 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
             );
         }
     }
-    let errors: u64 = wasm.levels.iter().map(LoadReport::error_count).sum();
-    println!("| errors of (a), all levels | {errors} | 0 |");
+    for m in [wasm, python_reuse, rust_reuse] {
+        let errors: u64 = m.levels.iter().map(LoadReport::error_count).sum();
+        println!("| errors of {}, all levels | {errors} | 0 |", &m.name[..3]);
+    }
 }
 
 /// `BENCH_SECONDS`: seconds per load level (default 5).
@@ -413,6 +496,11 @@ fn main() {
         )
         .await;
         results.push(measure(echo_py, seconds).await);
+        let (_python_reuse, target) =
+            with_reuse(PYTHON_ECHO_REUSE, "echo-py", "echo_py", &cache_dir).await;
+        results.push(measure(target, seconds).await);
+        let (_rust_reuse, target) = with_reuse(RUST_ECHO_REUSE, "echo", "echo", &cache_dir).await;
+        results.push(measure(target, seconds).await);
         if let Some(baseline) = &baseline {
             let (_plugins, target) = baseline
                 .serve(BASELINE_PYTHON_ECHO, "echo-py", "echo_py")

@@ -2,7 +2,9 @@
 //! GetTask calls of the service connectors against the harness's loopback
 //! fakes, beside an echo GetTask (no outbound request) and a Databricks one
 //! (one request with a bearer token, nothing signed), so the cost of each
-//! connector's authentication shows as a difference in the same run.
+//! connector's authentication shows as a difference in the same run. The
+//! signing connectors are measured again with `instance_reuse =
+//! "connection"`, where they sign once per token lifetime.
 
 use std::time::{Duration, Instant};
 
@@ -59,6 +61,9 @@ fn start(name: &str, task_type: &str, manifest: &str) -> HostedConnector {
     HostedConnector::start_with_env(name, task_type, manifest, &[])
 }
 
+/// The manifest line opting into instance reuse.
+const REUSE: &str = "instance_reuse = \"connection\"\n";
+
 /// Measures every row, one server at a time.
 pub async fn measure() -> Vec<PollCost> {
     let mut rows = Vec::new();
@@ -106,16 +111,13 @@ pub async fn measure() -> Vec<PollCost> {
 
     let google = FakeBigQuery::start(ServiceAccount::test_account()).await;
     google.add_job("p", "US", "job-1");
-    let hosted = start(
-        "bigquery",
-        "bigquery_query_job_task",
-        &format!(
-            "allowed_hosts = [\"{base}\"]\n[env]\nBIGQUERY_ENDPOINT = \"{base}\"\n\
-             GCE_METADATA_HOST = \"{addr}\"\n",
-            base = google.base_url(),
-            addr = google.addr()
-        ),
+    let bigquery_manifest = format!(
+        "allowed_hosts = [\"{base}\"]\n[env]\nBIGQUERY_ENDPOINT = \"{base}\"\n\
+         GCE_METADATA_HOST = \"{addr}\"\n",
+        base = google.base_url(),
+        addr = google.addr()
     );
+    let hosted = start("bigquery", "bigquery_query_job_task", &bigquery_manifest);
     let meta = br#"{"job_id": "job-1", "project": "p", "location": "US", "user_agent": "bench"}"#;
     rows.push(
         poll(
@@ -138,6 +140,21 @@ pub async fn measure() -> Vec<PollCost> {
         .await,
     );
     drop(hosted);
+    let hosted = start(
+        "bigquery",
+        "bigquery_query_job_task",
+        &format!("{REUSE}{bigquery_manifest}"),
+    );
+    rows.push(
+        poll(
+            "bigquery with reuse (1 request, the JWT signed once)",
+            &hosted,
+            meta,
+            &with_key,
+        )
+        .await,
+    );
+    drop(hosted);
 
     let snowflake = FakeSnowflake::start(
         "myorg-bench",
@@ -146,14 +163,11 @@ pub async fn measure() -> Vec<PollCost> {
     )
     .await;
     snowflake.add_statement("01b9a8c2-0000-4e5f-0000-000000000001");
-    let hosted = start(
-        "snowflake",
-        "snowflake",
-        &format!(
-            "allowed_hosts = [\"{base}\"]\n[env]\nSNOWFLAKE_ENDPOINT = \"{base}\"\n",
-            base = snowflake.base_url()
-        ),
+    let snowflake_manifest = format!(
+        "allowed_hosts = [\"{base}\"]\n[env]\nSNOWFLAKE_ENDPOINT = \"{base}\"\n",
+        base = snowflake.base_url()
     );
+    let hosted = start("snowflake", "snowflake", &snowflake_manifest);
     let meta = br#"{"account": "myorg-bench", "user": "flyte", "database": "D", "schema": "PUBLIC", "warehouse": "W", "query_id": "01b9a8c2-0000-4e5f-0000-000000000001", "has_output": false, "connection_kwargs": {}}"#;
     let plain = jwt::fixture(jwt::SERVICE_KEY);
     rows.push(
@@ -181,6 +195,21 @@ pub async fn measure() -> Vec<PollCost> {
         )
         .await,
     );
+    drop(hosted);
+    let hosted = start(
+        "snowflake",
+        "snowflake",
+        &format!("{REUSE}{snowflake_manifest}"),
+    );
+    rows.push(
+        poll(
+            "snowflake with reuse (1 request, the JWT signed once)",
+            &hosted,
+            meta,
+            &connection(&[("snowflake_private_key", &plain)]),
+        )
+        .await,
+    );
     rows
 }
 
@@ -191,7 +220,10 @@ pub fn report(rows: &[PollCost]) {
         "GetTask of the service connectors against loopback fakes, {CALLS} sequential calls each"
     );
     println!();
-    println!("| connector | p50 | p99 | p50 − databricks |\n| --- | ---: | ---: | ---: |");
+    println!(
+        "| connector | p50 | p99 | p50 − databricks | p50 / databricks (target with reuse: ≤ 1.5x) |\n\
+         | --- | ---: | ---: | ---: | ---: |"
+    );
     let baseline = rows
         .iter()
         .find(|row| row.what.starts_with("databricks"))
@@ -203,8 +235,11 @@ pub fn report(rows: &[PollCost]) {
                 (row.p50.as_secs_f64() - base.as_secs_f64()) * 1e3
             )
         });
+        let ratio = baseline.map_or("?".to_owned(), |base| {
+            format!("{:.2}x", row.p50.as_secs_f64() / base.as_secs_f64())
+        });
         println!(
-            "| {} | {} | {} | {extra} |",
+            "| {} | {} | {} | {extra} | {ratio} |",
             row.what,
             super::ms(row.p50),
             super::ms(row.p99)

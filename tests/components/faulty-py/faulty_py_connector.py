@@ -11,6 +11,12 @@ Task type `faulty_py`; the input `fault` picks what `create` does:
   sleep with a 0.05 s timeout, and succeeds (the SDK's event loop runs
   timers; the benchmark holds calls in flight with it);
 - `invalid` / `retry`: raises the SDK's `InvalidRequest` / `Retryable`;
+- `tally`: reports what this instance saw before, as the meta's `tally`
+  (JSON text): an id drawn at its first tally call (`os.urandom`, at run
+  time: the `random` module's state is baked into the build snapshot), the
+  number of tally calls it served, the connection value `tenant` of each
+  earlier one and this one's; keeps input `keep_kib` KiB more for good, and
+  sleeps input `seconds` (default 0);
 - anything else: succeeds.
 
 `get` succeeds with the output `slept`, except for a task created with
@@ -18,6 +24,8 @@ Task type `faulty_py`; the input `fault` picks what `create` does:
 """
 
 import asyncio
+import json
+import os
 from dataclasses import dataclass
 
 from flyte_connector import (
@@ -36,6 +44,22 @@ from flyte_connector import (
 class FaultMeta(ResourceMeta):
     fault: str
     slept: float = 0.0
+    tally: str = ""
+
+
+# What this instance remembers across the calls it serves (see `tally`).
+_INSTANCE = {"id": None, "calls": 0, "tenants": [], "kept": []}
+
+
+def _tally(inputs: dict, connection: dict) -> str:
+    if _INSTANCE["id"] is None:
+        _INSTANCE["id"] = os.urandom(8).hex()
+    _INSTANCE["calls"] += 1
+    tenant = connection.get("tenant", "")
+    seen = list(_INSTANCE["tenants"])
+    _INSTANCE["tenants"].append(tenant)
+    _INSTANCE["kept"].append(bytearray(int(inputs.get("keep_kib", 0)) * 1024))
+    return json.dumps({"instance": _INSTANCE["id"], "calls": _INSTANCE["calls"], "seen": seen, "tenant": tenant})
 
 
 def _lookup(record: dict) -> str:
@@ -62,6 +86,9 @@ class FaultyConnector(AsyncConnector):
             await http.get(inputs["url"])
         elif fault == "invalid":
             raise InvalidRequest("the template asks for something this connector cannot run")
+        elif fault == "tally":
+            await asyncio.sleep(float(inputs.get("seconds", "0")))
+            return FaultMeta(fault=fault, tally=_tally(inputs, kwargs))
         elif fault == "retry":
             raise Retryable("the service is busy, try again")
         elif fault == "sleep":

@@ -11,7 +11,7 @@ flyte-connect. `flyte-connector build my_connector.py` turns the module
 into a WebAssembly component (see `flyte_connector.build`).
 """
 
-from flyte_connector import http
+from flyte_connector import cache, http
 from flyte_connector.connector import AsyncConnector, ConnectorRegistry, LogsPage, MetricResult
 from flyte_connector.errors import ConnectorError, InvalidRequest, Retryable
 from flyte_connector.phases import Phase, TaskExecution, convert_to_flyte_phase, is_terminal_phase
@@ -38,6 +38,7 @@ __all__ = [
     "TaskLog",
     "TaskTemplate",
     "Typed",
+    "cache",
     "convert_to_flyte_phase",
     "from_json",
     "http",

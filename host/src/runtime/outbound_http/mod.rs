@@ -10,8 +10,9 @@
 //!   ([`connect`]).
 //! - The [`policy`] every request goes through: the allow-list, the limits,
 //!   the response cap and the metrics, for every request.
-//! - Each call's store holds a [`CallHttp`]: the policy, with the call's
-//!   connector label.
+//! - Each instance's store holds an [`InstanceHttp`]: the policy, with the
+//!   connector's label. Nothing in it belongs to one call, so an instance
+//!   may serve several calls of one tenant (see `warm`).
 
 mod client;
 mod connect;
@@ -35,8 +36,8 @@ use wasmtime_wasi_http::{
 use self::{client::PooledClient, policy::OutboundPolicy, rules::HostRule, trust::TlsProfile};
 pub(super) use self::{policy::CallHooks, proxy::ProxySettings, trust::PlatformRoots};
 use super::{
-    call::CallState,
-    capability::{CallScope, Capability, LoadScope},
+    capability::{Capability, InstanceScope, LoadScope},
+    instance::InstanceState,
 };
 use crate::{manifest, metrics::OutboundMetrics};
 
@@ -161,7 +162,7 @@ pub(super) struct HttpGrant {
 impl Capability for OutboundHttp {
     const MANIFEST_KEYS: &'static [&'static str] = &["allowed_hosts", "http"];
     type Grant = HttpGrant;
-    type CallState = CallHttp;
+    type State = InstanceHttp;
 
     fn grant(&self, load: &mut LoadScope<'_>) -> Result<Self::Grant, String> {
         let rules = load
@@ -204,7 +205,7 @@ impl Capability for OutboundHttp {
         })
     }
 
-    fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()> {
+    fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
         // wasmtime-wasi-http 48's `http-error-code` finds only an error code
         // stored as one, but a response body's failure is stored as the
@@ -214,7 +215,7 @@ impl Capability for OutboundHttp {
         linker.allow_shadowing(true);
         let defined = linker.instance(HTTP_TYPES)?.func_wrap(
             "http-error-code",
-            |mut store: StoreContextMut<'_, CallState>, (error,): (Resource<IoError>,)| {
+            |mut store: StoreContextMut<'_, InstanceState>, (error,): (Resource<IoError>,)| {
                 let view = store.data_mut().http();
                 let error = view.table.get(&error)?;
                 Ok((stream_error_code(error),))
@@ -225,10 +226,10 @@ impl Capability for OutboundHttp {
         Ok(())
     }
 
-    fn call_state(grant: &Self::Grant, call: &CallScope) -> Self::CallState {
-        CallHttp {
+    fn instance_state(grant: &Self::Grant, instance: &InstanceScope) -> Self::State {
+        InstanceHttp {
             ctx: WasiHttpCtx::new(),
-            hooks: CallHooks::new(grant.policy.clone(), Arc::clone(&call.connector)),
+            hooks: CallHooks::new(grant.policy.clone(), Arc::clone(&instance.connector)),
         }
     }
 }
@@ -257,8 +258,8 @@ fn stream_error_code(error: &IoError) -> Option<ErrorCode> {
     })
 }
 
-/// The outbound-HTTP state of one call's store.
-pub(super) struct CallHttp {
+/// The outbound-HTTP state of one instance's store.
+pub(super) struct InstanceHttp {
     pub(super) ctx: WasiHttpCtx,
     pub(super) hooks: CallHooks,
 }

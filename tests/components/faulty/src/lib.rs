@@ -13,6 +13,7 @@
 //! | `memory` | allocates until the host's memory cap stops it |
 //! | `inspect` | succeeds, keeping everything it was given (template, inputs, connection, env, ...) in its meta |
 //! | `remember` | reports what earlier calls left in its memory, writes input `marker` there (see [`residue`]), waits `ms` |
+//! | `tally` | reports what this instance saw before (see [`Tally`]); keeps input `keep_kib` KiB more for good, waits `ms` |
 //!
 //! `get` succeeds with no outputs, reporting the meta as `custom_info`, and
 //! `delete` succeeds, for any task type and any JSON resource meta. Metrics
@@ -26,6 +27,56 @@ use flyte_connector_sdk::{http, prelude::*};
 
 /// The faulty connector.
 pub struct Faulty;
+
+/// What one instance remembers across the calls it serves: an id drawn at
+/// its first `tally` call (from the host's random source at run time, so
+/// every instance has its own), how many `tally` calls it served, the
+/// connection value `tenant` of each, and what `keep_kib` made it keep.
+#[derive(Default)]
+struct Tally {
+    instance: Option<u64>,
+    calls: u64,
+    tenants: Vec<String>,
+    kept: Vec<Vec<u8>>,
+}
+
+thread_local! {
+    static TALLY: std::cell::RefCell<Tally> = std::cell::RefCell::default();
+}
+
+/// A `tally` call: `{"instance", "calls", "seen", "tenant"}`, `seen` being
+/// the tenants of this instance's earlier calls.
+fn tally(task: &TaskRequest) -> Result<Value, Error> {
+    use std::hash::{BuildHasher, Hasher};
+    let tenant = task
+        .connection()
+        .get("tenant")
+        .unwrap_or_default()
+        .to_owned();
+    let keep_kib: usize = task.input("keep_kib").unwrap_or(0);
+    let ms: u64 = task.input("ms").unwrap_or(0);
+    let answer = TALLY.with_borrow_mut(|tally| {
+        let instance = *tally.instance.get_or_insert_with(|| {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u8(0);
+            hasher.finish()
+        });
+        tally.calls += 1;
+        let seen = tally.tenants.clone();
+        tally.tenants.push(tenant.clone());
+        tally
+            .kept
+            .push(std::hint::black_box(vec![1; keep_kib * 1024]));
+        serde_json::json!({
+            "instance": instance.to_string(),
+            "calls": tally.calls,
+            "seen": seen,
+            "tenant": tenant,
+        })
+    });
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    Ok(answer)
+}
 
 impl Connector for Faulty {
     /// Any JSON: `create` never returns one, so tests make their own.
@@ -42,6 +93,7 @@ impl Connector for Faulty {
             .task_type("memory")
             .task_type("inspect")
             .task_type("remember")
+            .task_type("tally")
     }
 
     fn create(task: TaskRequest) -> Result<Value, Error> {
@@ -84,6 +136,7 @@ impl Connector for Faulty {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 Ok(serde_json::json!({ "residue": residue }))
             }
+            "tally" => tally(&task),
             "inspect" => {
                 let connection: serde_json::Map<String, Value> = task
                     .connection()
