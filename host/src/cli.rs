@@ -19,7 +19,7 @@ use clap::Parser;
 use crate::{
     loading::scan,
     local_run::{self, RunOptions},
-    runtime::{ReturnLimits, ReuseLimits, RuntimeConfig, SlotBudget},
+    runtime::{IdleLimit, ReturnLimits, ReuseLimits, RuntimeConfig, SlotBudget},
     server::ServerConfig,
 };
 
@@ -223,7 +223,9 @@ pub struct Cli {
     pub call_timeout: f64,
 
     /// Idle instances kept per component for plugins with `instance_reuse =
-    /// "connection"` [default: twice the worker threads].
+    /// "connection"` [default: as many as the component had calls in flight
+    /// at once within the last one to two idle timeouts, at least twice the
+    /// worker threads].
     #[arg(long, env = "FLYTE_CONNECT_MAX_IDLE_INSTANCES")]
     pub max_idle_instances: Option<u32>,
 
@@ -388,9 +390,12 @@ impl Cli {
                     metrics: self.max_metrics_size,
                 },
                 reuse: ReuseLimits {
-                    max_idle_per_component: self
-                        .max_idle_instances
-                        .map_or(2 * workers, |n| n as usize),
+                    max_idle_per_component: self.max_idle_instances.map_or(
+                        IdleLimit::Demand {
+                            at_least: 2 * workers,
+                        },
+                        |n| IdleLimit::Fixed(n as usize),
+                    ),
                     idle_timeout: idle_instance_timeout,
                     max_calls_per_instance: self.max_instance_reuse_count,
                 },
@@ -504,6 +509,29 @@ mod tests {
                 .expect("valid")
                 .reload_interval
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn idle_instances_follow_demand_unless_a_limit_is_given() {
+        let reuse = |args: &[&str]| parse(args).into_config().expect("valid").runtime.reuse;
+        assert_eq!(
+            reuse(&["--worker", "3"]).max_idle_per_component,
+            IdleLimit::Demand { at_least: 6 }
+        );
+        let fixed = reuse(&[
+            "--max-idle-instances",
+            "2",
+            "--idle-instance-timeout",
+            "0.5",
+        ]);
+        assert_eq!(fixed.max_idle_per_component, IdleLimit::Fixed(2));
+        assert_eq!(fixed.idle_timeout, Duration::from_millis(500));
+        assert_eq!(fixed.max_calls_per_instance, 1000);
+        assert!(
+            parse(&["--idle-instance-timeout", "0"])
+                .into_config()
+                .is_err()
         );
     }
 }

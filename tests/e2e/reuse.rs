@@ -441,6 +441,31 @@ both_guests!(
     reuse_is_bounded
 );
 
+/// By default a component keeps as many idle instances as it just had
+/// calls in flight, more than the floor of twice the workers, so a steady
+/// load of waiting calls finds an instance for each call.
+async fn idle_instances_follow_the_calls_in_flight(guest: Guest) {
+    let (_plugins, server) =
+        guest.serve(REUSE, &["--worker", "1", "--idle-instance-timeout", "30"]);
+    let tenants = ["a"; 8];
+    tally_at_once(&server, guest, &tenants, 500).await;
+    assert_eq!(
+        idle(&server),
+        8.0,
+        "eight calls ran at once, above the floor of two"
+    );
+    // Eight at once again: each finds one of them.
+    let again = tally_at_once(&server, guest, &tenants, 300).await;
+    assert!(again.iter().all(|(_, tally)| tally.calls == 2), "{again:?}");
+    assert_eq!(instances(&server, guest, "fresh"), 8.0);
+    assert_eq!(instances(&server, guest, "reused"), 8.0);
+}
+both_guests!(
+    rust_idle_instances_follow_the_calls_in_flight,
+    python_idle_instances_follow_the_calls_in_flight,
+    idle_instances_follow_the_calls_in_flight
+);
+
 #[tokio::test]
 async fn an_unknown_reuse_mode_keeps_the_plugin_out() {
     let (_plugins, server) = Guest::Rust.serve("instance_reuse = \"sometimes\"\n", &[]);

@@ -99,6 +99,8 @@ impl Caller {
         key: Option<TenantKey>,
         body: CallBody<T>,
     ) -> Result<T, ConnectorError> {
+        // How many idle instances the component may keep follows this.
+        let _in_flight = key.map(|_| self.owner.call_started());
         let warm = key.and_then(|key| self.shared.warm.take(&self.owner, key));
         let (start, log) = match warm {
             Some(instance) => {

@@ -67,7 +67,10 @@ use self::{
 };
 
 pub use self::{
-    component::WasmConnector, engine::SlotBudget, return_limits::ReturnLimits, warm::ReuseLimits,
+    component::WasmConnector,
+    engine::SlotBudget,
+    return_limits::ReturnLimits,
+    warm::{IdleLimit, ReuseLimits},
 };
 
 /// How the runtime is sized and what it allows.

@@ -10,16 +10,21 @@
 //! the server starts, so equal keys mean equal maps and a key tells nothing
 //! of its map.
 //!
-//! The idle list is bounded per owner, and an instance idle longer than the
-//! idle timeout is dropped by a reaper task. Idle instances hold their call
-//! slots, so a call that finds no free slot evicts the oldest idle instance
-//! (of whatever owner) rather than wait ([`WarmPool::evict_oldest`]).
+//! The idle list is bounded per owner ([`IdleLimit`]): by default by the
+//! owner's recent demand, the most calls it had in flight at once within
+//! the last one to two idle timeouts, so a connector whose calls wait on
+//! the network keeps an instance for each call a steady load has in flight
+//! instead of instantiating most of them afresh. An instance idle longer
+//! than the idle timeout is dropped by a reaper task. Idle instances hold
+//! their call slots, so a call that finds no free slot evicts the oldest
+//! idle instance (of whatever owner) rather than wait
+//! ([`WarmPool::evict_oldest`]).
 //! Whether an instance may be kept at all (it did not trap, it has served
 //! fewer calls than the limit) is the caller's decision.
 //!
 //! The list is one queue, oldest first: taking scans it from the newest
-//! end, which is short work at the sizes it is bounded to (a few idle
-//! instances per component).
+//! end, which is short work at the sizes it is bounded to (no more than
+//! the calls that were just in flight).
 
 use std::{
     collections::VecDeque,
@@ -38,7 +43,7 @@ use crate::connector::ConnectionMap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReuseLimits {
     /// Idle instances kept per loaded component; more are dropped, oldest first.
-    pub max_idle_per_component: usize,
+    pub max_idle_per_component: IdleLimit,
     /// An instance idle longer than this is dropped.
     pub idle_timeout: Duration,
     /// Calls one instance serves at most before it is dropped.
@@ -48,11 +53,26 @@ pub struct ReuseLimits {
 impl Default for ReuseLimits {
     fn default() -> Self {
         Self {
-            max_idle_per_component: 2 * default_workers(),
+            max_idle_per_component: IdleLimit::Demand {
+                at_least: 2 * default_workers(),
+            },
             idle_timeout: Duration::from_secs(1),
             max_calls_per_instance: 1000,
         }
     }
+}
+
+/// How many idle instances one loaded component may keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleLimit {
+    /// As many as the component had calls in flight at once lately (within
+    /// the last one to two idle timeouts), and at least `at_least`.
+    Demand {
+        /// Kept even when fewer calls ran at once.
+        at_least: usize,
+    },
+    /// This many at most, whatever the demand.
+    Fixed(usize),
 }
 
 /// One per CPU core, as the server's worker threads default to.
@@ -97,7 +117,80 @@ struct Idle<T> {
 /// its idle instances.
 pub(super) struct Owner<T: Send + 'static> {
     id: u64,
+    demand: Mutex<Demand>,
     pool: Arc<WarmPool<T>>,
+}
+
+/// The calls of one owner in flight, and the most at once in this window
+/// of one idle timeout and the one before.
+struct Demand {
+    in_flight: usize,
+    window_start: Instant,
+    this_window: usize,
+    last_window: usize,
+}
+
+impl Demand {
+    fn new() -> Self {
+        Self {
+            in_flight: 0,
+            window_start: Instant::now(),
+            this_window: 0,
+            last_window: 0,
+        }
+    }
+
+    /// Starts a new window once this one is `window` old.
+    fn roll(&mut self, window: Duration) {
+        let age = self.window_start.elapsed();
+        if age < window {
+            return;
+        }
+        // Two windows on, nothing started in the last one: the calls in
+        // flight now were all it had.
+        self.last_window = if age < 2 * window {
+            self.this_window
+        } else {
+            self.in_flight
+        };
+        self.this_window = self.in_flight;
+        self.window_start = Instant::now();
+    }
+
+    fn peak(&mut self, window: Duration) -> usize {
+        self.roll(window);
+        self.this_window.max(self.last_window)
+    }
+}
+
+/// One call of an owner in flight, counted until it is dropped.
+pub(super) struct InFlight<'a, T: Send + 'static> {
+    owner: &'a Owner<T>,
+}
+
+impl<T: Send + 'static> Owner<T> {
+    fn demand(&self) -> MutexGuard<'_, Demand> {
+        // Counters only: a panic elsewhere leaves them usable.
+        self.demand.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a call in flight until the guard is dropped; the idle limit
+    /// follows the most at once.
+    pub(super) fn call_started(&self) -> InFlight<'_, T> {
+        let window = self.pool.limits.idle_timeout;
+        let mut demand = self.demand();
+        demand.roll(window);
+        demand.in_flight += 1;
+        demand.this_window = demand.this_window.max(demand.in_flight);
+        InFlight { owner: self }
+    }
+}
+
+impl<T: Send + 'static> Drop for InFlight<'_, T> {
+    fn drop(&mut self) {
+        let mut demand = self.owner.demand();
+        demand.in_flight = demand.in_flight.saturating_sub(1);
+    }
 }
 
 impl<T: Send + 'static> Drop for Owner<T> {
@@ -133,6 +226,7 @@ impl<T: Send + 'static> WarmPool<T> {
     pub(super) fn owner(self: &Arc<Self>) -> Owner<T> {
         Owner {
             id: self.next_owner.fetch_add(1, Ordering::Relaxed),
+            demand: Mutex::new(Demand::new()),
             pool: Arc::clone(self),
         }
     }
@@ -180,10 +274,22 @@ impl<T: Send + 'static> WarmPool<T> {
         }
     }
 
+    /// How many idle instances `owner` may keep now.
+    fn idle_limit(&self, owner: &Owner<T>) -> usize {
+        match self.limits.max_idle_per_component {
+            IdleLimit::Fixed(limit) => limit,
+            IdleLimit::Demand { at_least } => {
+                owner.demand().peak(self.limits.idle_timeout).max(at_least)
+            }
+        }
+    }
+
     /// Keeps `instance` idle for a later call of `owner` and `key`, dropping
-    /// the owner's oldest idle instance if it already has as many as allowed.
+    /// the owner's oldest idle instances if it already has as many as
+    /// allowed.
     pub(super) fn put(self: &Arc<Self>, owner: &Owner<T>, key: TenantKey, instance: T) {
-        if self.limits.max_idle_per_component == 0 {
+        let limit = self.idle_limit(owner);
+        if limit == 0 {
             return;
         }
         let mut state = self.lock();
@@ -192,15 +298,13 @@ impl<T: Send + 'static> WarmPool<T> {
             .iter()
             .filter(|idle| idle.owner == owner.id)
             .count();
-        let evicted = if owned >= self.limits.max_idle_per_component {
-            state
-                .idle
-                .iter()
-                .position(|idle| idle.owner == owner.id)
-                .and_then(|at| state.idle.remove(at))
-        } else {
-            None
-        };
+        // Oldest first, down to one fewer than the limit (which falls as
+        // the demand does).
+        let mut evicted = Vec::new();
+        for _ in limit..=owned {
+            let oldest = state.idle.iter().position(|idle| idle.owner == owner.id);
+            evicted.extend(oldest.and_then(|at| state.idle.remove(at)));
+        }
         state.idle.push_back(Idle {
             owner: owner.id,
             key,
@@ -287,8 +391,12 @@ mod tests {
     use super::*;
 
     fn pool(max_idle: usize, idle_timeout: Duration) -> Arc<WarmPool<u32>> {
+        limited(IdleLimit::Fixed(max_idle), idle_timeout)
+    }
+
+    fn limited(limit: IdleLimit, idle_timeout: Duration) -> Arc<WarmPool<u32>> {
         WarmPool::new(ReuseLimits {
-            max_idle_per_component: max_idle,
+            max_idle_per_component: limit,
             idle_timeout,
             max_calls_per_instance: 1000,
         })
@@ -367,6 +475,34 @@ mod tests {
         let owner = none_kept.owner();
         none_kept.put(&owner, a, 1);
         assert_eq!(none_kept.idle_count(), 0);
+    }
+
+    #[test]
+    fn by_default_idle_instances_follow_the_calls_in_flight() {
+        let window = Duration::from_millis(100);
+        let pool = limited(IdleLimit::Demand { at_least: 1 }, window);
+        let (busy, quiet) = (pool.owner(), pool.owner());
+        let a = pool.key_of(&map(&[]));
+        let calls: Vec<_> = (0..5).map(|_| busy.call_started()).collect();
+        drop(calls);
+        for n in 1..=8 {
+            pool.put(&busy, a, n);
+        }
+        assert_eq!(pool.idle_count(), 5, "five calls ran at once");
+        // Another owner's demand is its own: the floor.
+        for n in 1..=3 {
+            pool.put(&quiet, a, n);
+        }
+        assert_eq!(pool.idle_count(), 6);
+        assert_eq!(pool.take(&quiet, a), Some(3));
+        // Two windows without a call: the limit falls back to the floor,
+        // and the next instance kept evicts the surplus.
+        std::thread::sleep(2 * window + Duration::from_millis(20));
+        let call = busy.call_started();
+        drop(call);
+        pool.put(&busy, a, 9);
+        assert_eq!(pool.idle_count(), 1);
+        assert_eq!(pool.take(&busy, a), Some(9));
     }
 
     #[test]

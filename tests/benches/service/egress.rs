@@ -9,7 +9,9 @@
 //!
 //! 1. flyte-connect, `databricks.wasm` (Rust SDK), HTTPS, the CA from
 //!    `--ca-file`;
-//! 2. flyte-connect, `databricks-py.wasm` (Python SDK), the same;
+//! 2. flyte-connect, `databricks-py.wasm` (Python SDK), the same; row 2r
+//!    again with `instance_reuse = "connection"`, as its shipped manifest
+//!    says (issue 17);
 //! 3. flyte-connect, `databricks.wasm`, plain HTTP;
 //! 4. with `BENCH_BASELINE_BIN`: that build with its own `databricks.wasm`
 //!    over plain HTTP (a build from before pooling trusts no private CA);
@@ -70,6 +72,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 const RUST_HTTPS: &str = "(1) flyte-connect, databricks.wasm, HTTPS";
 const PYTHON_GUEST_HTTPS: &str = "(2) flyte-connect, databricks-py.wasm, HTTPS";
+const PYTHON_GUEST_REUSE_HTTPS: &str =
+    "(2r) flyte-connect, databricks-py.wasm, HTTPS, instance_reuse = \"connection\"";
 const RUST_PLAIN: &str = "(3) flyte-connect, databricks.wasm, plain HTTP";
 const BASELINE_PLAIN: &str = "(4) baseline build, its databricks.wasm, plain HTTP";
 const ANCHOR: &str = "(5) Python c0, flyteplugins Databricks connector, HTTPS";
@@ -289,8 +293,9 @@ async fn measure_row(target: Target, fake: &Endpoint, instance: &str, seconds: D
 }
 
 /// A plugin folder holding `component` (from the test components, or from
-/// `from` when given) with a manifest allowing `allowed` only.
-fn plugin_dir(component: &str, from: Option<&Path>, allowed: &str) -> Workspace {
+/// `from` when given) with a manifest allowing `allowed` only, and saying
+/// `extra` besides.
+fn plugin_dir(component: &str, from: Option<&Path>, allowed: &str, extra: &str) -> Workspace {
     let plugins = match from {
         None => Workspace::with_components(&[component]),
         Some(dir) => {
@@ -303,7 +308,7 @@ fn plugin_dir(component: &str, from: Option<&Path>, allowed: &str) -> Workspace 
     };
     plugins.write(
         &format!("{component}.toml"),
-        format!("allowed_hosts = [{allowed:?}]\n").as_bytes(),
+        format!("allowed_hosts = [{allowed:?}]\n{extra}").as_bytes(),
     );
     plugins
 }
@@ -334,21 +339,31 @@ pub async fn measure(seconds: Duration, venv: &Path) -> Vec<Row> {
     let with_ca = ["--ca-file", ca.as_str()];
     let mut rows = Vec::new();
 
-    for (name, component) in [
-        (RUST_HTTPS, "databricks"),
-        (PYTHON_GUEST_HTTPS, "databricks-py"),
+    for (name, component, extra) in [
+        (RUST_HTTPS, "databricks", ""),
+        (PYTHON_GUEST_HTTPS, "databricks-py", ""),
+        (
+            PYTHON_GUEST_REUSE_HTTPS,
+            "databricks-py",
+            "instance_reuse = \"connection\"\n",
+        ),
     ] {
-        let plugins = plugin_dir(component, None, &https_allowed);
+        let plugins = plugin_dir(component, None, &https_allowed, extra);
         let target = servers::flyte_connect(name, TASK_TYPE, plugins.path(), &with_ca).await;
         rows.push(measure_row(target, &tls, &https_instance, seconds).await);
     }
 
-    let plugins_plain = plugin_dir("databricks", None, &plain_instance);
+    let plugins_plain = plugin_dir("databricks", None, &plain_instance, "");
     let target = servers::flyte_connect(RUST_PLAIN, TASK_TYPE, plugins_plain.path(), &[]).await;
     rows.push(measure_row(target, fake.endpoint(), &plain_instance, seconds).await);
 
     if let Some(baseline) = Baseline::from_env() {
-        let plugins = plugin_dir("databricks", Some(&baseline.components), &plain_instance);
+        let plugins = plugin_dir(
+            "databricks",
+            Some(&baseline.components),
+            &plain_instance,
+            "",
+        );
         let target = servers::flyte_connect_binary(
             &baseline.binary,
             BASELINE_PLAIN,
@@ -410,7 +425,7 @@ fn micros(d: Option<Duration>) -> String {
     })
 }
 
-/// Prints the rows, and the ratios of rows 1 and 2 (and 3 to 4) to the
+/// Prints the rows, and the ratios of rows 1, 2 and 2r (and 3 to 4) to the
 /// anchor (the baseline).
 pub fn report(rows: &[Row], seconds: Duration) {
     println!();
@@ -499,6 +514,12 @@ pub fn report(rows: &[Row], seconds: Duration) {
             PYTHON_GUEST_HTTPS,
             "(2) Python guest / (5) Python server",
             "",
+            "≤ 1x",
+        ),
+        (
+            PYTHON_GUEST_REUSE_HTTPS,
+            "(2r) Python guest with reuse / (5) Python server",
+            "≥ 1x",
             "≤ 1x",
         ),
     ] {
