@@ -15,8 +15,8 @@
 //! # fn token(key_pem: &str, now: u64) -> Result<String, flyte_connector_sdk::Error> {
 //! let token = cache::get_or_try_insert(&cache::key("my-jwt", &[key_pem]), now, || {
 //!     let exp = now + 3600;
-//!     // Made again five minutes before it expires.
-//!     Ok(Expiring::until(sign(key_pem, exp)?, exp - 300))
+//!     // Made again five minutes (`REFRESH_MARGIN_SECS`) before it expires.
+//!     Ok(Expiring::expires_at(sign(key_pem, exp)?, exp))
 //! })?;
 //! # Ok(token)
 //! # }
@@ -39,10 +39,20 @@ pub struct Expiring<V> {
     refresh_at: u64,
 }
 
+/// How long before a token's expiry [`Expiring::expires_at`] has it made
+/// again, so a call never sends one about to lapse.
+pub const REFRESH_MARGIN_SECS: u64 = 300;
+
 impl<V> Expiring<V> {
     /// `value`, good until `refresh_at` (Unix seconds, exclusive).
     pub fn until(value: V, refresh_at: u64) -> Self {
         Self { value, refresh_at }
+    }
+
+    /// A token that expires at `expires_at` (Unix seconds): good until
+    /// [`REFRESH_MARGIN_SECS`] before then.
+    pub fn expires_at(value: V, expires_at: u64) -> Self {
+        Self::until(value, expires_at.saturating_sub(REFRESH_MARGIN_SECS))
     }
 }
 
@@ -130,6 +140,28 @@ mod tests {
         assert_eq!(get_or_try_insert("k", 99, make).ok(), Some(1));
         assert_eq!(get_or_try_insert("k", 100, make).ok(), Some(2));
         assert_eq!(made.get(), 2);
+    }
+
+    #[test]
+    fn a_token_is_made_again_the_margin_before_it_expires() {
+        clear();
+        let token = |n: u32| move || Ok(Expiring::expires_at(n, 1000));
+        let margin = REFRESH_MARGIN_SECS;
+        assert_eq!(get_or_try_insert("t", 0, token(1)).ok(), Some(1));
+        assert_eq!(get_or_try_insert("t", 999 - margin, token(2)).ok(), Some(1));
+        assert_eq!(
+            get_or_try_insert("t", 1000 - margin, token(3)).ok(),
+            Some(3)
+        );
+        // A token shorter-lived than the margin is never kept.
+        assert_eq!(
+            get_or_try_insert("short", 0, || Ok(Expiring::expires_at(4, 60))).ok(),
+            Some(4)
+        );
+        assert_eq!(
+            get_or_try_insert("short", 0, || Ok(Expiring::expires_at(5, 60))).ok(),
+            Some(5)
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@
 //! ```
 //!
 //! This module reads the file and the keys every plugin has (`memory_mb`,
-//! `timeout_seconds`, `instance_reuse`, `[env]`). Every other key belongs to a capability of
-//! the runtime (`allowed_hosts` and `[http]` to outbound HTTP,
+//! `timeout_seconds`, `instance_reuse`, `[env]`). Every other key belongs to
+//! a capability of the runtime (`allowed_hosts` and `[http]` to outbound HTTP,
 //! `[credentials]` to credentials from the pod), which parses its own
 //! section and rejects what it cannot use; a key no capability owns is an
 //! error there.

@@ -26,9 +26,6 @@ const AUDIENCE: &str = "https://bigquery.googleapis.com/";
 /// How long a self-signed token is valid (Google's maximum).
 const LIFETIME_SECS: u64 = 3600;
 
-/// How long before its expiry a cached token is replaced.
-const REFRESH_MARGIN_SECS: u64 = 300;
-
 /// The fields of a service-account key file this connector uses.
 #[derive(Deserialize)]
 struct ServiceAccountKey {
@@ -92,9 +89,9 @@ fn self_signed_jwt(key_json: &str) -> Result<Bearer, Error> {
             let Identity::ServiceAccount(email) = bearer.identity else {
                 return Err(Error::failed("a self-signed token without its account"));
             };
-            Ok(Expiring::until(
+            Ok(Expiring::expires_at(
                 (bearer.token, email),
-                now + LIFETIME_SECS - REFRESH_MARGIN_SECS,
+                now + LIFETIME_SECS,
             ))
         },
     )?;
@@ -162,14 +159,16 @@ struct MetadataToken {
 
 /// The default service account's token from the metadata server
 /// (workload identity on GKE, the VM's account on GCE), fetched again
-/// [`REFRESH_MARGIN_SECS`] before it expires when the instance serves
+/// [`cache::REFRESH_MARGIN_SECS`] before it expires when the instance serves
 /// several calls.
 fn metadata_server_token() -> Result<Bearer, Error> {
     let now = unix_now();
     let token = cache::get_or_try_insert(&cache::key("bigquery-metadata-token", &[]), now, || {
         let token = fetch_metadata_token()?;
-        let refresh_at = (now + token.expires_in).saturating_sub(REFRESH_MARGIN_SECS);
-        Ok(Expiring::until(token.access_token, refresh_at))
+        Ok(Expiring::expires_at(
+            token.access_token,
+            now + token.expires_in,
+        ))
     })?;
     Ok(Bearer {
         token,

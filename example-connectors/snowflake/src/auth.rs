@@ -43,16 +43,10 @@ pub fn key_pair_jwt(connection: &Connection, account: &str, user: &str) -> Resul
         now,
         || {
             let token = sign_jwt(connection, account, user, now)?;
-            Ok(Expiring::until(
-                token,
-                now + LIFETIME_SECS - REFRESH_MARGIN_SECS,
-            ))
+            Ok(Expiring::expires_at(token, now + LIFETIME_SECS))
         },
     )
 }
-
-/// How long before its expiry a cached token is replaced.
-const REFRESH_MARGIN_SECS: u64 = 300;
 
 /// Signs a new key-pair JWT, issued at `now`.
 fn sign_jwt(connection: &Connection, account: &str, user: &str, now: u64) -> Result<String, Error> {

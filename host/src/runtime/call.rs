@@ -77,9 +77,12 @@ enum Start {
 }
 
 impl Caller {
-    /// Who a call with the merged connection map `connection` is for, if
-    /// the plugin opted into reuse: calls of one tenant may share instances.
-    pub(super) fn tenant(&self, connection: &ConnectionMap) -> Option<TenantKey> {
+    /// Fills in what the pod's credentials give that the request's merged
+    /// connection map lacks, then says who the call is for, if the plugin
+    /// opted into reuse: calls of one tenant (the very same completed map)
+    /// may share instances.
+    pub(super) fn complete_connection(&self, connection: &mut ConnectionMap) -> Option<TenantKey> {
+        self.grants.credentials.fill(connection);
         match self.limits.reuse {
             InstanceReuse::Connection => Some(self.shared.warm.key_of(connection)),
             InstanceReuse::Never => None,
@@ -87,7 +90,7 @@ impl Caller {
     }
 
     /// Runs `body` within the plugin's limits: for a `tenant` (see
-    /// [`Self::tenant`]), in a warm instance of this component version that
+    /// [`Self::complete_connection`]), in a warm instance of this component version that
     /// served the same tenant if one is idle, and the instance is kept for
     /// the tenant's next call after; else in a fresh instance once the pool
     /// admits the call, and that instance serves no other call. `function`

@@ -28,7 +28,7 @@ pub(super) trait Capability {
     const MANIFEST_KEYS: &'static [&'static str];
     /// What one plugin is granted, built once at load and shared by its calls.
     type Grant: Send + Sync + 'static;
-    /// What one call's store holds for it.
+    /// What one instance's store holds for it.
     type State: Send + 'static;
 
     /// Parses the plugin's sections into its grant; the error names the key

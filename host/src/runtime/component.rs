@@ -27,8 +27,8 @@ pub struct WasmConnector {
 }
 
 /// Calls export `$function` of the guest's connector interface with
-/// `$request`, for `$tenant` (see [`Caller::tenant`]),
-/// mapping the guest's own error variant to a [`ConnectorError`].
+/// `$request`, for `$tenant` (see [`Caller::complete_connection`]), mapping
+/// the guest's own error variant to a [`ConnectorError`].
 macro_rules! call_guest {
     ($self:ident, $operation:expr, $deadline:ident, $tenant:expr, $function:ident, $request:expr) => {{
         let request = $request;
@@ -71,18 +71,15 @@ impl Connector for WasmConnector {
         mut request: CreateRequest,
         deadline: Deadline,
     ) -> Result<Vec<u8>, ConnectorError> {
-        let meta = {
-            self.caller.grants.credentials.fill(&mut request.connection);
-            let tenant = self.caller.tenant(&request.connection);
-            call_guest!(
-                self,
-                Operation::Create,
-                deadline,
-                tenant,
-                call_create,
-                bindings::create_request(request)
-            )
-        }?;
+        let tenant = self.caller.complete_connection(&mut request.connection);
+        let meta = call_guest!(
+            self,
+            Operation::Create,
+            deadline,
+            tenant,
+            call_create,
+            bindings::create_request(request)
+        )?;
         self.return_limits.check_resource_meta(&meta)?;
         Ok(meta)
     }
@@ -92,18 +89,15 @@ impl Connector for WasmConnector {
         mut request: GetRequest,
         deadline: Deadline,
     ) -> Result<Resource, ConnectorError> {
-        let resource = {
-            self.caller.grants.credentials.fill(&mut request.connection);
-            let tenant = self.caller.tenant(&request.connection);
-            call_guest!(
-                self,
-                Operation::Get,
-                deadline,
-                tenant,
-                call_get,
-                bindings::get_request(request)
-            )
-        }?;
+        let tenant = self.caller.complete_connection(&mut request.connection);
+        let resource = call_guest!(
+            self,
+            Operation::Get,
+            deadline,
+            tenant,
+            call_get,
+            bindings::get_request(request)
+        )?;
         self.return_limits.check_resource(&resource)?;
         bindings::resource(resource)
     }
@@ -113,18 +107,15 @@ impl Connector for WasmConnector {
         mut request: DeleteRequest,
         deadline: Deadline,
     ) -> Result<(), ConnectorError> {
-        {
-            self.caller.grants.credentials.fill(&mut request.connection);
-            let tenant = self.caller.tenant(&request.connection);
-            call_guest!(
-                self,
-                Operation::Delete,
-                deadline,
-                tenant,
-                call_delete,
-                bindings::delete_request(request)
-            )
-        }
+        let tenant = self.caller.complete_connection(&mut request.connection);
+        call_guest!(
+            self,
+            Operation::Delete,
+            deadline,
+            tenant,
+            call_delete,
+            bindings::delete_request(request)
+        )
     }
 
     async fn get_metrics(

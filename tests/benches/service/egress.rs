@@ -345,7 +345,7 @@ pub async fn measure(seconds: Duration, venv: &Path) -> Vec<Row> {
         (
             PYTHON_GUEST_REUSE_HTTPS,
             "databricks-py",
-            "instance_reuse = \"connection\"\n",
+            super::REUSE_MANIFEST,
         ),
     ] {
         let plugins = plugin_dir(component, None, &https_allowed, extra);

@@ -47,6 +47,8 @@ const PYTHON_ECHO_REUSE: &str = "(f) flyte-connect, echo-py.wasm, instance_reuse
 const RUST_ECHO_REUSE: &str = "(g) flyte-connect, echo.wasm, instance_reuse = \"connection\"";
 const BASELINE_RUST_ECHO: &str = "(a′) baseline build, its echo.wasm";
 const BASELINE_PYTHON_ECHO: &str = "(e′) baseline build, its echo-py.wasm";
+/// The manifest line opting a plugin into instance reuse.
+const REUSE_MANIFEST: &str = "instance_reuse = \"connection\"\n";
 
 /// Another build to measure beside this one: its binary and the folder of
 /// its components.
@@ -123,10 +125,7 @@ async fn with_reuse(
     cache_dir: &str,
 ) -> (Workspace, Target) {
     let plugins = Workspace::with_components(&[component]);
-    plugins.write(
-        &format!("{component}.toml"),
-        b"instance_reuse = \"connection\"\n",
-    );
+    plugins.write(&format!("{component}.toml"), REUSE_MANIFEST.as_bytes());
     let target =
         servers::flyte_connect(name, task_type, plugins.path(), &["--cache-dir", cache_dir]).await;
     (plugins, target)

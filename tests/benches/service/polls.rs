@@ -61,9 +61,6 @@ fn start(name: &str, task_type: &str, manifest: &str) -> HostedConnector {
     HostedConnector::start_with_env(name, task_type, manifest, &[])
 }
 
-/// The manifest line opting into instance reuse.
-const REUSE: &str = "instance_reuse = \"connection\"\n";
-
 /// Measures every row, one server at a time.
 pub async fn measure() -> Vec<PollCost> {
     let mut rows = Vec::new();
@@ -143,7 +140,7 @@ pub async fn measure() -> Vec<PollCost> {
     let hosted = start(
         "bigquery",
         "bigquery_query_job_task",
-        &format!("{REUSE}{bigquery_manifest}"),
+        &format!("{}{bigquery_manifest}", super::REUSE_MANIFEST),
     );
     rows.push(
         poll(
@@ -199,7 +196,7 @@ pub async fn measure() -> Vec<PollCost> {
     let hosted = start(
         "snowflake",
         "snowflake",
-        &format!("{REUSE}{snowflake_manifest}"),
+        &format!("{}{snowflake_manifest}", super::REUSE_MANIFEST),
     );
     rows.push(
         poll(
