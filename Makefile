@@ -24,7 +24,7 @@ TEST_COMPONENT_DIR := $(TARGET_DIR)/test-components
 SERVER_BIN         := $(TARGET_DIR)/release/flyte-connect
 VENV               := .venv
 
-.PHONY: all build connectors rust-connectors python-connectors test-components run image test test-rust test-python lint fmt bench wasm-target clean
+.PHONY: all build connectors rust-connectors python-connectors test-components run image test test-rust test-python lint fmt bench wasm-target clean system-tools
 
 all: build connectors
 
@@ -98,9 +98,15 @@ export FLYTE_CONNECT_FAKE_SERVICES := $(abspath $(TARGET_DIR)/release/fake-servi
 
 test: lint test-rust test-python
 
+# What the end-to-end tests run the server under: `unshare` (util-linux)
+# and `ip` (iproute2) put it in a network namespace of its own.
+system-tools:
+	@command -v unshare >/dev/null && command -v ip >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq util-linux iproute2)
+
 # Connector crates build for the host too, so their unit tests run natively.
 RUST_TEST_ARGS := --release --workspace --exclude flyte-connector-sdk
-test-rust: build test-components $(WHEELHOUSE)/.downloaded
+test-rust: build test-components $(WHEELHOUSE)/.downloaded system-tools
 	$(CARGO) test $(RUST_TEST_ARGS)
 	$(CARGO) test --release -p flyte-connector-sdk --all-features
 

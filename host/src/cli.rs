@@ -19,9 +19,50 @@ use clap::Parser;
 use crate::{
     loading::scan,
     local_run::{self, RunOptions},
-    runtime::{IdleLimit, ReturnLimits, ReuseLimits, RuntimeConfig, SlotBudget},
+    runtime::{
+        BudgetSize, CredentialRoots, IdleLimit, ReturnLimits, ReuseLimits, RuntimeConfig,
+        SlotBudget,
+    },
     server::ServerConfig,
 };
+
+/// What of the pod plugins' manifests may read (`[credentials]`, and the
+/// files of `[[http.tls]]`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CredentialArgs {
+    /// A folder whose files (symbolic links resolved) manifests may name:
+    /// credentials, CA files, client certificates and keys. Repeatable
+    /// [default: /etc/secrets].
+    #[arg(
+        long = "credentials-dir",
+        env = "FLYTE_CONNECT_CREDENTIALS_DIR",
+        value_delimiter = ':'
+    )]
+    pub credentials_dirs: Vec<PathBuf>,
+
+    /// A prefix of the server's environment variables manifests may name in
+    /// `[credentials]` (the proxy variables never). Repeatable [default:
+    /// none].
+    #[arg(
+        long = "credentials-env-prefix",
+        env = "FLYTE_CONNECT_CREDENTIALS_ENV_PREFIX",
+        value_delimiter = ','
+    )]
+    pub credentials_env_prefixes: Vec<String>,
+}
+
+impl CredentialArgs {
+    /// The roots these arguments name, the defaults where they name none.
+    pub fn roots(self) -> Result<CredentialRoots, String> {
+        let defaults = CredentialRoots::default();
+        let dirs = if self.credentials_dirs.is_empty() {
+            defaults.dirs
+        } else {
+            self.credentials_dirs
+        };
+        CredentialRoots::new(dirs, self.credentials_env_prefixes)
+    }
+}
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -29,7 +70,7 @@ pub enum Command {
     /// Serve connectors (`flyte-connect [c0] ...`).
     Serve(Box<Cli>),
     /// Run one task through one component (`flyte-connect run ...`).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 impl Command {
@@ -42,7 +83,7 @@ impl Command {
     {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         if args.get(1).is_some_and(|arg| arg == "run") {
-            return RunArgs::try_parse_from(&args[1..]).map(Command::Run);
+            return RunArgs::try_parse_from(&args[1..]).map(|run| Command::Run(Box::new(run)));
         }
         Cli::parse_args(args).map(|cli| Command::Serve(Box::new(cli)))
     }
@@ -98,6 +139,10 @@ pub struct RunArgs {
     /// trusts, beside the system's.
     #[arg(long, env = "FLYTE_CONNECT_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+
+    /// What of the pod manifests may read.
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
 }
 
 impl RunArgs {
@@ -145,6 +190,7 @@ impl RunArgs {
                     defaults.cache_dir.clone()
                 },
                 ca_file: self.ca_file,
+                credential_roots: self.credentials.roots().map_err(anyhow::Error::msg)?,
                 ..defaults
             },
         })
@@ -241,6 +287,14 @@ pub struct Cli {
     #[arg(long, env = "FLYTE_CONNECT_MAX_INSTANCE_REUSE_COUNT", default_value_t = ReuseLimits::default().max_calls_per_instance, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_instance_reuse_count: u32,
 
+    /// The memory all connector calls in flight may hold at once: their
+    /// instances' linear memory and their requests' bytes. A percentage of
+    /// the memory the process may use (its cgroup's limit, else the
+    /// machine's), or a size (KiB, MiB, GiB). A call that does not fit waits;
+    /// one that never could fails alone with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FLYTE_CONNECT_MEMORY_BUDGET", default_value_t = BudgetSize::default(), value_parser = BudgetSize::parse)]
+    pub memory_budget: BudgetSize,
+
     /// Memory cap of one connector instance in MiB (over all the calls it
     /// serves), unless its manifest sets one.
     #[arg(long, env = "FLYTE_CONNECT_MEMORY_MB", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -291,6 +345,10 @@ pub struct Cli {
     /// TLS trusts, beside the system's (SSL_CERT_FILE, SSL_CERT_DIR).
     #[arg(long, env = "FLYTE_CONNECT_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+
+    /// What of the pod manifests may read.
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
 }
 
 /// A size in bytes: a number with an optional unit (`B`, `KiB`, `MiB`,
@@ -325,12 +383,14 @@ pub fn parse_size_or_zero(text: &str) -> Result<usize, String> {
     }
 }
 
-/// A positive number of seconds given to `flag`.
+/// A positive number of seconds, at most a day, given to `flag`.
 fn positive_seconds(flag: &str, seconds: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(seconds)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{flag} {seconds} is not a positive number of seconds"))
+    crate::manifest::bounded_seconds(seconds).ok_or_else(|| {
+        format!(
+            "{flag} {seconds} is not a positive number of seconds up to {}",
+            crate::manifest::MAX_SECONDS
+        )
+    })
 }
 
 impl Cli {
@@ -405,6 +465,8 @@ impl Cli {
                     self.cache_dir.or(defaults.cache_dir)
                 },
                 ca_file: self.ca_file,
+                credential_roots: self.credentials.roots()?,
+                memory_budget: self.memory_budget,
             },
         })
     }
@@ -478,6 +540,28 @@ mod tests {
     }
 
     #[test]
+    fn credential_roots_default_to_etc_secrets_and_no_variables() {
+        let roots = |args: &[&str]| {
+            parse(args)
+                .into_config()
+                .map(|config| config.runtime.credential_roots)
+        };
+        assert_eq!(roots(&[]), Ok(CredentialRoots::default()));
+        let given = roots(&[
+            "--credentials-dir",
+            "/a",
+            "--credentials-dir",
+            "/b",
+            "--credentials-env-prefix",
+            "SNOWFLAKE_",
+        ])
+        .expect("valid");
+        assert_eq!(given.dirs, [PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(given.env_prefixes, ["SNOWFLAKE_"]);
+        assert!(roots(&["--credentials-env-prefix", ""]).is_err());
+    }
+
+    #[test]
     fn zero_workers_is_rejected() {
         assert!(Cli::parse_args(["flyte-connect", "--worker", "0"]).is_err());
     }
@@ -533,5 +617,9 @@ mod tests {
                 .into_config()
                 .is_err()
         );
+        let err = parse(&["--idle-instance-timeout", "1.8e19"])
+            .into_config()
+            .expect_err("an overflowing timeout");
+        assert!(err.contains("--idle-instance-timeout"), "{err}");
     }
 }

@@ -333,6 +333,9 @@ pub enum ConnectorError {
         /// How long the call waited.
         waited: Duration,
     },
+    /// The call did not fit in the server's memory budget (it says why).
+    #[error("the call was refused memory: {0}")]
+    MemoryBudget(String),
     /// The connector returned more than the server accepts.
     #[error("the connector returned {what} of {size} bytes, more than the limit of {limit} bytes")]
     TooLarge {

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         .init();
     let cli = match command {
         Command::Serve(cli) => cli,
-        Command::Run(args) => return run(args),
+        Command::Run(args) => return run(*args),
     };
     let config = match cli.into_config() {
         Ok(config) => config,

@@ -186,14 +186,24 @@ pub enum ParseError {
     Invalid(String),
 }
 
-/// A positive number of seconds, for key `key`.
+/// The longest duration a manifest or a flag may give: a day. Longer ones
+/// are refused rather than risk overflowing a deadline computed from them.
+pub const MAX_SECONDS: u64 = 24 * 60 * 60;
+
+/// `secs` as a duration, if it is positive and at most [`MAX_SECONDS`].
+pub fn bounded_seconds(secs: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(MAX_SECONDS))
+}
+
+/// A positive number of seconds, at most [`MAX_SECONDS`], for key `key`.
 pub fn seconds(key: &str, value: Option<f64>) -> Result<Option<Duration>, String> {
     value
         .map(|secs| {
-            Duration::try_from_secs_f64(secs)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| format!("{key} = {secs} is out of range"))
+            bounded_seconds(secs).ok_or_else(|| {
+                format!("{key} = {secs} is out of range (more than 0, at most {MAX_SECONDS})")
+            })
         })
         .transpose()
 }
@@ -240,6 +250,13 @@ mod tests {
         assert!(parse("memory_mb = 0").is_err());
         assert!(parse("memory_mb = \"x\"").is_err());
         assert!(parse("timeout_seconds = -1").is_err());
+        match parse("timeout_seconds = 1.8e19") {
+            Err(ParseError::Invalid(message)) => {
+                assert!(message.contains("timeout_seconds"), "{message}")
+            }
+            other => panic!("accepted or wrong error: {other:?}"),
+        }
+        assert!(parse("timeout_seconds = 86400").is_ok());
         assert!(parse("[env]\nA = 1").is_err());
     }
 

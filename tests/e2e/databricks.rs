@@ -462,12 +462,13 @@ async fn hosts_the_manifest_does_not_allow_are_denied_before_any_request(compone
         let output = setup.server().output.text();
         let warnings = output
             .lines()
-            .filter(|l| l.contains("WARN") && l.contains("outbound HTTP denied"))
+            .filter(|l| l.contains("WARN") && l.contains("outbound HTTP refused"))
             .count();
         assert_eq!(warnings, 1, "{rules:?}: logged once per host:\n{output}");
         let labels = [
             ("connector", component.name),
             ("host", &format!("http://{host}")),
+            ("reason", "rule"),
         ];
         assert_eq!(
             metric_value(

@@ -95,10 +95,10 @@ fn path(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_ca_is_trusted_from_ssl_cert_file_ca_file_or_the_manifest() {
-    let (pki, _files, ca) = trusted_ca();
+    let (pki, files, ca) = trusted_ca();
     let service = tls_endpoint(&pki.server()).await;
     let url = format!("{}/small", service.base_url());
-    let ok = json!({"status": 200, "bytes": 10});
+    let ok = json!({"status": 200, "bytes": 10, "body": "0123456789"});
 
     let (server, _plugins) = fetcher("", &[], &[("SSL_CERT_FILE", &ca)]);
     assert_eq!(fetched(&server, &url).await.expect("SSL_CERT_FILE"), ok);
@@ -112,7 +112,9 @@ async fn a_private_ca_is_trusted_from_ssl_cert_file_ca_file_or_the_manifest() {
         ok
     );
 
-    let (server, _plugins) = fetcher(&format!("[[http.tls]]\nca_file = {ca:?}\n"), &[], &[]);
+    // A manifest reads files only under the operator's credential folders.
+    let manifest = format!("[[http.tls]]\nca_file = {ca:?}\n");
+    let (server, _plugins) = fetcher(&manifest, &["--credentials-dir", &path(files.path())], &[]);
     assert_eq!(fetched(&server, &url).await.expect("the manifest"), ok);
 
     // Without it, the call fails at once naming the host and the reason,
@@ -183,12 +185,12 @@ async fn mutual_tls_presents_the_manifests_client_certificate() {
         path(&client.cert),
         path(&client.key)
     );
-    let (server, _plugins) = fetcher(&manifest, &[], &[]);
+    let (server, _plugins) = fetcher(&manifest, &["--credentials-dir", &path(files.path())], &[]);
     assert_eq!(
         fetched(&server, &url)
             .await
             .expect("with the client certificate"),
-        json!({"status": 200, "bytes": 10})
+        json!({"status": 200, "bytes": 10, "body": "0123456789"})
     );
     assert_eq!(service.client_certificates(), [true]);
 
@@ -293,7 +295,7 @@ async fn https_goes_through_the_proxy_with_its_credentials_and_no_proxy_bypasses
     );
     assert_eq!(
         fetched(&server, &url).await.expect("through the proxy"),
-        json!({"status": 200, "bytes": 10})
+        json!({"status": 200, "bytes": 10, "body": "0123456789"})
     );
     let seen = proxy.requests();
     assert_eq!(seen.len(), 1, "{seen:?}");
@@ -408,7 +410,7 @@ async fn credentials_come_from_the_pods_environment_and_files_and_a_rotated_file
         );
         let dir = path(plugins.path());
         let server = Server::start_with_env(
-            &["--plugin-dir", &dir],
+            &["--plugin-dir", &dir, "--credentials-env-prefix", "POD_"],
             plugins.path(),
             &[("RUST_LOG", "debug"), ("POD_DATABRICKS_TOKEN", TOKEN)],
         );
@@ -438,8 +440,16 @@ async fn credentials_come_from_the_pods_environment_and_files_and_a_rotated_file
         .as_bytes(),
     );
     let dir = path(plugins.path());
+    let secrets_dir = path(secrets.path());
     let server = Server::start_with_env(
-        &["--plugin-dir", &dir, "--reload-interval", "0.2"],
+        &[
+            "--plugin-dir",
+            &dir,
+            "--reload-interval",
+            "0.2",
+            "--credentials-dir",
+            &secrets_dir,
+        ],
         plugins.path(),
         &[("RUST_LOG", "debug")],
     );

@@ -151,6 +151,46 @@ async fn connector_failure_is_internal_with_the_python_message() {
 }
 
 #[tokio::test]
+async fn an_enormous_error_text_is_cut_in_the_answer_and_the_log() {
+    let (_plugins, server) = start(&["faulty"], &[]);
+    let logged_before = server.output.text().len();
+    for kib in [200, 4096] {
+        let request = literals::create_request(
+            "shout",
+            &TypedInputs(vec![("kib", int(kib), simple(SimpleType::Integer))]),
+        );
+        let status = server
+            .tasks()
+            .await
+            .create_task(request)
+            .await
+            .expect_err("shout");
+        // The connector's failure, as the Python server words it, cut.
+        assert_eq!(status.code(), Code::Internal, "{kib} KiB");
+        let message = status.message();
+        assert!(
+            message.starts_with("failed to create shout task with error:\n !!!"),
+            "{kib} KiB: {}",
+            &message[..60.min(message.len())]
+        );
+        assert!(
+            message.ends_with(" more bytes cut]."),
+            "{kib} KiB: {}",
+            &message[message.len().saturating_sub(60)..]
+        );
+        assert!(
+            message.len() < 8 << 10,
+            "{kib} KiB: {} bytes",
+            message.len()
+        );
+    }
+    // Two failures, a few KiB each in the log, not 4 MiB.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let logged = server.output.text().len() - logged_before;
+    assert!(logged < 64 << 10, "{logged} bytes logged");
+}
+
+#[tokio::test]
 async fn panicking_connector_fails_only_that_call_and_the_server_keeps_serving() {
     let (_plugins, server) = start(&["echo", "faulty"], &[]);
     let mut tasks = server.tasks().await;

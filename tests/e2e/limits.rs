@@ -148,3 +148,35 @@ async fn each_limit_fails_its_call_and_names_itself() {
         .await
         .expect("a small get");
 }
+
+#[tokio::test]
+async fn an_enormous_timeout_is_refused_at_load_and_on_the_command_line() {
+    for (manifest, key) in [
+        ("timeout_seconds = 1e19\n", "timeout_seconds"),
+        (
+            "[http]\nfirst_byte_timeout_seconds = 1.8e19\n",
+            "http.first_byte_timeout_seconds",
+        ),
+    ] {
+        let plugins = Workspace::with_components(&["faulty"]);
+        plugins.write("faulty.toml", manifest.as_bytes());
+        let dir = plugins.path().display().to_string();
+        let server = Server::start(&["--plugin-dir", &dir], plugins.path());
+        assert!(server.connector_names().await.is_empty(), "{manifest}");
+        let output = server.output.text();
+        assert!(
+            output
+                .lines()
+                .any(|l| l.contains("WARN") && l.contains(key) && l.contains("at most 86400")),
+            "{manifest}:\n{output}"
+        );
+    }
+    let plugins = Workspace::new();
+    let (status, output) = flyte_connect_e2e::run_to_exit(
+        &["c0", "--port", "0", "--idle-instance-timeout", "1e19"],
+        plugins.path(),
+        std::time::Duration::from_secs(30),
+    );
+    assert!(!status.success(), "{output}");
+    assert!(output.contains("--idle-instance-timeout"), "{output}");
+}

@@ -3,12 +3,15 @@
 
 mod bigquery;
 mod cli;
+mod confinement;
 mod databricks;
 mod egress;
+mod egress_guard;
 mod errors;
 mod isolation;
 mod lifecycle;
 mod limits;
+mod memory;
 mod observability;
 mod outbound;
 mod queue;

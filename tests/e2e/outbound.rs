@@ -58,7 +58,10 @@ async fn the_manifest_sets_the_response_cap_and_the_first_byte_timeout() {
         .into_inner()
         .resource_meta;
     let seen: serde_json::Value = serde_json::from_slice(&meta).expect("JSON");
-    assert_eq!(seen, serde_json::json!({"status": 200, "bytes": 10}));
+    assert_eq!(
+        seen,
+        serde_json::json!({"status": 200, "bytes": 10, "body": "0123456789"})
+    );
 
     let status = tasks
         .create_task(fetch(&format!("http://{addr}/big")))

@@ -12,6 +12,7 @@ pub mod fake_databricks;
 pub mod fake_http;
 pub mod fake_snowflake;
 pub mod hosted;
+pub mod isolation;
 pub mod jwt;
 pub mod literals;
 pub mod native;
@@ -32,6 +33,8 @@ use flyte_connect::proto::connector::{
     connector_metadata_service_client::ConnectorMetadataServiceClient,
 };
 use tonic::transport::Channel;
+
+use crate::isolation::{NetnsDialer, Wrapper};
 
 /// How long a server may take to come up (a cold component cache compiles).
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -204,6 +207,8 @@ pub struct Server {
     pub metrics_addr: SocketAddr,
     /// What it printed.
     pub output: Output,
+    /// How to reach it when it runs in a network namespace of its own.
+    dialer: Option<Arc<NetnsDialer>>,
 }
 
 /// Spawns the binary with `args` in `cwd`, capturing both output streams.
@@ -224,7 +229,25 @@ pub fn spawn_binary(
     cwd: &Path,
     env: &[(&str, &str)],
 ) -> (Child, Output, mpsc::Receiver<String>) {
-    let mut command = Command::new(binary);
+    spawn_wrapped(&Wrapper::default(), binary, args, cwd, env)
+}
+
+/// Like [`spawn_binary`], running `binary` under `wrapper`.
+pub fn spawn_wrapped(
+    wrapper: &Wrapper,
+    binary: &Path,
+    args: &[String],
+    cwd: &Path,
+    env: &[(&str, &str)],
+) -> (Child, Output, mpsc::Receiver<String>) {
+    let mut command = match wrapper.0.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut command = Command::new(program);
+            command.args(wrapper_args).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
     command
         .args(args)
         .current_dir(cwd)
@@ -295,6 +318,29 @@ impl Server {
         cwd: &Path,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_wrapped(&Wrapper::default(), binary, port, args, cwd, env)
+    }
+
+    /// Like [`Server::start_with_env`], in a network namespace of its own
+    /// with only loopback up (see [`isolation`]); the clients and
+    /// [`Server::metrics_text`] reach it there.
+    pub fn start_isolated(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Self {
+        let mut server = Self::start_wrapped(&Wrapper::own_network(), &binary(), 0, args, cwd, env);
+        let dialer = NetnsDialer::enter(server.pid())
+            .unwrap_or_else(|err| panic!("join the server's network namespace: {err}"));
+        server.dialer = Some(Arc::new(dialer));
+        server
+    }
+
+    /// Like [`Server::start_binary_on`], running `binary` under `wrapper`.
+    pub fn start_wrapped(
+        wrapper: &Wrapper,
+        binary: &Path,
+        port: u16,
+        args: &[&str],
+        cwd: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut full: Vec<String> = [
             "c0",
             "--host",
@@ -308,7 +354,7 @@ impl Server {
         .map(|s| s.to_string())
         .collect();
         full.extend(args.iter().map(|s| s.to_string()));
-        let (mut child, output, lines) = spawn_binary(binary, &full, cwd, env);
+        let (mut child, output, lines) = spawn_wrapped(wrapper, binary, &full, cwd, env);
         let deadline = Instant::now() + START_TIMEOUT;
         let (mut grpc_addr, mut metrics_addr) = (None, None);
         while grpc_addr.is_none() || metrics_addr.is_none() {
@@ -342,6 +388,7 @@ impl Server {
             grpc_addr: grpc_addr.unwrap_or_else(|| unreachable!()),
             metrics_addr: metrics_addr.unwrap_or_else(|| unreachable!()),
             output,
+            dialer: None,
         }
     }
 
@@ -352,11 +399,26 @@ impl Server {
 
     /// A channel to the gRPC port.
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.grpc_addr))
-            .expect("a valid URI")
-            .connect()
-            .await
-            .expect("connect to flyte-connect")
+        let endpoint =
+            Channel::from_shared(format!("http://{}", self.grpc_addr)).expect("a valid URI");
+        match &self.dialer {
+            None => endpoint.connect().await,
+            Some(dialer) => {
+                let (dialer, addr) = (Arc::clone(dialer), self.grpc_addr);
+                endpoint
+                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                        let dialer = Arc::clone(&dialer);
+                        async move {
+                            let stream = dialer.connect(addr)?;
+                            stream.set_nonblocking(true)?;
+                            let stream = tokio::net::TcpStream::from_std(stream)?;
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                        }
+                    }))
+                    .await
+            }
+        }
+        .expect("connect to flyte-connect")
     }
 
     /// A client of `AsyncConnectorService`.
@@ -385,6 +447,11 @@ impl Server {
 
     /// The Prometheus text from `/metrics`.
     pub fn metrics_text(&self) -> String {
+        if let Some(dialer) = &self.dialer {
+            return dialer
+                .get(self.metrics_addr, "/metrics")
+                .expect("GET /metrics in the server's network namespace");
+        }
         ureq::get(&format!("http://{}/metrics", self.metrics_addr))
             .call()
             .expect("GET /metrics")
@@ -408,6 +475,11 @@ impl Server {
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("a valid pid"));
         nix::sys::signal::kill(pid, signal).expect("send a signal");
+    }
+
+    /// Whether the process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Waits for the process to exit by itself.

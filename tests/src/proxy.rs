@@ -4,7 +4,9 @@
 //! (`GET http://127.0.0.1:PORT/path`), optionally demanding Basic
 //! credentials (407) and refusing chosen targets (403). It records each
 //! request it received ([`ProxiedRequest`]) with the `Proxy-Authorization`
-//! that came with it.
+//! that came with it and its other headers. Made to, it answers `TRACE`
+//! itself, and any request with `Max-Forwards: 0`, by echoing the request as
+//! it received it, credentials included, as RFC 9110 has a proxy do.
 //!
 //! It only ever connects to this machine: a target that is not `localhost`
 //! or a loopback address is refused with 403 before any connection is made,
@@ -54,6 +56,7 @@ pub fn basic_credentials(user: &str, password: &str) -> String {
 pub struct ProxyOptions {
     credentials: Option<(String, String)>,
     refused: Vec<String>,
+    echo_trace: bool,
 }
 
 impl ProxyOptions {
@@ -75,6 +78,13 @@ impl ProxyOptions {
         self.refused.push(target.to_owned());
         self
     }
+
+    /// Answers `TRACE`, and any request with `Max-Forwards: 0`, itself:
+    /// 200 with the request it received as its body (`message/http`).
+    pub fn echo_trace(mut self) -> Self {
+        self.echo_trace = true;
+        self
+    }
 }
 
 /// One request a [`FakeProxy`] received.
@@ -87,6 +97,8 @@ pub struct ProxiedRequest {
     pub target: String,
     /// The `Proxy-Authorization` value received, if any.
     pub proxy_authorization: Option<String>,
+    /// Every header received, names in lower case, in order.
+    pub headers: Vec<(String, String)>,
     /// What the proxy answered: 200 for a tunnel it opened, the target's
     /// status for a forwarded request, 407, 403, 400 or 502 otherwise
     /// (0 while it has not answered yet).
@@ -299,6 +311,16 @@ async fn answer(
         .headers()
         .get(PROXY_AUTHORIZATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
     let index = shared.record(ProxiedRequest {
         method: request.method().to_string(),
         target: target
@@ -306,9 +328,25 @@ async fn answer(
             .map(Target::authority)
             .unwrap_or_else(|| request.uri().to_string()),
         proxy_authorization: proxy_authorization.clone(),
+        headers: headers.clone(),
         status: 0,
     });
-    let response = if !shared.authorized(proxy_authorization.as_deref()) {
+    let answers_itself = request.method() == Method::TRACE
+        || headers
+            .iter()
+            .any(|(name, value)| name == "max-forwards" && value.trim() == "0");
+    let response = if shared.options.echo_trace && answers_itself {
+        let mut echo = format!("{} {} HTTP/1.1\r\n", request.method(), request.uri());
+        for (name, value) in &headers {
+            echo.push_str(&format!("{name}: {value}\r\n"));
+        }
+        let mut response = Response::new(Body::from(echo));
+        response.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("message/http"),
+        );
+        response
+    } else if !shared.authorized(proxy_authorization.as_deref()) {
         let mut response = text(
             StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             "proxy credentials required",
@@ -490,8 +528,21 @@ mod tests {
             method: method.to_owned(),
             target: target.to_owned(),
             proxy_authorization: authorization.map(str::to_owned),
+            headers: Vec::new(),
             status,
         }
+    }
+
+    /// What `proxy` received, headers left out.
+    fn received(proxy: &FakeProxy) -> Vec<ProxiedRequest> {
+        proxy
+            .requests()
+            .into_iter()
+            .map(|request| ProxiedRequest {
+                headers: Vec::new(),
+                ..request
+            })
+            .collect()
     }
 
     #[tokio::test]
@@ -525,7 +576,7 @@ mod tests {
             assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "-"));
         }
 
-        assert_eq!(proxy.requests(), [request("CONNECT", &target, None, 200)]);
+        assert_eq!(received(&proxy), [request("CONNECT", &target, None, 200)]);
         assert_eq!(fake.connections_accepted(), 1);
         assert_eq!(fake.connections()[0].requests, 2);
     }
@@ -541,7 +592,7 @@ mod tests {
         assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "-"));
         let target = fake.addr().to_string();
         assert_eq!(
-            proxy.requests(),
+            received(&proxy),
             [request("GET", &target, Some(&credentials), 200)]
         );
         assert_eq!(fake.connections()[0].requests, 1);
@@ -576,7 +627,7 @@ mod tests {
         );
 
         assert_eq!(
-            proxy.requests(),
+            received(&proxy),
             [
                 request("CONNECT", &target, None, 407),
                 request("CONNECT", &target, Some(&wrong), 407),

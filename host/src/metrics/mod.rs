@@ -40,7 +40,10 @@ impl ReloadOutcome {
 /// Outbound HTTP counters; the runtime's outbound policy records into them.
 #[derive(Clone)]
 pub struct OutboundMetrics {
-    /// Requests denied by a plugin's `allowed_hosts`, by connector and host.
+    /// Requests refused before anything was sent, by connector, host and
+    /// reason (`rule`: no rule of `allowed_hosts` allows the host;
+    /// `address`: it resolved to an internal address no rule names;
+    /// `method`, `credentials_in_url`, `too_many_requests`).
     pub denied: IntCounterVec,
     /// Requests sent, by connector, host and status class (`2xx`, ..., `error`).
     pub requests: IntCounterVec,
@@ -93,6 +96,12 @@ pub struct Metrics {
     pub call_slots_in_use: IntGauge,
     /// Instances kept idle for later calls of the same tenant.
     pub idle_instances: IntGauge,
+    /// The memory budget of the calls in flight, in bytes.
+    pub memory_budget_bytes: IntGauge,
+    /// Bytes of the budget held: instances' memory and requests' bytes.
+    pub memory_budget_used_bytes: IntGauge,
+    /// Calls waiting for memory: to start, or to grow.
+    pub memory_budget_waiting: IntGauge,
     /// Instances started, fresh or reused, by connector.
     pub instances: InstanceMetrics,
     reloads: IntCounterVec,
@@ -148,6 +157,18 @@ impl Metrics {
             "flyte_connector_idle_instances",
             "Instances kept idle for later calls with the same connection (instance_reuse)",
         )?;
+        let memory_budget_bytes = IntGauge::new(
+            "flyte_connector_memory_budget_bytes",
+            "The memory the calls in flight may hold at once (--memory-budget)",
+        )?;
+        let memory_budget_used_bytes = IntGauge::new(
+            "flyte_connector_memory_budget_used_bytes",
+            "Bytes of the memory budget held: instances' linear memory and requests' bytes",
+        )?;
+        let memory_budget_waiting = IntGauge::new(
+            "flyte_connector_memory_budget_waiting",
+            "Connector calls waiting for memory of the budget, to start or to grow",
+        )?;
         let instances = InstanceMetrics {
             started: IntCounterVec::new(
                 Opts::new(
@@ -169,9 +190,11 @@ impl Metrics {
             denied: IntCounterVec::new(
                 Opts::new(
                     "flyte_connector_outbound_denied_total",
-                    "Outbound HTTP requests a plugin's allowed_hosts did not allow",
+                    "Outbound HTTP requests refused before anything was sent, by reason: rule \
+                     (allowed_hosts), address (an internal address no rule names), method, \
+                     credentials_in_url, too_many_requests",
                 ),
-                &["connector", "host"],
+                &["connector", "host", "reason"],
             )?,
             requests: IntCounterVec::new(
                 Opts::new(
@@ -211,6 +234,9 @@ impl Metrics {
         registry.register(Box::new(calls_queued.clone()))?;
         registry.register(Box::new(call_slots_in_use.clone()))?;
         registry.register(Box::new(idle_instances.clone()))?;
+        registry.register(Box::new(memory_budget_bytes.clone()))?;
+        registry.register(Box::new(memory_budget_used_bytes.clone()))?;
+        registry.register(Box::new(memory_budget_waiting.clone()))?;
         registry.register(Box::new(instances.started.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(outbound.denied.clone()))?;
@@ -229,6 +255,9 @@ impl Metrics {
             calls_queued,
             call_slots_in_use,
             idle_instances,
+            memory_budget_bytes,
+            memory_budget_used_bytes,
+            memory_budget_waiting,
             instances,
             reloads,
             outbound,

@@ -83,6 +83,62 @@ pub(super) fn logs_request(request: connector::LogsRequest) -> wit::LogsRequest 
     }
 }
 
+/// The bytes a request holds in host memory while its call waits and runs,
+/// as the memory budget charges them.
+pub(super) trait HeldBytes {
+    fn held_bytes(&self) -> u64;
+}
+
+fn strings<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
+    parts.into_iter().map(|part| part.len() as u64).sum()
+}
+
+fn connection_bytes(connection: &[(String, String)]) -> u64 {
+    strings(
+        connection
+            .iter()
+            .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+    )
+}
+
+impl HeldBytes for wit::CreateRequest {
+    fn held_bytes(&self) -> u64 {
+        strings([
+            self.inputs.as_str(),
+            &self.input_types,
+            &self.template,
+            &self.output_prefix,
+            &self.task_execution_metadata,
+        ]) + connection_bytes(&self.connection)
+    }
+}
+
+impl HeldBytes for wit::GetRequest {
+    fn held_bytes(&self) -> u64 {
+        self.resource_meta.len() as u64
+            + strings([self.output_prefix.as_str()])
+            + connection_bytes(&self.connection)
+    }
+}
+
+impl HeldBytes for wit::DeleteRequest {
+    fn held_bytes(&self) -> u64 {
+        self.resource_meta.len() as u64 + connection_bytes(&self.connection)
+    }
+}
+
+impl HeldBytes for wit::MetricsRequest {
+    fn held_bytes(&self) -> u64 {
+        self.resource_meta.len() as u64 + strings(self.queries.iter().map(String::as_str))
+    }
+}
+
+impl HeldBytes for wit::LogsRequest {
+    fn held_bytes(&self) -> u64 {
+        self.resource_meta.len() as u64 + strings([self.token.as_str()])
+    }
+}
+
 pub(super) fn info(metadata: wit::Metadata) -> ConnectorInfo {
     ConnectorInfo {
         name: metadata.name,
@@ -99,10 +155,34 @@ pub(super) fn info(metadata: wit::Metadata) -> ConnectorInfo {
 
 pub(super) fn error(error: wit::Error) -> ConnectorError {
     match error {
-        wit::Error::Failed(message) => ConnectorError::Failed(message),
-        wit::Error::InvalidRequest(message) => ConnectorError::InvalidRequest(message),
+        wit::Error::Failed(message) => ConnectorError::Failed(guest_text(message)),
+        wit::Error::InvalidRequest(message) => ConnectorError::InvalidRequest(guest_text(message)),
         wit::Error::NotImplemented => ConnectorError::NotImplemented,
-        wit::Error::Retryable(message) => ConnectorError::Retryable(message),
+        wit::Error::Retryable(message) => ConnectorError::Retryable(guest_text(message)),
+    }
+}
+
+/// The most of a guest's text an error carries, counted as the bytes it
+/// takes in a gRPC status (`grpc-message` percent-encodes all but printable
+/// ASCII, three bytes each): gRPC clients refuse trailers past 8 KiB
+/// (grpcio's default), and every failure is also written to the log.
+const MAX_ERROR_WIRE_BYTES: usize = 6 * 1024;
+
+/// `text`, a guest's error message, cut to [`MAX_ERROR_WIRE_BYTES`] with the
+/// cut marked.
+pub(super) fn guest_text(text: String) -> String {
+    let mut wire = 0;
+    let cut = text.char_indices().find_map(|(at, c)| {
+        wire += if c.is_ascii_graphic() && c != '%' || c == ' ' {
+            1
+        } else {
+            3 * c.len_utf8()
+        };
+        (wire > MAX_ERROR_WIRE_BYTES).then_some(at)
+    });
+    match cut {
+        None => text,
+        Some(at) => format!("{}… [{} more bytes cut]", &text[..at], text.len() - at),
     }
 }
 
@@ -207,5 +287,37 @@ pub(super) fn logs_page(page: wit::LogsPage) -> LogsPage {
     LogsPage {
         lines: page.lines,
         next_token: page.next_token,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guests_error_text_is_cut_to_what_a_status_carries() {
+        assert_eq!(guest_text("short".to_owned()), "short");
+        let long = guest_text("x".repeat(200 << 10));
+        assert!(
+            long.starts_with(&"x".repeat(MAX_ERROR_WIRE_BYTES)),
+            "{}",
+            long.len()
+        );
+        assert!(
+            long.ends_with(&format!(
+                "… [{} more bytes cut]",
+                (200 << 10) - MAX_ERROR_WIRE_BYTES
+            )),
+            "{}",
+            &long[long.len() - 40..]
+        );
+        // Characters a status percent-encodes count three times a byte.
+        let wide = guest_text("é".repeat(4096));
+        let kept = wide.split('…').next().unwrap_or_default();
+        assert_eq!(kept.chars().count(), MAX_ERROR_WIRE_BYTES / 6);
+        let ConnectorError::Failed(failed) = error(wit::Error::Failed("y".repeat(1 << 22))) else {
+            panic!("not a failure");
+        };
+        assert!(failed.len() < MAX_ERROR_WIRE_BYTES + 64, "{}", failed.len());
     }
 }

@@ -15,10 +15,11 @@ use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
 use super::{
     Shared,
     admission::Slots,
-    bindings::{Plugin, PluginPre},
+    bindings::{self, Plugin, PluginPre},
     capability::Grants,
     guest_log::GuestLog,
     instance::{DeadlineHit, Instance, InstanceRecipe, InstanceState, arm_deadline},
+    memory_budget::{BudgetError, MemoryEstimate, OverCap},
     warm::{Owner, TenantKey},
 };
 use crate::{
@@ -54,6 +55,8 @@ pub(super) struct Caller {
     pub(super) grants: Arc<Grants>,
     /// Call slots one instance takes (see [`super::SlotBudget`]).
     pub(super) slots: u32,
+    /// What a fresh instance reserves of the memory budget.
+    pub(super) memory: Arc<MemoryEstimate>,
     /// Connector name (or file name before the name is known), for logs.
     pub(super) label: Arc<str>,
     /// This loaded version of the component, as the warm pool knows it.
@@ -100,25 +103,34 @@ impl Caller {
         function: &'static str,
         deadline: Deadline,
         key: Option<TenantKey>,
+        request_bytes: u64,
         body: CallBody<T>,
     ) -> Result<T, ConnectorError> {
+        // The request is in memory already: charged from now to the end.
+        let _request = self.shared.budget.charge_request(request_bytes)?;
         // How many idle instances the component may keep follows this.
         let _in_flight = key.map(|_| self.owner.call_started());
         let warm = key.and_then(|key| self.shared.warm.take(&self.owner, key));
         let (start, log) = match warm {
-            Some(instance) => {
+            Some(mut instance) => {
                 if let Some(counters) = &self.counters {
                     counters.reused.inc();
                 }
+                instance.set_running(true);
                 let log = instance.log().clone();
                 (Start::Warm(instance), log)
             }
             None => {
                 let slots = self.admit(deadline).await?;
+                let charge = self
+                    .shared
+                    .budget
+                    .reserve(self.memory.reservation(), deadline)
+                    .await?;
                 if let Some(counters) = &self.counters {
                     counters.fresh.inc();
                 }
-                let (store, log) = self.recipe().store();
+                let (store, log) = self.recipe().store(charge);
                 let start = Start::Fresh {
                     store,
                     log: log.clone(),
@@ -176,10 +188,12 @@ impl Caller {
         let (store, plugin) = instance.begin_call(self.limits.timeout);
         let answer = body(store, plugin).await;
         let called = started.elapsed();
+        self.memory.observe(instance.memory_in_use());
         // Finished before the instance can go to another call.
         let printed = instance.log().finish();
         let kept = match key {
             Some(key) if answer.is_ok() && self.may_serve_again(&instance) => {
+                instance.set_running(false);
                 self.shared.warm.put(&self.owner, key, instance);
                 true
             }
@@ -269,6 +283,12 @@ fn classify_trap(trap: &wasmtime::Error, timeout: Duration, printed: &[String]) 
     if trap.downcast_ref::<DeadlineHit>().is_some() {
         return ConnectorError::DeadlineExceeded(timeout);
     }
+    if let Some(refused) = trap.downcast_ref::<BudgetError>() {
+        return ConnectorError::MemoryBudget(refused.to_string());
+    }
+    if let Some(over) = trap.downcast_ref::<OverCap>() {
+        return ConnectorError::Crashed(over.to_string());
+    }
     if let Some(limit) = trap.downcast_ref::<PoolConcurrencyLimitError>() {
         return ConnectorError::Crashed(format!(
             "one instance of this component does not fit in the whole instance pool ({limit}); \
@@ -287,6 +307,9 @@ fn classify_trap(trap: &wasmtime::Error, timeout: Duration, printed: &[String]) 
     if printed.is_empty() {
         ConnectorError::Crashed(reason)
     } else {
-        ConnectorError::Crashed(format!("{reason}; it printed: {}", printed.join("\n")))
+        ConnectorError::Crashed(bindings::guest_text(format!(
+            "{reason}; it printed: {}",
+            printed.join("\n")
+        )))
     }
 }

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use wasmtime::component::Linker;
 
 use super::{
+    credential_roots::CredentialRoots,
     instance::InstanceState,
     outbound_http::{HttpGrant, InstanceHttp, OutboundHttp},
     pod_credentials::{PodCredentials, PodCredentialsGrant},
@@ -51,16 +52,19 @@ pub(super) struct InstanceScope {
     pub(super) connector: std::sync::Arc<str>,
 }
 
-/// One plugin's load, as a capability parsing its sections sees it.
+/// One plugin's load, as a capability parsing its sections sees it: the
+/// manifest, and what of the pod it may read ([`CredentialRoots`]).
 pub(super) struct LoadScope<'a> {
     manifest: &'a Manifest,
+    roots: &'a CredentialRoots,
     files_read: Vec<FileRead>,
 }
 
 impl<'a> LoadScope<'a> {
-    pub(super) fn new(manifest: &'a Manifest) -> Self {
+    pub(super) fn new(manifest: &'a Manifest, roots: &'a CredentialRoots) -> Self {
         Self {
             manifest,
+            roots,
             files_read: Vec::new(),
         }
     }
@@ -76,11 +80,15 @@ impl<'a> LoadScope<'a> {
     }
 
     /// Reads the file at `path` (relative to the manifest's folder), named by
-    /// manifest key `key`; a later change to it reloads the plugin.
+    /// manifest key `key`, if the credential roots allow it; a later change
+    /// to it reloads the plugin.
     pub(super) fn read_file(&mut self, key: &str, path: &Path) -> Result<Vec<u8>, String> {
-        let path = self.manifest.resolve(path);
-        self.files_read.push(FileRead::stamp(&path));
-        std::fs::read(&path).map_err(|err| format!("{key}: cannot read {}: {err}", path.display()))
+        let named = self.manifest.resolve(path);
+        let allowed = self
+            .roots
+            .file(&named)
+            .map_err(|refusal| format!("{key}: {refusal}"))?;
+        self.read(key, &named, &allowed)
     }
 
     /// Like [`Self::read_file`], but a missing file is `None`, not an error.
@@ -89,14 +97,51 @@ impl<'a> LoadScope<'a> {
         key: &str,
         path: &Path,
     ) -> Result<Option<Vec<u8>>, String> {
-        let resolved = self.manifest.resolve(path);
-        match std::fs::metadata(&resolved) {
+        let named = self.manifest.resolve(path);
+        let allowed = self
+            .roots
+            .file(&named)
+            .map_err(|refusal| format!("{key}: {refusal}"))?;
+        match std::fs::metadata(&allowed) {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                self.files_read.push(FileRead::stamp(&resolved));
+                self.files_read.push(FileRead::stamp(&named));
                 Ok(None)
             }
-            _ => self.read_file(key, path).map(Some),
+            _ => self.read(key, &named, &allowed).map(Some),
         }
+    }
+
+    /// Reads a file the operator named on the command line (`flag`), where
+    /// the credential roots do not apply; a change to it reloads the plugin.
+    pub(super) fn read_operator_file(
+        &mut self,
+        flag: &str,
+        path: &Path,
+    ) -> Result<Vec<u8>, String> {
+        self.read(flag, path, path)
+    }
+
+    /// The value of environment variable `var`, named by manifest key
+    /// `key`, if the credential roots allow it; `None` when it is not set.
+    pub(super) fn read_env(&self, key: &str, var: &str) -> Result<Option<String>, String> {
+        self.roots
+            .variable(var)
+            .map_err(|refusal| format!("{key}: {refusal}"))?;
+        match std::env::var(var) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(format!("{key}: environment variable {var} is not UTF-8"))
+            }
+        }
+    }
+
+    /// Reads `path` (links resolved: `allowed`), stamping it as `named` so
+    /// a swap of a link it goes through is seen.
+    fn read(&mut self, key: &str, named: &Path, allowed: &Path) -> Result<Vec<u8>, String> {
+        self.files_read.push(FileRead::stamp(named));
+        std::fs::read(allowed)
+            .map_err(|err| format!("{key}: cannot read {}: {err}", named.display()))
     }
 
     /// The files read so far, with their stamps.
@@ -121,6 +166,8 @@ pub(super) struct CapabilityStates {
 pub(super) struct Capabilities {
     pub(super) http: OutboundHttp,
     pub(super) credentials: PodCredentials,
+    /// What of the pod any manifest may read.
+    pub(super) roots: CredentialRoots,
 }
 
 impl Capabilities {
@@ -135,7 +182,7 @@ impl Capabilities {
         {
             return Err(format!("unknown key `{unknown}`"));
         }
-        let mut load = LoadScope::new(manifest);
+        let mut load = LoadScope::new(manifest, &self.roots);
         let grants = Grants {
             http: self.http.grant(&mut load)?,
             credentials: self.credentials.grant(&mut load)?,

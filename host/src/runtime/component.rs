@@ -32,12 +32,14 @@ pub struct WasmConnector {
 macro_rules! call_guest {
     ($self:ident, $operation:expr, $deadline:ident, $tenant:expr, $function:ident, $request:expr) => {{
         let request = $request;
+        let held = bindings::HeldBytes::held_bytes(&request);
         $self
             .caller
             .call(
                 $operation.guest_function(),
                 $deadline,
                 $tenant,
+                held,
                 Box::new(move |store, plugin| {
                     Box::pin(async move {
                         let result = plugin

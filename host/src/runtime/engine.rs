@@ -140,6 +140,10 @@ pub(super) fn build(settings: &EngineSettings) -> anyhow::Result<Engine> {
         .wasm_component_model(true)
         .wasm_wide_arithmetic(true)
         .epoch_interruption(true)
+        // Fiber stacks are pooled and reused across calls of every plugin:
+        // zeroed before each use, no call can read what an earlier one left
+        // on its stack, whatever a compiler bug might let it read.
+        .async_stack_zeroing(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     if let Some(dir) = &settings.cache_dir {
         let mut cache = CacheConfig::new();

@@ -2,8 +2,9 @@
 //!
 //! The store's state ([`InstanceState`]) lasts as long as the instance: the
 //! WASI context, each capability's part (prepared through the capability
-//! seam), the resource table, and the memory cap, which so applies across
-//! the instance's whole life. What belongs to one call — the label of its
+//! seam), the resource table, and its memory (the cap, which so applies
+//! across the instance's whole life, and its charge against the memory
+//! budget). What belongs to one call — the label of its
 //! log lines and the start of its deadline — is installed by the call
 //! itself with [`Instance::begin_call`], so an instance may serve several
 //! calls of one tenant (see `warm`) without one call's scope leaking into
@@ -15,7 +16,7 @@ use std::{
 };
 
 use wasmtime::{
-    Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline,
+    Store, UpdateDeadline,
     component::{Linker, ResourceTable},
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -26,6 +27,7 @@ use super::{
     bindings::Plugin,
     capability::{Capabilities, Grants, InstanceScope},
     guest_log::GuestLog,
+    memory_budget::{Charge, InstanceMemory},
     outbound_http::InstanceHttp,
 };
 
@@ -34,7 +36,7 @@ pub(super) struct InstanceState {
     wasi: WasiCtx,
     http: InstanceHttp,
     table: ResourceTable,
-    limits: StoreLimits,
+    memory: InstanceMemory,
 }
 
 impl WasiView for InstanceState {
@@ -84,8 +86,9 @@ pub(super) struct InstanceRecipe<'a> {
 }
 
 impl InstanceRecipe<'_> {
-    /// A store for a new instance, and the log its output goes to.
-    pub(super) fn store(&self) -> (Store<InstanceState>, GuestLog) {
+    /// A store for a new instance holding `charge` of the memory budget,
+    /// and the log its output goes to.
+    pub(super) fn store(&self, charge: Charge) -> (Store<InstanceState>, GuestLog) {
         let log = GuestLog::new(Arc::clone(self.connector));
         let wasi = WasiCtxBuilder::new()
             .stdout(log.clone())
@@ -103,13 +106,10 @@ impl InstanceRecipe<'_> {
             wasi,
             http: capabilities.http,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.memory_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
+            memory: InstanceMemory::new(self.memory_bytes, charge),
         };
         let mut store = Store::new(self.engine, state);
-        store.limiter(|state| &mut state.limits);
+        store.limiter_async(|state| &mut state.memory);
         (store, log)
     }
 }
@@ -150,6 +150,21 @@ impl Instance {
     /// Calls it has begun.
     pub(super) fn calls(&self) -> u32 {
         self.calls
+    }
+
+    /// Bytes of linear memory it has.
+    pub(super) fn memory_in_use(&self) -> u64 {
+        self.store.data().memory.in_use()
+    }
+
+    /// Marks it running a call, or idle between calls (see `warm`): an idle
+    /// instance's memory is given back only when it is evicted.
+    pub(super) fn set_running(&mut self, running: bool) {
+        self.store
+            .data_mut()
+            .memory
+            .charge_mut()
+            .set_running(running);
     }
 
     /// Installs a call's scope: its deadline counts from now (see

@@ -23,18 +23,27 @@
 //!   pooled client per plugin, TLS trust and proxies.
 //! - `pod_credentials`: connection values read from the pod's environment
 //!   and files.
+//! - `credential_roots`: which of the pod's files and environment variables
+//!   a manifest may name at all.
 //! - `guest_log`: a guest's stdout and stderr, into the host's log.
+//! - `memory_budget`: the memory all calls in flight may hold at once, and
+//!   each instance's charge against it.
+//! - `pod_memory`: the memory the process may use (its cgroup's limit),
+//!   which the budget's default is a share of.
 
 mod admission;
 mod bindings;
 mod call;
 mod capability;
 mod component;
+mod credential_roots;
 mod engine;
 mod guest_log;
 mod instance;
+mod memory_budget;
 mod outbound_http;
 mod pod_credentials;
+mod pod_memory;
 mod return_limits;
 mod warm;
 
@@ -51,7 +60,7 @@ use wasmtime::{
 
 use crate::{
     connector::{ConnectorError, Deadline},
-    manifest::Manifest,
+    manifest::{InstanceReuse, Manifest},
     metrics::{InstanceMetrics, Metrics},
 };
 
@@ -61,6 +70,7 @@ use self::{
     call::{CallLimits, Caller},
     capability::Capabilities,
     instance::{Instance, InstanceState},
+    memory_budget::MemoryEstimate,
     outbound_http::{OutboundHttp, PlatformRoots, ProxySettings},
     pod_credentials::PodCredentials,
     warm::WarmPool,
@@ -68,7 +78,10 @@ use self::{
 
 pub use self::{
     component::WasmConnector,
+    credential_roots::CredentialRoots,
     engine::SlotBudget,
+    memory_budget::{BudgetError, BudgetSize, DEFAULT_BUDGET_PERCENT, MemoryBudget},
+    pod_memory::{LimitSource, MemoryLimit},
     return_limits::ReturnLimits,
     warm::{IdleLimit, ReuseLimits},
 };
@@ -102,6 +115,10 @@ pub struct RuntimeConfig {
     /// More CA certificates (PEM) every plugin's outbound TLS trusts,
     /// beside the system's.
     pub ca_file: Option<PathBuf>,
+    /// What of the pod (files, environment variables) a manifest may read.
+    pub credential_roots: CredentialRoots,
+    /// The memory all calls in flight may hold at once.
+    pub memory_budget: BudgetSize,
 }
 
 impl Default for RuntimeConfig {
@@ -118,6 +135,8 @@ impl Default for RuntimeConfig {
             reuse: ReuseLimits::default(),
             cache_dir: default_cache_dir(),
             ca_file: None,
+            credential_roots: CredentialRoots::default(),
+            memory_budget: BudgetSize::default(),
         }
     }
 }
@@ -182,6 +201,7 @@ struct Shared {
     linker: Linker<InstanceState>,
     capabilities: Capabilities,
     admission: Admission,
+    budget: MemoryBudget,
     warm: Arc<WarmPool<Instance>>,
     instance_metrics: InstanceMetrics,
     config: RuntimeConfig,
@@ -215,8 +235,10 @@ impl Runtime {
                     .map_err(|err| anyhow::anyhow!("--ca-file: {err}"))?,
                 proxy: Arc::new(proxy),
                 metrics: metrics.outbound.clone(),
+                labels: Arc::default(),
             },
             credentials: PodCredentials,
+            roots: config.credential_roots.clone(),
         };
         // What every plugin is granted, tried once now: an unreadable
         // --ca-file stops start-up rather than every load.
@@ -232,13 +254,34 @@ impl Runtime {
             cache_dir: config.cache_dir.clone(),
         })?;
         let linker = instance::linker(&engine)?;
+        let (budget_bytes, sized) = config.memory_budget.resolve(pod_memory::current);
+        tracing::info!(
+            "memory budget of the calls in flight: {} MiB ({sized})",
+            budget_bytes >> 20
+        );
+        metrics
+            .memory_budget_bytes
+            .set(i64::try_from(budget_bytes).unwrap_or(i64::MAX));
+        let budget = MemoryBudget::new(
+            budget_bytes,
+            Some(memory_budget::BudgetGauges {
+                used: metrics.memory_budget_used_bytes.clone(),
+                waiting: metrics.memory_budget_waiting.clone(),
+            }),
+        );
+        let warm = WarmPool::new(config.reuse)?;
+        let evictable = Arc::downgrade(&warm);
+        budget.set_evict(Box::new(move || {
+            evictable.upgrade().is_some_and(|warm| warm.evict_oldest())
+        }));
         Ok(Self {
             shared: Arc::new(Shared {
                 engine,
                 linker,
                 capabilities,
                 admission: Admission::new(call_slots, config.max_queued_calls),
-                warm: WarmPool::new(config.reuse)?,
+                budget,
+                warm,
                 instance_metrics: metrics.instances.clone(),
                 config,
             }),
@@ -271,6 +314,16 @@ impl Runtime {
                 message,
             })?;
         let limits = self.limits_for(manifest).map_err(limits_error)?;
+        if manifest.instance_reuse == InstanceReuse::Connection && grants.credentials.provides_any()
+        {
+            tracing::warn!(
+                "{shown}: instance_reuse = \"connection\" with [credentials]: a call whose \
+                 connection lacks those keys gets the pod's, so every such call (from any project \
+                 or domain; Flyte's open-source executor sends no connection) has the same \
+                 connection map and they share this plugin's warm instances, and what one call \
+                 leaves in an instance's memory"
+            );
+        }
         let engine = self.shared.engine.clone();
         let owned_path = path.to_owned();
         // Compiling takes a while; keep it off the async threads.
@@ -289,6 +342,7 @@ impl Runtime {
             message: format!("{err:#}"),
         })?;
         let slots = self.slots_per_call(&component).map_err(limits_error)?;
+        let memory = Arc::new(MemoryEstimate::new(initial_memory(&component)));
         let pre = self
             .shared
             .linker
@@ -303,6 +357,7 @@ impl Runtime {
             limits,
             grants: Arc::new(grants),
             slots,
+            memory,
             label: file_name,
             owner: self.shared.warm.owner(),
             counters: None,
@@ -313,6 +368,7 @@ impl Runtime {
                 "metadata",
                 Deadline::NONE,
                 None,
+                0,
                 Box::new(|store, plugin| {
                     Box::pin(async move {
                         let metadata = plugin
@@ -411,6 +467,14 @@ impl Runtime {
     pub fn calls_queued(&self) -> usize {
         self.shared.admission.queued()
     }
+}
+
+/// The linear memory one instance of `component` starts with: what its
+/// first call reserves of the memory budget (1 MiB when unknown).
+fn initial_memory(component: &Component) -> u64 {
+    component.resources_required().map_or(1 << 20, |needs| {
+        u64::from(needs.num_memories.max(1)) * needs.max_initial_memory_size.unwrap_or(1 << 20)
+    })
 }
 
 /// Hands the heap memory compiling left free back to the system. Compiling

@@ -57,6 +57,11 @@ pub(super) struct PodCredentialsGrant {
 }
 
 impl PodCredentialsGrant {
+    /// Whether it provides any value.
+    pub(super) fn provides_any(&self) -> bool {
+        !self.values.is_empty()
+    }
+
     /// Adds each value whose key `connection` lacks.
     pub(super) fn fill(&self, connection: &mut ConnectionMap) {
         for (key, Secret(value)) in self.values.iter() {
@@ -78,18 +83,15 @@ impl Capability for PodCredentials {
         for (key, source) in sources {
             let shown = format!("{SECTION}.{key}");
             let value = match (source.env, source.file) {
-                (Some(var), None) => match std::env::var(&var) {
-                    Ok(value) => Some(value),
-                    Err(std::env::VarError::NotPresent) => {
+                (Some(var), None) => {
+                    let value = load.read_env(&shown, &var)?;
+                    if value.is_none() {
                         tracing::info!(
                             "{shown}: environment variable {var} is not set; the key is not provided"
                         );
-                        None
                     }
-                    Err(std::env::VarError::NotUnicode(_)) => {
-                        return Err(format!("{shown}: environment variable {var} is not UTF-8"));
-                    }
-                },
+                    value
+                }
                 (None, Some(path)) => match load.read_file_if_present(&shown, &path)? {
                     Some(bytes) => Some(file_value(&shown, bytes)?),
                     None => {
@@ -140,11 +142,14 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::manifest::Manifest;
+    use crate::{manifest::Manifest, runtime::credential_roots::CredentialRoots};
 
+    /// The grant of manifest `text` in `folder`, which is also the one
+    /// credential folder; variables starting `PA` may be read.
     fn grant(text: &str, folder: &Path) -> Result<PodCredentialsGrant, String> {
         let manifest = Manifest::parse(text, folder.to_owned()).map_err(|e| format!("{e:?}"))?;
-        PodCredentials.grant(&mut LoadScope::new(&manifest))
+        let roots = CredentialRoots::new(vec![folder.to_owned()], vec!["PA".to_owned()])?;
+        PodCredentials.grant(&mut LoadScope::new(&manifest, &roots))
     }
 
     #[test]
@@ -154,7 +159,7 @@ mod tests {
         let path = std::env::var("PATH").expect("PATH is set");
         let grant = grant(
             "[credentials]\ntoken = { file = \"token\" }\nkey = { env = \"PATH\" }\npath = { env = \"PATH\" }\n\
-             absent = { file = \"nothing-here\" }\nunset = { env = \"POD_CREDENTIALS_TEST_UNSET\" }\n",
+             absent = { file = \"nothing-here\" }\nunset = { env = \"PA_CREDENTIALS_TEST_UNSET\" }\n",
             dir.path(),
         )
         .expect("grant");
@@ -186,6 +191,32 @@ mod tests {
         ] {
             let err = grant(text, dir.path()).expect_err(text);
             assert!(err.contains("credentials"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn what_the_operator_did_not_allow_fails_the_load_naming_the_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (text, named) in [
+            (
+                "[credentials]\nk = { file = \"/etc/hostname\" }\n",
+                "credentials.k",
+            ),
+            (
+                "[credentials]\nk = { file = \"../escape\" }\n",
+                "--credentials-dir",
+            ),
+            (
+                "[credentials]\nk = { env = \"HOME\" }\n",
+                "--credentials-env-prefix",
+            ),
+            (
+                "[credentials]\nk = { env = \"PA_PROXY\", file = \"x\" }\n",
+                "credentials.k",
+            ),
+        ] {
+            let err = grant(text, dir.path()).expect_err(text);
+            assert!(err.contains(named), "{text}: {err}");
         }
     }
 

@@ -61,7 +61,9 @@ impl ServiceError {
                 ConnectorError::DeadlineExceeded(_) | ConnectorError::QueueTimeout { .. } => {
                     Code::DeadlineExceeded
                 }
-                ConnectorError::QueueFull { .. } => Code::ResourceExhausted,
+                ConnectorError::QueueFull { .. } | ConnectorError::MemoryBudget(_) => {
+                    Code::ResourceExhausted
+                }
                 ConnectorError::Retryable(_) => Code::Unavailable,
             },
         }
@@ -168,6 +170,10 @@ mod tests {
         assert_eq!(
             code(ConnectorError::Retryable("busy".into())),
             Code::Unavailable
+        );
+        assert_eq!(
+            code(ConnectorError::MemoryBudget("full".into())),
+            Code::ResourceExhausted
         );
     }
 }

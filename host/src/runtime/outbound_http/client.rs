@@ -2,6 +2,15 @@
 //! kept per target and reused by the plugin's later calls, HTTP/2 where the
 //! service chose it by ALPN, HTTP/1.1 otherwise.
 //!
+//! What a plugin keeps open is bounded, whatever hosts its guests call: a
+//! target is its scheme, host and port written one way (lower case, no
+//! trailing dot, the default port left out), so `H.`, `h` and `h:443` are
+//! one target; connections are pooled for at most [`MAX_POOLED_TARGETS`]
+//! targets, each keeping at most [`POOL_MAX_IDLE_PER_TARGET`] idle, and a
+//! call to another target closes the idle connections of the one least
+//! recently used. Requests in flight finish on their connections, which
+//! then close.
+//!
 //! A pooled connection the far side closed is noticed by the pool (its
 //! connection task sees the close) and dropped; one that fails as a request
 //! is handed to it, before any of the request was written, is retried once
@@ -12,15 +21,15 @@
 
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll, ready},
     time::Duration,
 };
 
 use bytes::Bytes;
 use http::{
-    Method, Request, Response,
-    header::{CONTENT_LENGTH, PROXY_AUTHORIZATION, TRANSFER_ENCODING},
+    HeaderValue, Method, Request, Response, Uri,
+    header::{CONTENT_LENGTH, HOST, PROXY_AUTHORIZATION, TRANSFER_ENCODING},
 };
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -38,12 +47,13 @@ use super::{
     proxy::{ProxySettings, Route},
     trust::{describe_tls_error, find_tls_error},
 };
-use crate::metrics::OutboundMetrics;
 
 /// How long an idle connection stays in the pool.
 pub(super) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per target.
-pub(super) const POOL_MAX_IDLE_PER_HOST: usize = 64;
+pub(super) const POOL_MAX_IDLE_PER_TARGET: usize = 32;
+/// Targets one plugin keeps connections pooled for.
+pub(super) const MAX_POOLED_TARGETS: usize = 8;
 
 /// The labels and timeouts of one request.
 pub(super) struct Exchange {
@@ -51,14 +61,22 @@ pub(super) struct Exchange {
     pub(super) timeouts: Timeouts,
     pub(super) connector: Arc<str>,
     pub(super) host_label: String,
+    pub(super) shown: String,
 }
 
-/// One plugin's client. Cheap to clone: clones share the pool.
+/// One plugin's client. Cheap to clone: clones share the pools.
 #[derive(Clone)]
-pub(super) struct PooledClient {
-    client: Client<Connector, WasiBody>,
+pub(super) struct PooledClient(Arc<Shared>);
+
+struct Shared {
+    connector: Connector,
     proxy: Arc<ProxySettings>,
+    pools: Mutex<Pools>,
 }
+
+/// The pools of the targets most recently called, least recently used first.
+#[derive(Default)]
+struct Pools(Vec<(Target, Client<Connector, WasiBody>)>);
 
 impl std::fmt::Debug for PooledClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -67,51 +85,82 @@ impl std::fmt::Debug for PooledClient {
 }
 
 impl PooledClient {
-    pub(super) fn new(
-        tls: super::trust::TlsProfile,
-        proxy: Arc<ProxySettings>,
-        metrics: OutboundMetrics,
-    ) -> Self {
-        let connector = Connector::new(tls, Arc::clone(&proxy), metrics);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .retry_canceled_requests(true)
-            .set_host(true)
-            .build(connector);
-        Self { client, proxy }
+    pub(super) fn new(connector: Connector, proxy: Arc<ProxySettings>) -> Self {
+        Self(Arc::new(Shared {
+            connector,
+            proxy,
+            pools: Mutex::default(),
+        }))
+    }
+
+    /// The pool of `target`, made the most recently used; a new one closes
+    /// the least recently used past [`MAX_POOLED_TARGETS`].
+    fn pool(&self, target: &Target) -> Client<Connector, WasiBody> {
+        let mut pools = self.0.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        let client = match pools.0.iter().position(|(pooled, _)| pooled == target) {
+            Some(index) => pools.0.remove(index).1,
+            None => Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_max_idle_per_host(POOL_MAX_IDLE_PER_TARGET)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .retry_canceled_requests(true)
+                .set_host(true)
+                .build(self.0.connector.clone()),
+        };
+        pools.0.push((target.clone(), client.clone()));
+        let evicted = pools.0.len().saturating_sub(MAX_POOLED_TARGETS);
+        // Dropped once the lock is released: their idle connections close.
+        let _closed: Vec<_> = pools.0.drain(..evicted).collect();
+        drop(pools);
+        client
     }
 
     /// Sends `request` (its URI absolute) and gives the response once its
     /// head is in, its body bounded by the between-bytes timeout.
     pub(super) async fn send(
         &self,
-        mut request: Request<WasiBody>,
+        request: Request<WasiBody>,
         exchange: Exchange,
     ) -> Result<Response<WasiBody>, Error> {
         let target = &exchange.target;
         let authority = target.authority();
-        if !target.https
-            && let Route::Proxy(proxy) = self.proxy.route("http", &target.host, target.port)
-            && let Some(authorization) = &proxy.authorization
-        {
-            // A plain-http request goes to the proxy itself, in absolute
-            // form: it carries the proxy's credentials.
-            request
-                .headers_mut()
-                .insert(PROXY_AUTHORIZATION, authorization.clone());
-        }
-        let request = settle_empty_body(request).await;
         let progress = Arc::new(ConnectProgress::default());
         let scope = RequestScope {
             connect_timeout: exchange.timeouts.connect,
             connector: exchange.connector,
             host_label: exchange.host_label,
+            shown: exchange.shown,
             progress: Arc::clone(&progress),
         };
-        let pending = REQUEST.scope(scope, self.client.request(request));
+        let (mut request, reach) = with_canonical_uri(request, target)?;
+        if !target.https
+            && let Route::Proxy(proxy) = self.0.proxy.route("http", &target.host, target.port)
+        {
+            // A plain-http request goes to the proxy itself, in absolute
+            // form: it carries the proxy's credentials, and, for a target
+            // judged by its address, the address judged here, so the proxy
+            // cannot resolve the name anew.
+            if let Some(authorization) = &proxy.authorization {
+                request
+                    .headers_mut()
+                    .insert(PROXY_AUTHORIZATION, authorization.clone());
+            }
+            if self.0.connector.checks(target) {
+                let addresses = self
+                    .0
+                    .connector
+                    .resolve(target, Some(&scope))
+                    .await
+                    .map_err(|err| err.to_wasi())?;
+                if let Some(address) = addresses.first() {
+                    request = pinned(request, &reach, address)?;
+                }
+            }
+        }
+        let request = settle_empty_body(request).await;
+        let client = self.pool(target);
+        let pending = REQUEST.scope(scope, client.request(request));
         let response = within_first_byte(
             pending,
             exchange.timeouts.first_byte,
@@ -150,6 +199,57 @@ impl PooledClient {
             .boxed_unsync()
         }))
     }
+}
+
+/// `request` with its URI written the one way its target's pool knows it,
+/// and that authority (`host` or `host:port`, the default port left out).
+fn with_canonical_uri(
+    request: Request<WasiBody>,
+    target: &Target,
+) -> Result<(Request<WasiBody>, String), Error> {
+    let default_port = if target.https { 443 } else { 80 };
+    let reach = match (target.port == default_port, target.host.contains(':')) {
+        (true, true) => format!("[{}]", target.host),
+        (true, false) => target.host.clone(),
+        (false, _) => target.authority(),
+    };
+    let (mut parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |path| path.as_str())
+        .to_owned();
+    parts.uri = Uri::builder()
+        .scheme(target.scheme())
+        .authority(reach.as_str())
+        .path_and_query(path)
+        .build()
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
+    Ok((Request::from_parts(parts, body), reach))
+}
+
+/// `request` sent to `address` in place of its host, which its `Host`
+/// header (`reach`) keeps naming.
+fn pinned(
+    request: Request<WasiBody>,
+    reach: &str,
+    address: &std::net::SocketAddr,
+) -> Result<Request<WasiBody>, Error> {
+    let (mut parts, body) = request.into_parts();
+    let host = HeaderValue::from_str(reach).map_err(|_| Error::HttpRequestUriInvalid)?;
+    parts.headers.insert(HOST, host);
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |path| path.as_str())
+        .to_owned();
+    parts.uri = Uri::builder()
+        .scheme("http")
+        .authority(address.to_string().as_str())
+        .path_and_query(path)
+        .build()
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
+    Ok(Request::from_parts(parts, body))
 }
 
 /// Waits for `pending`, failing once `first_byte` passed since the request

@@ -1,7 +1,8 @@
-//! New connections of a plugin's pooled client: resolve and connect (to the
-//! target, or to the proxy and through a `CONNECT` tunnel), then TLS for
-//! https targets with ALPN offering HTTP/2, each within the request's
-//! connect timeout, each counted.
+//! New connections of a plugin's pooled client: resolve, judge the
+//! target's addresses ([`AddressPolicy`]) and connect (to the target, or to
+//! the proxy and through a `CONNECT` tunnel to the judged address), then
+//! TLS for https targets with ALPN offering HTTP/2, each within the
+//! request's connect timeout, each counted.
 //!
 //! The pool calls the connector with nothing but the target's URI, so what
 //! a connection is made for (its connect timeout, the connector and host
@@ -35,6 +36,8 @@ use wasmtime_wasi_http::Error;
 
 use super::{
     DEFAULT_CONNECT_TIMEOUT, Target,
+    address::{AddressPolicy, Resolved},
+    labels::{Denial, HostLabels},
     proxy::{Proxy, ProxySettings, Route},
     trust::{TlsProfile, describe_tls_error, find_tls_error},
 };
@@ -56,6 +59,8 @@ pub(super) struct RequestScope {
     pub(super) connector: Arc<str>,
     /// The target's host label (bounded per connector).
     pub(super) host_label: String,
+    /// The target as logs name it: `scheme://host:port`.
+    pub(super) shown: String,
     pub(super) progress: Arc<ConnectProgress>,
 }
 
@@ -98,6 +103,9 @@ pub(super) enum ConnectError {
     Timeout,
     #[error("destination unavailable")]
     Unavailable,
+    /// The target's host resolved only to addresses it may not reach.
+    #[error("{0}")]
+    AddressRefused(String),
     /// Anything else, in words naming the host (TLS, the proxy).
     #[error("{0}")]
     Described(String),
@@ -114,7 +122,9 @@ impl ConnectError {
             Self::Refused => Error::ConnectionRefused,
             Self::Timeout => Error::ConnectionTimeout,
             Self::Unavailable => Error::DestinationUnavailable,
-            Self::Described(message) => Error::InternalError(Some(message.clone())),
+            Self::AddressRefused(message) | Self::Described(message) => {
+                Error::InternalError(Some(message.clone()))
+            }
         }
     }
 }
@@ -126,6 +136,8 @@ pub(super) struct Connector(Arc<Shared>);
 struct Shared {
     tls: TlsProfile,
     proxy: Arc<ProxySettings>,
+    addresses: AddressPolicy,
+    labels: Arc<HostLabels>,
     metrics: OutboundMetrics,
 }
 
@@ -133,11 +145,15 @@ impl Connector {
     pub(super) fn new(
         tls: TlsProfile,
         proxy: Arc<ProxySettings>,
+        addresses: AddressPolicy,
+        labels: Arc<HostLabels>,
         metrics: OutboundMetrics,
     ) -> Self {
         Self(Arc::new(Shared {
             tls,
             proxy,
+            addresses,
+            labels,
             metrics,
         }))
     }
@@ -187,23 +203,39 @@ impl Shared {
     ) -> Result<Stream, ConnectError> {
         let target = Target::of(target);
         let authority = target.authority();
-        let Target { https, host, port } = target;
+        let Target { https, port, .. } = target;
+        let host = target.host.clone();
         let route = self
             .proxy
             .route(if https { "https" } else { "http" }, &host, port);
         let (tcp, proxied) = match route {
-            Route::Direct => (tcp_connect(&host, port, &authority).await?, false),
+            Route::Direct => {
+                let addresses = self.resolve(&target, scope).await?;
+                (tcp_connect(&addresses, &authority).await?, false)
+            }
             Route::Proxy(proxy) => {
-                let mut tcp = tcp_connect(&proxy.host, proxy.port, &proxy.authority)
-                    .await
-                    .map_err(|err| {
-                        ConnectError::Described(format!(
-                            "cannot reach the proxy {}: {err}",
-                            proxy.shown
-                        ))
-                    })?;
+                let mut tcp = match lookup(&proxy.host, proxy.port, &proxy.authority).await {
+                    Ok(addresses) => tcp_connect(&addresses, &proxy.authority).await,
+                    Err(err) => Err(err),
+                }
+                .map_err(|err| {
+                    ConnectError::Described(format!(
+                        "cannot reach the proxy {}: {err}",
+                        proxy.shown
+                    ))
+                })?;
                 if https {
-                    tunnel(&mut tcp, proxy, &authority).await?;
+                    // The proxy is asked for the address judged here, not
+                    // the name, which it could resolve anew.
+                    let tunnel_to = if self.addresses.checks(&target) {
+                        let judged = self.resolve(&target, scope).await?;
+                        judged
+                            .first()
+                            .map_or(authority.clone(), ToString::to_string)
+                    } else {
+                        authority.clone()
+                    };
+                    tunnel(&mut tcp, proxy, &tunnel_to).await?;
                 }
                 (tcp, !https)
             }
@@ -245,14 +277,67 @@ impl Shared {
     }
 }
 
-/// A TCP connection to the first address of `host:port` that answers.
-async fn tcp_connect(host: &str, port: u16, authority: &str) -> Result<TcpStream, ConnectError> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+impl Connector {
+    /// The addresses of `target` that a request of `scope` may reach.
+    pub(super) async fn resolve(
+        &self,
+        target: &Target,
+        scope: Option<&RequestScope>,
+    ) -> Result<Vec<SocketAddr>, ConnectError> {
+        self.0.resolve(target, scope).await
+    }
+
+    /// Whether `target` is judged by its addresses.
+    pub(super) fn checks(&self, target: &Target) -> bool {
+        self.0.addresses.checks(target)
+    }
+}
+
+impl Shared {
+    /// The addresses of `target` it may reach (see [`AddressPolicy`]); a
+    /// refusal is counted and logged for the request of `scope`.
+    async fn resolve(
+        &self,
+        target: &Target,
+        scope: Option<&RequestScope>,
+    ) -> Result<Vec<SocketAddr>, ConnectError> {
+        let authority = target.authority();
+        let addresses = lookup(&target.host, target.port, &authority).await?;
+        match self.addresses.judge(target, addresses) {
+            Resolved::Reach(addresses) => Ok(addresses),
+            Resolved::Refused(refused) => {
+                let message = refused.message(target);
+                if let Some(scope) = scope {
+                    self.labels.deny(
+                        &self.metrics,
+                        &scope.connector,
+                        &scope.shown,
+                        Denial::Address,
+                        &message,
+                    );
+                }
+                Err(ConnectError::AddressRefused(message))
+            }
+        }
+    }
+}
+
+/// The addresses of `host:port` (`authority`).
+async fn lookup(host: &str, port: u16, authority: &str) -> Result<Vec<SocketAddr>, ConnectError> {
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|_| ConnectError::Dns(authority.to_owned()))?
         .collect();
+    if addresses.is_empty() {
+        return Err(ConnectError::Dns(authority.to_owned()));
+    }
+    Ok(addresses)
+}
+
+/// A TCP connection to the first of `addresses` (of `authority`) that answers.
+async fn tcp_connect(addresses: &[SocketAddr], authority: &str) -> Result<TcpStream, ConnectError> {
     let mut last = ConnectError::Dns(authority.to_owned());
-    for addr in addrs {
+    for &addr in addresses {
         match TcpStream::connect(addr).await {
             Ok(tcp) => {
                 // Requests are written whole; waiting to coalesce only adds latency.

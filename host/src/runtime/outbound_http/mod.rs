@@ -14,8 +14,10 @@
 //!   connector's label. Nothing in it belongs to one call, so an instance
 //!   may serve several calls of one tenant (see `warm`).
 
+mod address;
 mod client;
 mod connect;
+mod labels;
 mod policy;
 mod proxy;
 mod rules;
@@ -33,8 +35,13 @@ use wasmtime_wasi_http::{
     RequestOptions, WasiHttpCtx, WasiHttpView, p2::bindings::http::types::ErrorCode,
 };
 
-use self::{client::PooledClient, policy::OutboundPolicy, rules::HostRule, trust::TlsProfile};
-pub(super) use self::{policy::CallHooks, proxy::ProxySettings, trust::PlatformRoots};
+use self::{
+    address::AddressPolicy, client::PooledClient, connect::Connector, policy::OutboundPolicy,
+    rules::HostRule, trust::TlsProfile,
+};
+pub(super) use self::{
+    labels::HostLabels, policy::CallHooks, proxy::ProxySettings, trust::PlatformRoots,
+};
 use super::{
     capability::{Capability, InstanceScope, LoadScope},
     instance::InstanceState,
@@ -49,6 +56,11 @@ pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest response body a connector may receive.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 << 20;
+/// Requests one call may have open at once (sent, their response bodies
+/// not yet read or dropped).
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 32;
+/// The most `http.max_concurrent_requests` may allow.
+const MAX_CONCURRENT_REQUESTS: usize = 1024;
 
 /// Timeouts and the response cap of a plugin's requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +69,7 @@ pub(super) struct HttpLimits {
     pub(super) first_byte_timeout: Duration,
     pub(super) between_bytes_timeout: Duration,
     pub(super) max_response_bytes: u64,
+    pub(super) max_concurrent_requests: usize,
 }
 
 /// The timeouts one request is sent with.
@@ -118,6 +131,11 @@ impl Target {
     pub(super) fn authority(&self) -> String {
         authority(&self.host, self.port)
     }
+
+    /// `scheme://host:port`, as logs and metric labels name it.
+    pub(super) fn shown(&self) -> String {
+        format!("{}://{}", self.scheme(), self.authority())
+    }
 }
 
 /// `host:port`, an IPv6 host in brackets.
@@ -138,6 +156,9 @@ pub(super) struct OutboundHttp {
     /// The proxies of the server's environment, read once at start.
     pub(super) proxy: Arc<ProxySettings>,
     pub(super) metrics: OutboundMetrics,
+    /// The hosts named in metric labels, per connector, for the life of
+    /// the process.
+    pub(super) labels: Arc<HostLabels>,
 }
 
 /// The `[http]` table.
@@ -148,6 +169,7 @@ struct HttpSection {
     first_byte_timeout_seconds: Option<f64>,
     between_bytes_timeout_seconds: Option<f64>,
     max_response_mb: Option<u64>,
+    max_concurrent_requests: Option<usize>,
     #[serde(default)]
     tls: Vec<trust::TlsSection>,
 }
@@ -165,12 +187,12 @@ impl Capability for OutboundHttp {
     type State = InstanceHttp;
 
     fn grant(&self, load: &mut LoadScope<'_>) -> Result<Self::Grant, String> {
-        let rules = load
+        let rules: Arc<[HostRule]> = load
             .section::<Vec<String>>("allowed_hosts")?
             .unwrap_or_default()
             .iter()
             .map(|rule| HostRule::parse(rule).map_err(|err| err.to_string()))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<_, _>>()?;
         let section: HttpSection = load.section("http")?.unwrap_or_default();
         let limits = HttpLimits {
             connect_timeout: manifest::seconds(
@@ -197,11 +219,34 @@ impl Capability for OutboundHttp {
                 })
                 .transpose()?
                 .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+            max_concurrent_requests: match section.max_concurrent_requests {
+                None => DEFAULT_MAX_CONCURRENT_REQUESTS,
+                Some(n @ 1..=MAX_CONCURRENT_REQUESTS) => n,
+                Some(n) => {
+                    return Err(format!(
+                        "http.max_concurrent_requests = {n} is out of range (1 to \
+                         {MAX_CONCURRENT_REQUESTS})"
+                    ));
+                }
+            },
         };
         let tls = TlsProfile::new(&self.roots, self.ca_file.as_deref(), &section.tls, load)?;
-        let client = PooledClient::new(tls, Arc::clone(&self.proxy), self.metrics.clone());
+        let connector = Connector::new(
+            tls,
+            Arc::clone(&self.proxy),
+            AddressPolicy::new(Arc::clone(&rules)),
+            Arc::clone(&self.labels),
+            self.metrics.clone(),
+        );
+        let client = PooledClient::new(connector, Arc::clone(&self.proxy));
         Ok(HttpGrant {
-            policy: OutboundPolicy::new(rules, limits, client, self.metrics.clone()),
+            policy: OutboundPolicy::new(
+                rules,
+                limits,
+                client,
+                self.metrics.clone(),
+                Arc::clone(&self.labels),
+            ),
         })
     }
 
@@ -267,7 +312,7 @@ pub(super) struct InstanceHttp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{manifest::Manifest, metrics::Metrics};
+    use crate::{manifest::Manifest, metrics::Metrics, runtime::credential_roots::CredentialRoots};
 
     fn capability() -> OutboundHttp {
         OutboundHttp {
@@ -275,12 +320,14 @@ mod tests {
             ca_file: None,
             proxy: Arc::new(ProxySettings::none()),
             metrics: Metrics::new().expect("metrics").outbound,
+            labels: Arc::default(),
         }
     }
 
     fn grant(text: &str) -> Result<HttpGrant, String> {
         let manifest = Manifest::parse(text, PathBuf::from(".")).map_err(|e| format!("{e:?}"))?;
-        capability().grant(&mut LoadScope::new(&manifest))
+        let roots = CredentialRoots::new(vec![PathBuf::from("/")], vec![])?;
+        capability().grant(&mut LoadScope::new(&manifest, &roots))
     }
 
     #[test]
@@ -290,6 +337,7 @@ mod tests {
             first_byte_timeout: Duration::from_secs(60),
             between_bytes_timeout: Duration::from_secs(60),
             max_response_bytes: 1,
+            max_concurrent_requests: 1,
         };
         let applied = limits.apply(Some(RequestOptions {
             connect_timeout: Some(Duration::from_secs(1)),
@@ -328,6 +376,10 @@ mod tests {
                 "first_byte_timeout_seconds",
             ),
             ("[http]\nmax_response_mb = 0", "max_response_mb"),
+            (
+                "[http]\nmax_concurrent_requests = 0",
+                "max_concurrent_requests",
+            ),
             (
                 "[[http.tls]]\nca_file = \"/nonexistent/ca.pem\"",
                 "/nonexistent/ca.pem",

@@ -1,46 +1,52 @@
-//! Every outbound request a guest makes goes through [`OutboundPolicy`]:
-//! checked against the plugin's rules before any connection is made (and
-//! before anything reaches a proxy), sent by the plugin's pooled client with
-//! the grant's timeouts, its response body capped in size, and counted.
+//! Every outbound request a guest makes goes through [`OutboundPolicy`]
+//! before any connection is made (and before anything reaches a proxy):
+//!
+//! - a URL carrying `user:password@` is refused, so credentials are never
+//!   sent in it, pooled under it or logged with it (they belong in a header);
+//! - `TRACE` and `CONNECT` are refused: a proxy answers a `TRACE` itself by
+//!   echoing the request, which for plain http carries the server's
+//!   `Proxy-Authorization`;
+//! - the host must be allowed by the plugin's rules (its addresses are
+//!   judged when a connection is made, see `address`);
+//! - `Max-Forwards` and `Proxy-*` headers a guest set are dropped: only the
+//!   server speaks to its proxy;
+//! - a call may have [`HttpLimits::max_concurrent_requests`] requests open
+//!   (sent and their response bodies not yet done) at once.
+//!
+//! It is then sent by the plugin's pooled client with the grant's timeouts,
+//! its response body capped in size, and counted.
 
 use std::{
-    collections::HashSet,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
+use http::{HeaderName, Method};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::{
     HttpLimits, Target,
     client::{Exchange, PooledClient},
+    labels::{Denial, HostLabels},
     rules::HostRule,
 };
 use crate::metrics::OutboundMetrics;
 
-/// Distinct hosts per plugin named in logs and metric labels; past this
-/// many, a guest calling ever new hosts is counted under `_other`, so it
-/// cannot grow the metrics without bound.
-const MAX_NAMED_HOSTS: usize = 64;
-
-/// The label of hosts past [`MAX_NAMED_HOSTS`].
-const OTHER_HOSTS: &str = "_other";
-
 struct Shared {
-    rules: Vec<HostRule>,
+    rules: Arc<[HostRule]>,
     limits: HttpLimits,
     client: PooledClient,
     metrics: OutboundMetrics,
-    denied: Mutex<HashSet<String>>,
-    allowed: Mutex<HashSet<String>>,
+    labels: Arc<HostLabels>,
 }
 
 /// One plugin's outbound-HTTP policy and client. Cheap to clone: every call
-/// of the plugin shares it, with its pool and what was already logged.
+/// of the plugin shares it, with its pool.
 #[derive(Clone)]
 pub(super) struct OutboundPolicy(Arc<Shared>);
 
@@ -55,18 +61,18 @@ impl std::fmt::Debug for OutboundPolicy {
 
 impl OutboundPolicy {
     pub(super) fn new(
-        rules: Vec<HostRule>,
+        rules: Arc<[HostRule]>,
         limits: HttpLimits,
         client: PooledClient,
         metrics: OutboundMetrics,
+        labels: Arc<HostLabels>,
     ) -> Self {
         Self(Arc::new(Shared {
             rules,
             limits,
             client,
             metrics,
-            denied: Mutex::default(),
-            allowed: Mutex::default(),
+            labels,
         }))
     }
 
@@ -79,56 +85,59 @@ impl OutboundPolicy {
     }
 
     /// The limits of the plugin's requests.
-    #[cfg(test)]
     pub(super) fn limits(&self) -> HttpLimits {
         self.0.limits
     }
-
-    /// The host label of `host`, and whether it is named for the first time.
-    fn label(seen: &Mutex<HashSet<String>>, host: &str) -> (String, bool) {
-        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
-        if seen.contains(host) {
-            (host.to_owned(), false)
-        } else if seen.len() < MAX_NAMED_HOSTS {
-            seen.insert(host.to_owned());
-            (host.to_owned(), true)
-        } else {
-            (OTHER_HOSTS.to_owned(), false)
-        }
-    }
 }
 
-/// The hooks of one call's store: the plugin's policy, with the call's
-/// connector label.
+/// The hooks of one instance's store: the plugin's policy, with the
+/// connector's label and the instance's open requests.
 pub(in crate::runtime) struct CallHooks {
     policy: OutboundPolicy,
     connector: Arc<str>,
+    /// One permit per request open (sent, its response body not done).
+    open_requests: Arc<Semaphore>,
 }
 
 impl CallHooks {
     pub(super) fn new(policy: OutboundPolicy, connector: Arc<str>) -> Self {
-        Self { policy, connector }
+        let open_requests = Arc::new(Semaphore::new(policy.limits().max_concurrent_requests));
+        Self {
+            policy,
+            connector,
+            open_requests,
+        }
     }
 
-    fn deny(&self, shown: &str) {
+    /// Refuses `request` to `shown` for `denial`, counted and logged as
+    /// `message` says; the guest gets `error`.
+    fn refuse(
+        &self,
+        request: http::Request<WasiBody>,
+        shown: &str,
+        denial: Denial,
+        message: &str,
+        error: Error,
+    ) -> Box<dyn Future<Output = Sent> + Send> {
         let shared = &self.policy.0;
-        let (label, first) = OutboundPolicy::label(&shared.denied, shown);
-        if first {
-            tracing::warn!(
-                connector = %self.connector,
-                host = %shown,
-                "outbound HTTP denied: no rule of the plugin's allowed_hosts allows it \
-                 (logged once per connector and host)"
-            );
-        } else {
-            tracing::debug!(connector = %self.connector, host = %shown, "outbound HTTP denied");
-        }
         shared
-            .metrics
-            .denied
-            .with_label_values(&[self.connector.as_ref(), label.as_str()])
-            .inc();
+            .labels
+            .deny(&shared.metrics, &self.connector, shown, denial, message);
+        // Take the body the guest is writing before answering, so it sees
+        // the refusal rather than a broken body stream; frame by frame,
+        // dropping each, so a large body never sits in host memory, outside
+        // the guest's memory cap.
+        Box::new(async move {
+            drain(request.into_body()).await;
+            Err(error)
+        })
     }
+}
+
+/// Headers a guest may not send: only the server speaks to its proxy, and
+/// `Max-Forwards` would let a proxy answer in the target's place.
+fn is_proxy_header(name: &HeaderName) -> bool {
+    name == http::header::MAX_FORWARDS || name.as_str().starts_with("proxy-")
 }
 
 /// What `send_request` hands back: the response and a future reporting
@@ -147,32 +156,72 @@ impl WasiHttpHooks for CallHooks {
 
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _body_errors: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = Sent> + Send> {
         let target = Target::of(request.uri());
-        let shown = format!("{}://{}:{}", target.scheme(), target.host, target.port);
+        let shown = target.shown();
+        if request
+            .uri()
+            .authority()
+            .is_some_and(|authority| authority.as_str().contains('@'))
+        {
+            let message = format!(
+                "the URL to {shown} carries credentials (user:password@): refused, so they are \
+                 never sent, pooled or logged; send them in a header (Authorization)"
+            );
+            let error = Error::InternalError(Some(message.clone()));
+            return self.refuse(request, &shown, Denial::CredentialsInUrl, &message, error);
+        }
+        let method = request.method();
+        if method == Method::TRACE || method == Method::CONNECT {
+            let message = format!("{method} is never sent: a proxy may answer it itself");
+            return self.refuse(
+                request,
+                &shown,
+                Denial::Method,
+                &message,
+                Error::HttpRequestMethodInvalid,
+            );
+        }
         if !self
             .policy
             .allows(target.scheme(), &target.host, target.port)
         {
-            self.deny(&shown);
-            // Take the body the guest is writing before answering, so it
-            // sees the denial rather than a broken body stream; frame by
-            // frame, dropping each, so a large body never sits in host
-            // memory, outside the guest's memory cap.
-            return Box::new(async move {
-                drain(request.into_body()).await;
-                Err(Error::HttpRequestDenied)
-            });
+            return self.refuse(
+                request,
+                &shown,
+                Denial::Rule,
+                "no rule of the plugin's allowed_hosts allows it",
+                Error::HttpRequestDenied,
+            );
+        }
+        let Ok(permit) = Arc::clone(&self.open_requests).try_acquire_owned() else {
+            let limit = self.policy.limits().max_concurrent_requests;
+            let message = format!(
+                "the call already has {limit} outbound requests open, the most its plugin \
+                 allows (http.max_concurrent_requests in its manifest)"
+            );
+            let error = Error::InternalError(Some(message.clone()));
+            return self.refuse(request, &shown, Denial::TooManyRequests, &message, error);
+        };
+        let headers = request.headers_mut();
+        let dropped: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| is_proxy_header(name))
+            .cloned()
+            .collect();
+        for name in &dropped {
+            tracing::debug!(connector = %self.connector, header = %name, "a guest's proxy header dropped");
+            headers.remove(name);
         }
         let shared = Arc::clone(&self.policy.0);
         let connector = Arc::clone(&self.connector);
         let timeouts = shared.limits.apply(options);
         let max_bytes = shared.limits.max_response_bytes;
         Box::new(async move {
-            let (label, _) = OutboundPolicy::label(&shared.allowed, &shown);
+            let label = shared.labels.sent(&connector, &shown);
             let count = |status: &str| {
                 shared
                     .metrics
@@ -186,6 +235,7 @@ impl WasiHttpHooks for CallHooks {
                 timeouts,
                 connector: Arc::clone(&connector),
                 host_label: label.clone(),
+                shown: shown.clone(),
             };
             let response = match shared.client.send(request, exchange).await {
                 Ok(response) => response,
@@ -204,7 +254,8 @@ impl WasiHttpHooks for CallHooks {
             if declared.is_some_and(|len| len > max_bytes) {
                 return Err(Error::HttpResponseBodySize(Some(max_bytes)));
             }
-            let response = response.map(|body| CappedBody::new(body, max_bytes).boxed_unsync());
+            let response =
+                response.map(|body| CappedBody::new(body, max_bytes, Some(permit)).boxed_unsync());
             let body_errors = async { Ok(()) };
             Ok((
                 response,
@@ -232,19 +283,26 @@ fn status_class(status: u16) -> &'static str {
 }
 
 /// A response body that fails once it has delivered more than its cap,
-/// with the cap as the error's size.
+/// with the cap as the error's size; it holds its request's place among the
+/// call's open requests until it is dropped.
 struct CappedBody {
     inner: http_body_util::combinators::UnsyncBoxBody<Bytes, Error>,
     remaining: u64,
     cap: u64,
+    _open: Option<OwnedSemaphorePermit>,
 }
 
 impl CappedBody {
-    fn new(inner: http_body_util::combinators::UnsyncBoxBody<Bytes, Error>, cap: u64) -> Self {
+    fn new(
+        inner: http_body_util::combinators::UnsyncBoxBody<Bytes, Error>,
+        cap: u64,
+        open: Option<OwnedSemaphorePermit>,
+    ) -> Self {
         Self {
             inner,
             remaining: cap,
             cap,
+            _open: open,
         }
     }
 }
@@ -289,7 +347,7 @@ mod tests {
         let body = http_body_util::Full::new(Bytes::from(vec![0u8; 10]))
             .map_err(|never| match never {})
             .boxed_unsync();
-        let capped = CappedBody::new(body, 4);
+        let capped = CappedBody::new(body, 4, None);
         let Err(error) = capped.collect().await else {
             panic!("a body over the cap was delivered");
         };
@@ -301,7 +359,7 @@ mod tests {
         let body = http_body_util::Full::new(Bytes::from_static(b"abcd"))
             .map_err(|never| match never {})
             .boxed_unsync();
-        let collected = CappedBody::new(body, 4)
+        let collected = CappedBody::new(body, 4, None)
             .collect()
             .await
             .expect("at the cap");
@@ -373,21 +431,5 @@ mod tests {
         assert_eq!(alive.load(SeqCst), 0);
         // 1000 frames of 64 KiB went by, never more than one held at once.
         assert_eq!(most_alive.load(SeqCst), 1);
-    }
-
-    #[test]
-    fn hosts_past_the_limit_share_one_label() {
-        let seen = Mutex::default();
-        for i in 0..MAX_NAMED_HOSTS {
-            assert_eq!(
-                OutboundPolicy::label(&seen, &format!("h{i}")),
-                (format!("h{i}"), true)
-            );
-        }
-        assert_eq!(OutboundPolicy::label(&seen, "h0"), ("h0".to_owned(), false));
-        assert_eq!(
-            OutboundPolicy::label(&seen, "new"),
-            (OTHER_HOSTS.to_owned(), false)
-        );
     }
 }

@@ -11,8 +11,17 @@
 //! | `http://127.0.0.1:8080` | plain http, only where a rule says `http://` |
 //! | `*://api.example.com` | http on 80 and https on 443 |
 //! | `https://*` | https on 443 to any host |
+//! | `https://10.0.0.0/8:*` | https to any address of that range, any port |
+//!
+//! Rules admit a request by its name; the address a name resolves to is
+//! judged too (see `address`): an internal address (loopback, private,
+//! link-local, ...) is reached only where a rule names that address or its
+//! range ([`HostRule::allows_address`]), or names the host exactly, as the
+//! operator wrote it out ([`HostRule::names_host`]), never by a wildcard.
 
-use std::fmt;
+use std::{fmt, net::IpAddr};
+
+use ipnet::IpNet;
 
 /// Which schemes a rule allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,8 +34,12 @@ enum SchemeRule {
 /// Which hosts a rule allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HostPattern {
-    /// Exactly this host (lowercase, IPv6 literals without brackets).
+    /// Exactly this host name (lowercase).
     Exact(String),
+    /// Exactly this address (IPv4-mapped IPv6 forms as IPv4).
+    Address(IpAddr),
+    /// Any address of this range.
+    Network(IpNet),
     /// Any subdomain of this suffix (at least one label before it).
     SubdomainsOf(String),
     /// Any host.
@@ -95,10 +108,14 @@ impl HostRule {
             None => (SchemeRule::Https, trimmed),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains(['/', '?', '#', '@']) || rest.chars().any(char::is_whitespace) {
-            return Err(invalid("only a host and a port may follow the scheme"));
+        let only_host_and_port = || invalid("only a host and a port may follow the scheme");
+        if rest.contains(['?', '#', '@']) || rest.chars().any(char::is_whitespace) {
+            return Err(only_host_and_port());
         }
         let (host, port) = split_host_port(rest).map_err(|reason| invalid(&reason))?;
+        if port.is_some_and(|port| port.contains('/')) {
+            return Err(only_host_and_port());
+        }
         let port = match port {
             None => PortRule::Default,
             Some("*") => PortRule::Any,
@@ -110,6 +127,18 @@ impl HostRule {
         let host = host.to_ascii_lowercase();
         let host = if host == "*" {
             HostPattern::Any
+        } else if let Some((address, _)) = host.split_once('/') {
+            match host.parse::<IpNet>() {
+                Ok(net) => HostPattern::Network(net.trunc()),
+                Err(_) if address.parse::<IpAddr>().is_ok() => {
+                    return Err(invalid(
+                        "not an address range (write e.g. 10.0.0.0/8 or [fd00::/8])",
+                    ));
+                }
+                Err(_) => return Err(only_host_and_port()),
+            }
+        } else if let Ok(ip) = host.parse::<IpAddr>() {
+            HostPattern::Address(ip.to_canonical())
         } else if let Some(suffix) = host.strip_prefix("*.") {
             if !valid_host(suffix) {
                 return Err(invalid("the part after `*.` is not a host name"));
@@ -131,24 +160,54 @@ impl HostRule {
     /// Whether a request to `scheme://host:port` is allowed by this rule.
     /// `scheme` is `http` or `https`, `host` lowercase without a trailing dot.
     pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
-        let https = match (self.scheme, scheme) {
-            (SchemeRule::Https | SchemeRule::Any, "https") => true,
-            (SchemeRule::Http | SchemeRule::Any, "http") => false,
-            _ => return false,
-        };
-        let port_ok = match self.port {
-            PortRule::Default => port == if https { 443 } else { 80 },
-            PortRule::Exact(allowed) => port == allowed,
-            PortRule::Any => true,
-        };
-        port_ok
+        self.allows_endpoint(scheme, port)
             && match &self.host {
                 HostPattern::Exact(allowed) => allowed == host,
+                HostPattern::Address(allowed) => host
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| ip.to_canonical() == *allowed),
+                HostPattern::Network(net) => host
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| net.contains(&ip.to_canonical())),
                 HostPattern::SubdomainsOf(suffix) => host
                     .strip_suffix(suffix.as_str())
                     .is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.')),
                 HostPattern::Any => true,
             }
+    }
+
+    /// Whether this rule names host `host` exactly, as a name (not an
+    /// address, not a wildcard), for `scheme` and `port`: the operator wrote
+    /// it out, so whatever it resolves to is theirs to allow.
+    pub fn names_host(&self, scheme: &str, host: &str, port: u16) -> bool {
+        matches!(&self.host, HostPattern::Exact(allowed) if allowed == host)
+            && self.allows_endpoint(scheme, port)
+    }
+
+    /// Whether this rule names address `ip` (an IP literal or a range that
+    /// holds it) for `scheme` and `port`.
+    pub fn allows_address(&self, scheme: &str, ip: IpAddr, port: u16) -> bool {
+        let ip = ip.to_canonical();
+        self.allows_endpoint(scheme, port)
+            && match &self.host {
+                HostPattern::Address(allowed) => *allowed == ip,
+                HostPattern::Network(net) => net.contains(&ip),
+                _ => false,
+            }
+    }
+
+    /// Whether the scheme and port are this rule's.
+    fn allows_endpoint(&self, scheme: &str, port: u16) -> bool {
+        let https = match (self.scheme, scheme) {
+            (SchemeRule::Https | SchemeRule::Any, "https") => true,
+            (SchemeRule::Http | SchemeRule::Any, "http") => false,
+            _ => return false,
+        };
+        match self.port {
+            PortRule::Default => port == if https { 443 } else { 80 },
+            PortRule::Exact(allowed) => port == allowed,
+            PortRule::Any => true,
+        }
     }
 }
 
@@ -240,6 +299,29 @@ mod tests {
     }
 
     #[test]
+    fn addresses_and_ranges_are_named_by_ip_rules_only() {
+        let range = rule("https://10.0.0.0/8:*");
+        assert!(range.allows("https", "10.1.2.3", 8443));
+        assert!(!range.allows("https", "11.0.0.1", 443));
+        assert!(!range.allows("https", "ten.example.com", 443));
+        assert!(range.allows_address("https", "10.9.9.9".parse().expect("ip"), 1));
+        assert!(!range.allows_address("http", "10.9.9.9".parse().expect("ip"), 80));
+        let v6 = rule("https://[fd00::/8]:443");
+        assert!(v6.allows_address("https", "fd12::1".parse().expect("ip"), 443));
+        let loopback = rule("http://127.0.0.1:8080");
+        assert!(loopback.allows_address("http", "127.0.0.1".parse().expect("ip"), 8080));
+        // An IPv4-mapped IPv6 address is its IPv4 address.
+        assert!(loopback.allows_address("http", "::ffff:127.0.0.1".parse().expect("ip"), 8080));
+        assert!(loopback.allows("http", "::ffff:127.0.0.1", 8080));
+        assert!(!loopback.names_host("http", "127.0.0.1", 8080));
+        let named = rule("http://metadata.google.internal");
+        assert!(named.names_host("http", "metadata.google.internal", 80));
+        assert!(!named.names_host("http", "metadata.google.internal", 8080));
+        assert!(!rule("https://*").names_host("https", "x.example.com", 443));
+        assert!(!rule("*.example.com").names_host("https", "a.example.com", 443));
+    }
+
+    #[test]
     fn invalid_rules_name_themselves() {
         for bad in [
             "",
@@ -252,6 +334,9 @@ mod tests {
             "*.",
             "::1",
             "https://[::1",
+            "https://10.0.0.0/33",
+            "https://10.0.0.0/8/x",
+            "https://example.com:443/x",
         ] {
             let err = HostRule::parse(bad).expect_err(bad);
             assert_eq!(err.rule, bad);

@@ -111,7 +111,8 @@ impl TlsProfile {
     ) -> Result<Self, String> {
         let mut base = (*platform.store).clone();
         if let Some(path) = ca_file {
-            add_roots(&mut base, "--ca-file", path, load)?;
+            let pem = load.read_operator_file("--ca-file", path)?;
+            add_roots(&mut base, "--ca-file", path, &pem)?;
         }
         let mut entries = Vec::with_capacity(sections.len());
         for (index, section) in sections.iter().enumerate() {
@@ -123,13 +124,17 @@ impl TlsProfile {
                 .collect::<Result<Vec<_>, _>>()?;
             let mut roots = base.clone();
             if let Some(path) = &section.ca_file {
-                add_roots(&mut roots, &format!("{key}.ca_file"), path, load)?;
+                let shown = format!("{key}.ca_file");
+                let pem = load.read_file(&shown, path)?;
+                add_roots(&mut roots, &shown, path, &pem)?;
             }
             let builder = trusting(roots).map_err(|err| format!("{key}: {err}"))?;
             let config = match (&section.client_cert_file, &section.client_key_file) {
                 (None, None) => builder.with_no_client_auth(),
                 (Some(cert), Some(key_file)) => {
-                    let chain = certificates(&format!("{key}.client_cert_file"), cert, load)?;
+                    let shown = format!("{key}.client_cert_file");
+                    let pem = load.read_file(&shown, cert)?;
+                    let chain = certificates(&shown, cert, &pem)?;
                     let shown = format!("{key}.client_key_file");
                     let pem = load.read_file(&shown, key_file)?;
                     let private_key = PrivateKeyDer::from_pem_slice(&pem).map_err(|err| {
@@ -185,14 +190,13 @@ fn with_alpn(mut config: ClientConfig) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
-/// The certificates of PEM file `path`, at least one.
+/// The certificates of `pem`, read from `path`, at least one.
 fn certificates(
     key: &str,
     path: &Path,
-    load: &mut LoadScope<'_>,
+    pem: &[u8],
 ) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = load.read_file(key, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| format!("{key}: {} is not PEM: {err}", path.display()))?;
     if certs.is_empty() {
@@ -201,14 +205,9 @@ fn certificates(
     Ok(certs)
 }
 
-/// Adds the certificates of PEM file `path` to `store` as roots.
-fn add_roots(
-    store: &mut RootCertStore,
-    key: &str,
-    path: &Path,
-    load: &mut LoadScope<'_>,
-) -> Result<(), String> {
-    for cert in certificates(key, path, load)? {
+/// Adds the certificates of `pem`, read from `path`, to `store` as roots.
+fn add_roots(store: &mut RootCertStore, key: &str, path: &Path, pem: &[u8]) -> Result<(), String> {
+    for cert in certificates(key, path, pem)? {
         store.add(cert).map_err(|err| {
             format!(
                 "{key}: a certificate of {} is not a CA: {err}",

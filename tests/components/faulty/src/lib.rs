@@ -9,7 +9,10 @@
 //! | `invalid` | rejects the request: `Error::InvalidRequest` |
 //! | `sleep` | spins forever, until the host's deadline stops it |
 //! | `slow` | waits for input `ms` milliseconds (default 500) on the host's clock, then succeeds |
-//! | `fetch` | GETs input `url` and keeps its status and body size in its meta |
+//! | `fetch` | sends input `method` (default GET) with input `headers` to input `url`; keeps the status, body size and body text in its meta |
+//! | `fan_out` | GETs each URL of input `urls` in turn; keeps how many answered and the first error |
+//! | `touch` | allocates input `mib` MiB, writes every page, waits `ms`, then succeeds |
+//! | `shout` | fails with a message of input `kib` KiB |
 //! | `memory` | allocates until the host's memory cap stops it |
 //! | `inspect` | succeeds, keeping everything it was given (template, inputs, connection, env, ...) in its meta |
 //! | `remember` | reports what earlier calls left in its memory, writes input `marker` there (see [`residue`]), waits `ms` |
@@ -78,6 +81,24 @@ fn tally(task: &TaskRequest) -> Result<Value, Error> {
     Ok(answer)
 }
 
+/// A `fetch` call: `{"status", "bytes", "body"}`, the body as text when it is.
+fn fetch(task: &TaskRequest) -> Result<Value, Error> {
+    let url: String = task.input("url")?;
+    let method: String = task.input("method").unwrap_or_else(|_| "GET".to_owned());
+    let headers: std::collections::BTreeMap<String, String> =
+        task.input("headers").unwrap_or_default();
+    let mut request = http::request(&method, url);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send()?;
+    Ok(serde_json::json!({
+        "status": response.status(),
+        "bytes": response.body().len(),
+        "body": response.text().ok(),
+    }))
+}
+
 impl Connector for Faulty {
     /// Any JSON: `create` never returns one, so tests make their own.
     type Meta = Value;
@@ -94,6 +115,9 @@ impl Connector for Faulty {
             .task_type("inspect")
             .task_type("remember")
             .task_type("tally")
+            .task_type("fan_out")
+            .task_type("touch")
+            .task_type("shout")
     }
 
     fn create(task: TaskRequest) -> Result<Value, Error> {
@@ -112,13 +136,33 @@ impl Connector for Faulty {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 Ok(serde_json::json!({ "slept_ms": ms }))
             }
-            "fetch" => {
-                let url: String = task.input("url")?;
-                let response = http::get(url).send()?;
-                Ok(serde_json::json!({
-                    "status": response.status(),
-                    "bytes": response.body().len(),
-                }))
+            "fetch" => fetch(&task),
+            "fan_out" => {
+                let urls: Vec<String> = task.input("urls")?;
+                let mut answered = 0;
+                let mut first_error = None;
+                for url in urls {
+                    match http::get(url).send() {
+                        Ok(_) => answered += 1,
+                        Err(err) => {
+                            first_error.get_or_insert(err.to_string());
+                        }
+                    }
+                }
+                Ok(serde_json::json!({ "answered": answered, "first_error": first_error }))
+            }
+            "touch" => {
+                let mib: usize = task.input("mib")?;
+                let ms: u64 = task.input("ms").unwrap_or(0);
+                // Every byte written, so every page is really in memory.
+                let touched = std::hint::black_box(vec![7u8; mib << 20]);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                let sum: u64 = touched.iter().step_by(4096).map(|&b| u64::from(b)).sum();
+                Ok(serde_json::json!({ "touched_mib": mib, "pages": sum / 7 }))
+            }
+            "shout" => {
+                let kib: usize = task.input("kib")?;
+                Err(Error::failed("!".repeat(kib << 10)))
             }
             "memory" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
