@@ -161,7 +161,7 @@ fn start_up_prints_the_table_of_connectors() {
     assert!(
         output.lines().any(|l| l.contains("Faulty Connector")
             && l.contains(
-                "fail (0) fetch (0) inspect (0) invalid (0) memory (0) panic (0) remember (0) sleep (0) slow (0)"
+                "fail (0) fan_out (0) fetch (0) inspect (0) invalid (0) memory (0) panic (0) remember (0) shout (0) sleep (0) slow (0)"
             )),
         "{output}"
     );

@@ -437,3 +437,48 @@ async fn reloads_never_make_room_for_more_host_labels() {
     );
     assert!(series.keys().any(|l| l.contains("host=\"_other\"")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_may_have_only_so_many_requests_open_at_once() {
+    let router = Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            "0123456789"
+        }),
+    );
+    let service = Endpoint::serve(router, Serve::plain()).await;
+    let url = format!("{}/slow", service.base_url());
+    let gather = |count: &str| {
+        literals::create_request(
+            "faulty_py",
+            &TypedInputs(vec![
+                ("fault", string("gather"), simple(SimpleType::String)),
+                ("url", string(&url), simple(SimpleType::String)),
+                ("count", string(count), simple(SimpleType::String)),
+            ]),
+        )
+    };
+    for (limit, answered) in [(Some(3), 3), (None, 8)] {
+        let plugins = Workspace::with_components(&["faulty-py"]);
+        let mut manifest = manifest(&[format!("http://{}", service.addr())]);
+        if let Some(limit) = limit {
+            manifest.push_str(&format!("[http]\nmax_concurrent_requests = {limit}\n"));
+        }
+        plugins.write("faulty-py.toml", manifest.as_bytes());
+        let dir = plugins.path().display().to_string();
+        let server = Server::start(&["--plugin-dir", &dir], plugins.path());
+        let meta = fetched(&server, gather("8")).await.expect("gather");
+        let tally: Value =
+            serde_json::from_str(meta["tally"].as_str().unwrap_or_default()).expect("a tally");
+        assert_eq!(tally["answered"], answered, "{limit:?}: {tally}");
+        if let Some(errors) = tally["errors"].as_array() {
+            assert!(
+                errors.iter().all(|e| e
+                    .as_str()
+                    .is_some_and(|e| e.contains("http.max_concurrent_requests"))),
+                "{tally}"
+            );
+        }
+    }
+}

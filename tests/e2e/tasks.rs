@@ -175,15 +175,18 @@ async fn list_connectors_groups_task_types_under_connector_names() {
                 "Faulty Connector".to_owned(),
                 [
                     "fail:0",
+                    "fan_out:0",
                     "fetch:0",
                     "inspect:0",
                     "invalid:0",
                     "memory:0",
                     "panic:0",
                     "remember:0",
+                    "shout:0",
                     "sleep:0",
                     "slow:0",
-                    "tally:0"
+                    "tally:0",
+                    "touch:0"
                 ]
                 .map(String::from)
                 .to_vec()

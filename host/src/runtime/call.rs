@@ -188,7 +188,8 @@ impl Caller {
         let (store, plugin) = instance.begin_call(self.limits.timeout);
         let answer = body(store, plugin).await;
         let called = started.elapsed();
-        self.memory.observe(instance.memory_in_use());
+        let memory = instance.memory_in_use();
+        self.memory.observe(memory);
         // Finished before the instance can go to another call.
         let printed = instance.log().finish();
         let kept = match key {
@@ -212,6 +213,7 @@ impl Caller {
             instantiate_us = instantiated.as_micros() as u64,
             call_us = (called - instantiated).as_micros() as u64,
             release_us = (started.elapsed() - called).as_micros() as u64,
+            memory_kib = memory >> 10,
             "guest call"
         );
         (answer, printed)

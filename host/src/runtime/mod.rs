@@ -411,6 +411,7 @@ impl Runtime {
                 tracing::debug!(
                     memories = needs.num_memories,
                     tables = needs.num_tables,
+                    initial_memory_kib = needs.max_initial_memory_size.unwrap_or(0) >> 10,
                     "one instance's pool resources"
                 );
                 budget.slots_for(needs.num_memories, needs.num_tables)

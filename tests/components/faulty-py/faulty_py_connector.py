@@ -10,6 +10,9 @@ Task type `faulty_py`; the input `fault` picks what `create` does:
   twice at once with `asyncio.gather`, then `asyncio.wait_for` of a 60 s
   sleep with a 0.05 s timeout, and succeeds (the SDK's event loop runs
   timers; the benchmark holds calls in flight with it);
+- `gather`: GETs the input `url` input `count` times at once
+  (`asyncio.gather`), and reports as the meta's `tally` (JSON text) how many
+  answered and the errors of the others;
 - `invalid` / `retry`: raises the SDK's `InvalidRequest` / `Retryable`;
 - `tally`: reports what this instance saw before, as the meta's `tally`
   (JSON text): an id drawn at its first tally call (`os.urandom`, at run
@@ -84,6 +87,11 @@ class FaultyConnector(AsyncConnector):
                 hoard.append(bytearray(1 << 20))
         elif fault == "fetch":
             await http.get(inputs["url"])
+        elif fault == "gather":
+            count = int(inputs.get("count", "8"))
+            answers = await asyncio.gather(*(http.get(inputs["url"]) for _ in range(count)), return_exceptions=True)
+            errors = [str(a) for a in answers if isinstance(a, BaseException)]
+            return FaultMeta(fault=fault, tally=json.dumps({"answered": count - len(errors), "errors": errors}))
         elif fault == "invalid":
             raise InvalidRequest("the template asks for something this connector cannot run")
         elif fault == "tally":
