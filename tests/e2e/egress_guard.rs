@@ -72,6 +72,18 @@ fn fetch(url: &str, method: &str, headers: &[(&str, &str)]) -> CreateTaskRequest
     )
 }
 
+/// A `fan_out` to each of `urls` in turn.
+fn fan_out(urls: &[String]) -> CreateTaskRequest {
+    literals::create_request(
+        "fan_out",
+        &TypedInputs(vec![(
+            "urls",
+            list(urls.iter().map(|u| string(u)).collect()),
+            list_of(simple(SimpleType::String)),
+        )]),
+    )
+}
+
 async fn fetched(server: &Server, request: CreateTaskRequest) -> Result<Value, tonic::Status> {
     let meta = server
         .tasks()
@@ -357,15 +369,7 @@ async fn a_guest_calling_hundreds_of_hosts_leaves_the_servers_descriptors_bounde
         })
         .collect();
     let before = open_descriptors(server.pid());
-    let request = literals::create_request(
-        "fan_out",
-        &TypedInputs(vec![(
-            "urls",
-            list(urls.iter().map(|u| string(u)).collect()),
-            list_of(simple(SimpleType::String)),
-        )]),
-    );
-    let seen = fetched(&server, request).await.expect("fan out");
+    let seen = fetched(&server, fan_out(&urls)).await.expect("fan out");
     assert_eq!(seen["answered"], HOSTS, "{seen}");
     assert_eq!(accepted.load(Ordering::SeqCst), HOSTS);
     // Every host answered on a connection of its own, yet the server keeps
@@ -394,15 +398,7 @@ async fn reloads_never_make_room_for_more_host_labels() {
         let urls: Vec<String> = (0..70)
             .map(|i| format!("https://h{i}.round{round}.example/"))
             .collect();
-        let request = literals::create_request(
-            "fan_out",
-            &TypedInputs(vec![(
-                "urls",
-                list(urls.iter().map(|u| string(u)).collect()),
-                list_of(simple(SimpleType::String)),
-            )]),
-        );
-        let seen = fetched(&server, request).await.expect("fan out");
+        let seen = fetched(&server, fan_out(&urls)).await.expect("fan out");
         assert_eq!(seen["answered"], 0, "{seen}");
         // A new build of the plugin: reloaded in place.
         plugins.add_variant("faulty", "faulty.wasm", &format!("round {}", round + 1));

@@ -389,7 +389,21 @@ def test_list_connectors_groups_task_types_by_connector(metadata):
     assert ECHO_CONNECTOR in by_name and FAULTY_CONNECTOR in by_name, sorted(by_name)
     assert _categories(by_name[ECHO_CONNECTOR]) == {("echo", 0)}
     assert _categories(by_name[PYTHON_ECHO_CONNECTOR]) == {("echo_py", 0)}
-    assert {name for name, _ in _categories(by_name[FAULTY_CONNECTOR])} == {"panic", "fail", "invalid", "sleep", "slow", "fetch", "memory", "inspect", "remember", "tally"}
+    assert {name for name, _ in _categories(by_name[FAULTY_CONNECTOR])} == {
+        "panic",
+        "fail",
+        "invalid",
+        "sleep",
+        "slow",
+        "fetch",
+        "memory",
+        "inspect",
+        "remember",
+        "tally",
+        "fan_out",
+        "touch",
+        "shout",
+    }
 
 
 def test_get_connector_returns_echo_connector(metadata, echo):

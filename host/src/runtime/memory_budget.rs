@@ -272,7 +272,7 @@ impl MemoryBudget {
             let released = self.0.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            {
+            let first = {
                 let mut state = self.0.lock();
                 let first = state.line.front() == Some(&ticket);
                 if first && state.growing == 0 && state.instances() + bytes <= capacity {
@@ -287,8 +287,10 @@ impl MemoryBudget {
                         running: true,
                     });
                 }
-            }
-            if self.0.evict_one() {
+                first
+            };
+            // The first in line makes room by evicting idle instances.
+            if first && self.0.evict_one() {
                 continue;
             }
             match deadline.instant() {

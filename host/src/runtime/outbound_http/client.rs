@@ -213,39 +213,37 @@ fn with_canonical_uri(
         (true, false) => target.host.clone(),
         (false, _) => target.authority(),
     };
-    let (mut parts, body) = request.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |path| path.as_str())
-        .to_owned();
-    parts.uri = Uri::builder()
-        .scheme(target.scheme())
-        .authority(reach.as_str())
-        .path_and_query(path)
-        .build()
-        .map_err(|_| Error::HttpRequestUriInvalid)?;
-    Ok((Request::from_parts(parts, body), reach))
+    let request = with_authority(request, target.scheme(), &reach)?;
+    Ok((request, reach))
 }
 
 /// `request` sent to `address` in place of its host, which its `Host`
 /// header (`reach`) keeps naming.
 fn pinned(
-    request: Request<WasiBody>,
+    mut request: Request<WasiBody>,
     reach: &str,
     address: &std::net::SocketAddr,
 ) -> Result<Request<WasiBody>, Error> {
-    let (mut parts, body) = request.into_parts();
     let host = HeaderValue::from_str(reach).map_err(|_| Error::HttpRequestUriInvalid)?;
-    parts.headers.insert(HOST, host);
+    request.headers_mut().insert(HOST, host);
+    with_authority(request, "http", &address.to_string())
+}
+
+/// `request` with its URI's scheme and authority replaced.
+fn with_authority(
+    request: Request<WasiBody>,
+    scheme: &str,
+    authority: &str,
+) -> Result<Request<WasiBody>, Error> {
+    let (mut parts, body) = request.into_parts();
     let path = parts
         .uri
         .path_and_query()
         .map_or("/", |path| path.as_str())
         .to_owned();
     parts.uri = Uri::builder()
-        .scheme("http")
-        .authority(address.to_string().as_str())
+        .scheme(scheme)
+        .authority(authority)
         .path_and_query(path)
         .build()
         .map_err(|_| Error::HttpRequestUriInvalid)?;
