@@ -115,6 +115,7 @@ pub struct MemoryBudget(Arc<Inner>);
 struct Inner {
     total: u64,
     state: Mutex<State>,
+    /// Wakes the calls waiting to grow when memory is given back.
     released: Notify,
     evict: Mutex<Option<Evict>>,
     gauges: Option<BudgetGauges>,
@@ -131,8 +132,9 @@ struct State {
     running: usize,
     /// Of which, waiting to grow.
     growing: usize,
-    /// Calls waiting for a reservation, first come first.
-    line: VecDeque<u64>,
+    /// Calls waiting for a reservation, first come first, each with what
+    /// wakes it: only the first is woken when memory is given back.
+    line: VecDeque<(u64, Arc<Notify>)>,
 }
 
 /// Why memory could not be charged.
@@ -265,41 +267,32 @@ impl MemoryBudget {
             }
             .into());
         }
+        // Nobody waiting and room enough: no line to join.
+        if let Some(charge) = self.0.take_if_first(None, bytes) {
+            return Ok(charge);
+        }
         let ticket = self.0.next_ticket.fetch_add(1, Ordering::Relaxed);
-        let place = InLine::join(&self.0, ticket);
+        let woken = Arc::new(Notify::new());
+        let place = InLine::join(&self.0, ticket, Arc::clone(&woken));
         let waiting_since = Instant::now();
         loop {
-            let released = self.0.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            let first = {
-                let mut state = self.0.lock();
-                let first = state.line.front() == Some(&ticket);
-                if first && state.growing == 0 && state.instances() + bytes <= capacity {
-                    state.used += bytes;
-                    state.running += 1;
-                    self.0.publish(&state);
-                    drop(state);
-                    drop(place);
-                    return Ok(Charge {
-                        budget: Arc::clone(&self.0),
-                        bytes,
-                        running: true,
-                    });
-                }
-                first
-            };
+            if let Some(charge) = self.0.take_if_first(Some(ticket), bytes) {
+                drop(place);
+                return Ok(charge);
+            }
             // The first in line makes room by evicting idle instances.
-            if first && self.0.evict_one() {
+            if self.0.is_first(ticket) && self.0.evict_one() {
                 continue;
             }
+            // A wake-up between the check and here is kept (`notify_one`).
+            let woken = woken.notified();
             match deadline.instant() {
-                Some(at) => tokio::time::timeout_at(at.into(), released)
+                Some(at) => tokio::time::timeout_at(at.into(), woken)
                     .await
                     .map_err(|_| ConnectorError::QueueTimeout {
                         waited: waiting_since.elapsed(),
                     })?,
-                None => released.await,
+                None => woken.await,
             }
         }
     }
@@ -320,6 +313,39 @@ impl Inner {
     /// What instances may hold: the budget less the requests' share.
     fn for_instances(&self) -> u64 {
         self.total - self.total / REQUEST_SHARE
+    }
+
+    /// Charges `bytes` for a fresh instance if they fit, no call waits to
+    /// grow, and this call is first in line (`ticket`), or the line is empty
+    /// (no ticket).
+    fn take_if_first(self: &Arc<Self>, ticket: Option<u64>, bytes: u64) -> Option<Charge> {
+        let mut state = self.lock();
+        let first = state.line.front().map(|(t, _)| *t) == ticket;
+        if !first || state.growing > 0 || state.instances() + bytes > self.for_instances() {
+            return None;
+        }
+        state.used += bytes;
+        state.running += 1;
+        self.publish(&state);
+        Some(Charge {
+            budget: Arc::clone(self),
+            bytes,
+            running: true,
+        })
+    }
+
+    fn is_first(&self, ticket: u64) -> bool {
+        self.lock().line.front().is_some_and(|(t, _)| *t == ticket)
+    }
+
+    /// Wakes who may now fit: the calls waiting to grow, else the first
+    /// call waiting to start.
+    fn wake(&self, state: &State) {
+        if state.growing > 0 {
+            self.released.notify_waiters();
+        } else if let Some((_, first)) = state.line.front() {
+            first.notify_one();
+        }
     }
 
     fn evict_one(&self) -> bool {
@@ -346,8 +372,7 @@ impl Inner {
             state.running -= 1;
         }
         self.publish(&state);
-        drop(state);
-        self.released.notify_waiters();
+        self.wake(&state);
     }
 }
 
@@ -358,9 +383,9 @@ struct InLine<'a> {
 }
 
 impl<'a> InLine<'a> {
-    fn join(budget: &'a Inner, ticket: u64) -> Self {
+    fn join(budget: &'a Inner, ticket: u64, woken: Arc<Notify>) -> Self {
         let mut state = budget.lock();
-        state.line.push_back(ticket);
+        state.line.push_back((ticket, woken));
         budget.publish(&state);
         Self { budget, ticket }
     }
@@ -369,13 +394,12 @@ impl<'a> InLine<'a> {
 impl Drop for InLine<'_> {
     fn drop(&mut self) {
         let mut state = self.budget.lock();
-        let was_first = state.line.front() == Some(&self.ticket);
-        state.line.retain(|&t| t != self.ticket);
+        let was_first = state.line.front().is_some_and(|(t, _)| *t == self.ticket);
+        state.line.retain(|(t, _)| *t != self.ticket);
         self.budget.publish(&state);
-        drop(state);
         if was_first {
             // The next in line may fit where this one did not.
-            self.budget.released.notify_waiters();
+            self.budget.wake(&state);
         }
     }
 }
@@ -422,11 +446,9 @@ impl Charge {
             state.running += 1;
         } else {
             state.running -= 1;
-        }
-        drop(state);
-        if !running {
-            // An idle instance can be evicted: a grower may now make room.
-            self.budget.released.notify_waiters();
+            // An idle instance can be evicted: a waiting call may now make
+            // room.
+            self.budget.wake(&state);
         }
     }
 
@@ -487,13 +509,10 @@ impl Charge {
         let mut state = self.budget.lock();
         if waiting {
             state.growing -= 1;
+            // Calls waiting to start were held back while this one waited.
+            self.budget.wake(&state);
         }
         self.budget.publish(&state);
-        drop(state);
-        if waiting {
-            // Calls waiting to start were held back while this one waited.
-            self.budget.released.notify_waiters();
-        }
         outcome
     }
 }
