@@ -88,6 +88,12 @@ async fn calls_wait_or_fail_alone_under_a_budget_far_below_calls_times_cap() {
     // The server held no more than the budget past what it held at rest
     // (plus 32 MiB: pool slots keep 2 MiB each resident after a reset).
     let peak = status_kib(server.pid(), "VmHWM").expect("the server's peak RSS");
+    eprintln!(
+        "16 calls of 64 MiB under a 160 MiB budget: {succeeded} succeeded; RSS {} MiB at rest, \
+         peak {} MiB",
+        rested / 1024,
+        peak / 1024
+    );
     assert!(
         peak.saturating_sub(rested) <= 160 * 1024 + 32 * 1024,
         "peak {peak} KiB, {rested} KiB at rest"
@@ -151,6 +157,12 @@ async fn in_a_memory_cgroup_the_default_budget_keeps_the_server_alive() {
         server.output.text()
     );
     let peak = status_kib(server.pid(), "VmHWM").expect("the server's peak RSS") * 1024;
+    eprintln!(
+        "16 calls of 100 MiB in a 384 MiB cgroup: {succeeded} succeeded; budget {} MiB, peak \
+         RSS {} MiB",
+        budget as u64 / MIB,
+        peak / MIB
+    );
     assert!(
         peak <= budget as u64 + 96 * MIB,
         "peak {} MiB over a budget of {} MiB",

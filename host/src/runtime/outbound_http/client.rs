@@ -51,7 +51,7 @@ use super::{
 /// How long an idle connection stays in the pool.
 pub(super) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per target.
-pub(super) const POOL_MAX_IDLE_PER_TARGET: usize = 32;
+pub(super) const POOL_MAX_IDLE_PER_TARGET: usize = 64;
 /// Targets one plugin keeps connections pooled for.
 pub(super) const MAX_POOLED_TARGETS: usize = 8;
 
