@@ -110,7 +110,7 @@ pub(super) struct BudgetGauges {
 
 /// The budget, shared by every call. Cheap to clone.
 #[derive(Clone)]
-pub struct MemoryBudget(Arc<Inner>);
+pub(super) struct MemoryBudget(Arc<Inner>);
 
 struct Inner {
     total: u64,
@@ -139,7 +139,7 @@ struct State {
 
 /// Why memory could not be charged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BudgetError {
+pub(super) enum BudgetError {
     /// More than the budget could ever give one call.
     #[error(
         "it needs {needed} MiB of memory, more than the server's memory budget lets one call \
@@ -217,13 +217,9 @@ impl MemoryBudget {
         }))
     }
 
-    /// Bytes in all.
-    pub fn total(&self) -> u64 {
-        self.0.total
-    }
-
     /// Bytes charged now.
-    pub fn used(&self) -> u64 {
+    #[cfg(test)]
+    fn used(&self) -> u64 {
         self.0.lock().used
     }
 
