@@ -59,11 +59,11 @@
 //!
 //! # How values reach the connector
 //!
-//! Flyte literals cross the component boundary as JSON (see the table in the
-//! project's design notes): integers and floats are numbers, strings are
-//! strings, collections are arrays, maps and dataclasses are objects, files
-//! are `{"uri", "format", "dimensionality"}`, and so on. [`TaskRequest`]
-//! turns them into the connector's own serde types.
+//! Flyte literals cross the component boundary as JSON (the table is in the
+//! project's `docs/authoring/values.md`): integers and floats are numbers,
+//! strings are strings, collections are arrays, maps and dataclasses are
+//! objects, files are `{"uri", "format", "dimensionality"}`, and so on.
+//! [`TaskRequest`] turns them into the connector's own serde types.
 //!
 //! Outputs go back the same way: [`Outputs::insert`] lets the host infer the
 //! literal from the JSON value, and [`Output`]'s constructors (files,
@@ -71,9 +71,16 @@
 //!
 //! # State
 //!
-//! Every call runs in a fresh instance: nothing a connector keeps in memory
-//! survives to the next call. What `get` and `delete` need must be in the
-//! connector's [`Connector::Meta`], which the host stores with the task.
+//! What `get` and `delete` need must be in the connector's
+//! [`Connector::Meta`], which the host stores with the task. By default every
+//! call runs in a fresh instance, so nothing a connector keeps in memory
+//! survives to the next call. A plugin whose manifest says `instance_reuse =
+//! "connection"` lets a finished call's instance serve later calls with the
+//! very same connection (secrets and configs) and no others; [`cache`] keeps
+//! values such as a signed token across those calls, until a time each
+//! names. A connector using it is correct either way: without reuse the
+//! cache is empty at the start of each call. See the project's
+//! `docs/authoring/rust.md` and `docs/operating/instance-reuse.md`.
 //!
 //! # Logging and failures
 //!
@@ -134,10 +141,12 @@ pub mod prelude {
 
 /// A Flyte connector: the one trait a connector implements.
 ///
-/// All functions are associated functions (no `self`): each call runs in a
-/// fresh WebAssembly instance, so a connector keeps no state between calls.
-/// Everything `get`, `delete`, `get_metrics` and `get_logs` need travels in
-/// [`Connector::Meta`].
+/// All functions are associated functions (no `self`): a connector keeps no
+/// state between calls that it relies on, since a call runs in a fresh
+/// WebAssembly instance unless its plugin opts into instance reuse, and even
+/// then an instance serves only later calls of the same connection (values
+/// worth keeping for those go in [`cache`]). Everything `get`, `delete`,
+/// `get_metrics` and `get_logs` need travels in [`Connector::Meta`].
 ///
 /// Export the implementation with [`export_connector!`].
 pub trait Connector {

@@ -4,6 +4,9 @@
 //! codes and timeouts. The host's conversion tests and the Python SDK's
 //! tests check the same files, so they cannot drift.
 
+// All of this file is a test: its helpers panic on what a test rejects.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use flyte_connector_sdk::{

@@ -12,56 +12,23 @@
 //!     --secret api_token=...
 //! ```
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
 use crate::{
     loading::scan,
     local_run::{self, RunOptions},
+    manifest,
     runtime::{
-        BudgetSize, CredentialRoots, IdleLimit, ReturnLimits, ReuseLimits, RuntimeConfig,
-        SlotBudget,
+        BudgetSize, CapabilityArgs, IdleLimit, ReturnLimits, ReuseLimits, RuntimeConfig, SlotBudget,
     },
     server::ServerConfig,
 };
 
-/// What of the pod plugins' manifests may read (`[credentials]`, and the
-/// files of `[[http.tls]]`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct CredentialArgs {
-    /// A folder whose files (symbolic links resolved) manifests may name:
-    /// credentials, CA files, client certificates and keys. Repeatable
-    /// [default: /etc/secrets].
-    #[arg(
-        long = "credentials-dir",
-        env = "FLYTE_CONNECT_CREDENTIALS_DIR",
-        value_delimiter = ':'
-    )]
-    pub credentials_dirs: Vec<PathBuf>,
-
-    /// A prefix of the server's environment variables manifests may name in
-    /// `[credentials]` (the proxy variables never). Repeatable [default:
-    /// none].
-    #[arg(
-        long = "credentials-env-prefix",
-        env = "FLYTE_CONNECT_CREDENTIALS_ENV_PREFIX",
-        value_delimiter = ','
-    )]
-    pub credentials_env_prefixes: Vec<String>,
-}
-
-impl CredentialArgs {
-    /// The roots these arguments name, the defaults where they name none.
-    pub fn roots(self) -> Result<CredentialRoots, String> {
-        let defaults = CredentialRoots::default();
-        let dirs = if self.credentials_dirs.is_empty() {
-            defaults.dirs
-        } else {
-            self.credentials_dirs
-        };
-        CredentialRoots::new(dirs, self.credentials_env_prefixes)
-    }
+/// The defaults the flags show and fall back to: the types' own.
+fn defaults() -> ServerConfig {
+    ServerConfig::default()
 }
 
 /// What the command line asks for.
@@ -116,7 +83,7 @@ pub struct RunArgs {
     pub secrets: Vec<String>,
 
     /// Seconds between polls.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = local_run::DEFAULT_POLL_INTERVAL.as_secs_f64())]
     pub poll_interval: f64,
 
     /// The output prefix handed to the connector.
@@ -128,21 +95,16 @@ pub struct RunArgs {
     pub plugin_dirs: Vec<PathBuf>,
 
     /// Deadline of one connector call in seconds, unless the manifest sets one.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = defaults().runtime.default_timeout.as_secs_f64())]
     pub call_timeout: f64,
 
     /// Do not cache the compiled component on disk.
     #[arg(long)]
     pub no_cache: bool,
 
-    /// More CA certificates (a PEM bundle) the component's outbound TLS
-    /// trusts, beside the system's.
-    #[arg(long, env = "FLYTE_CONNECT_CA_FILE")]
-    pub ca_file: Option<PathBuf>,
-
-    /// What of the pod manifests may read.
+    /// What the capabilities manifests may grant read of the platform.
     #[command(flatten)]
-    pub credentials: CredentialArgs,
+    pub capabilities: CapabilityArgs,
 }
 
 impl RunArgs {
@@ -158,18 +120,7 @@ impl RunArgs {
         let secrets = self
             .secrets
             .iter()
-            .map(|secret| match secret.split_once('=') {
-                Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
-                None => std::env::var(secret)
-                    .or_else(|_| std::env::var(secret.to_ascii_uppercase()))
-                    .map(|value| (secret.clone(), value))
-                    .map_err(|_| {
-                        anyhow::anyhow!(
-                            "--secret {secret}: no environment variable {secret} or {}",
-                            secret.to_ascii_uppercase()
-                        )
-                    }),
-            })
+            .map(|secret| secret_value(secret))
             .collect::<anyhow::Result<_>>()?;
         let defaults = RuntimeConfig::default();
         Ok(RunOptions {
@@ -189,11 +140,27 @@ impl RunArgs {
                 } else {
                     defaults.cache_dir.clone()
                 },
-                ca_file: self.ca_file,
-                credential_roots: self.credentials.roots().map_err(anyhow::Error::msg)?,
+                capabilities: self.capabilities.into_config()?,
                 ..defaults
             },
         })
+    }
+}
+
+/// `--secret KEY=VALUE`, or `--secret KEY`: the value of variable `KEY`,
+/// else `KEY` in upper case.
+fn secret_value(secret: &str) -> anyhow::Result<(String, String)> {
+    match secret.split_once('=') {
+        Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
+        None => std::env::var(secret)
+            .or_else(|_| std::env::var(secret.to_ascii_uppercase()))
+            .map(|value| (secret.to_owned(), value))
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "--secret {secret}: no environment variable {secret} or {}",
+                    secret.to_ascii_uppercase()
+                )
+            }),
     }
 }
 
@@ -202,14 +169,14 @@ impl RunArgs {
 #[command(name = "flyte-connect", version, about, long_about = None)]
 pub struct Cli {
     /// Port of the gRPC connector service.
-    #[arg(long, default_value_t = 8000)]
+    #[arg(long, default_value_t = defaults().port)]
     pub port: u16,
 
     /// Port of the Prometheus metrics endpoint (`/metrics`).
     #[arg(
         long = "prometheus_port",
         visible_alias = "prometheus-port",
-        default_value_t = 9090
+        default_value_t = defaults().prometheus_port
     )]
     pub prometheus_port: u16,
 
@@ -234,15 +201,15 @@ pub struct Cli {
     pub plugin_dirs: Vec<PathBuf>,
 
     /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
+    #[arg(long, default_value_t = defaults().host)]
     pub host: IpAddr,
 
     /// Connector calls that may run at once (call slots of the instance pool).
-    #[arg(long, env = "FLYTE_CONNECT_MAX_CALLS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "FLYTE_CONNECT_MAX_CALLS", default_value_t = defaults().runtime.call_slots as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_concurrent_calls: u32,
 
     /// Calls that may wait for a free slot; more are refused with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "FLYTE_CONNECT_MAX_QUEUED", default_value_t = 10_000)]
+    #[arg(long, env = "FLYTE_CONNECT_MAX_QUEUED", default_value_t = defaults().runtime.max_queued_calls as u32)]
     pub max_queued_calls: u32,
 
     /// Linear memories one call slot holds; a component needing more takes
@@ -261,11 +228,11 @@ pub struct Cli {
     /// Bytes at the start of each linear memory that resetting a finished
     /// call's instance rewrites in place; the rest is handed back to the
     /// kernel (KiB, MiB, GiB suffixes; 0 hands back everything).
-    #[arg(long, env = "FLYTE_CONNECT_POOL_KEEP_RESIDENT", default_value_t = RuntimeConfig::default().memory_keep_resident, value_parser = parse_size_or_zero)]
-    pub pool_keep_resident: usize,
+    #[arg(long, env = "FLYTE_CONNECT_POOL_KEEP_RESIDENT", default_value_t = Size(defaults().runtime.memory_keep_resident), value_parser = Size::parse_or_zero)]
+    pub pool_keep_resident: Size,
 
     /// Deadline of one connector call in seconds, unless its manifest sets one.
-    #[arg(long, env = "FLYTE_CONNECT_CALL_TIMEOUT", default_value_t = 60.0)]
+    #[arg(long, env = "FLYTE_CONNECT_CALL_TIMEOUT", default_value_t = defaults().runtime.default_timeout.as_secs_f64())]
     pub call_timeout: f64,
 
     /// Idle instances kept per component for plugins with `instance_reuse =
@@ -279,12 +246,12 @@ pub struct Cli {
     #[arg(
         long,
         env = "FLYTE_CONNECT_IDLE_INSTANCE_TIMEOUT",
-        default_value_t = 1.0
+        default_value_t = defaults().runtime.reuse.idle_timeout.as_secs_f64()
     )]
     pub idle_instance_timeout: f64,
 
     /// Calls one instance serves at most, when its plugin opts into reuse.
-    #[arg(long, env = "FLYTE_CONNECT_MAX_INSTANCE_REUSE_COUNT", default_value_t = ReuseLimits::default().max_calls_per_instance, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "FLYTE_CONNECT_MAX_INSTANCE_REUSE_COUNT", default_value_t = defaults().runtime.reuse.max_calls_per_instance, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_instance_reuse_count: u32,
 
     /// The memory all connector calls in flight may hold at once: their
@@ -297,36 +264,36 @@ pub struct Cli {
 
     /// Memory cap of one connector instance in MiB (over all the calls it
     /// serves), unless its manifest sets one.
-    #[arg(long, env = "FLYTE_CONNECT_MEMORY_MB", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, env = "FLYTE_CONNECT_MEMORY_MB", default_value_t = (defaults().runtime.default_memory_bytes >> 20) as u32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub memory_limit_mb: u32,
 
     /// Largest resource meta a connector may return (bytes; KiB, MiB, GiB suffixes).
-    #[arg(long, env = "FLYTE_CONNECT_MAX_RESOURCE_META", default_value = "256KiB", value_parser = parse_size)]
-    pub max_resource_meta_size: usize,
+    #[arg(long, env = "FLYTE_CONNECT_MAX_RESOURCE_META", default_value_t = Size(defaults().runtime.return_limits.resource_meta), value_parser = Size::parse)]
+    pub max_resource_meta_size: Size,
 
     /// Largest outputs (JSON values and types) a connector may return from one get.
-    #[arg(long, env = "FLYTE_CONNECT_MAX_OUTPUTS", default_value = "2MiB", value_parser = parse_size)]
-    pub max_outputs_size: usize,
+    #[arg(long, env = "FLYTE_CONNECT_MAX_OUTPUTS", default_value_t = Size(defaults().runtime.return_limits.outputs), value_parser = Size::parse)]
+    pub max_outputs_size: Size,
 
     /// Largest custom_info a connector may return from one get.
-    #[arg(long, env = "FLYTE_CONNECT_MAX_CUSTOM_INFO", default_value = "256KiB", value_parser = parse_size)]
-    pub max_custom_info_size: usize,
+    #[arg(long, env = "FLYTE_CONNECT_MAX_CUSTOM_INFO", default_value_t = Size(defaults().runtime.return_limits.custom_info), value_parser = Size::parse)]
+    pub max_custom_info_size: Size,
 
     /// Largest page of log lines a connector may return.
-    #[arg(long, env = "FLYTE_CONNECT_MAX_LOG_PAGE", default_value = "2MiB", value_parser = parse_size)]
-    pub max_log_page_size: usize,
+    #[arg(long, env = "FLYTE_CONNECT_MAX_LOG_PAGE", default_value_t = Size(defaults().runtime.return_limits.log_page), value_parser = Size::parse)]
+    pub max_log_page_size: Size,
 
     /// Largest metric results a connector may return from one call.
-    #[arg(long, env = "FLYTE_CONNECT_MAX_METRICS", default_value = "2MiB", value_parser = parse_size)]
-    pub max_metrics_size: usize,
+    #[arg(long, env = "FLYTE_CONNECT_MAX_METRICS", default_value_t = Size(defaults().runtime.return_limits.metrics), value_parser = Size::parse)]
+    pub max_metrics_size: Size,
 
     /// Largest gRPC message the server receives or sends.
-    #[arg(long, env = "FLYTE_CONNECT_MAX_MESSAGE", default_value = "4MiB", value_parser = parse_size)]
-    pub max_message_size: usize,
+    #[arg(long, env = "FLYTE_CONNECT_MAX_MESSAGE", default_value_t = Size(defaults().max_message_bytes), value_parser = Size::parse)]
+    pub max_message_size: Size,
 
     /// Seconds between rescans of the plugin folders (file events reload at
     /// once; the rescan catches what events miss).
-    #[arg(long, env = "FLYTE_CONNECT_RELOAD_INTERVAL", default_value_t = 1.0)]
+    #[arg(long, env = "FLYTE_CONNECT_RELOAD_INTERVAL", default_value_t = defaults().reload_interval.unwrap_or_default().as_secs_f64())]
     pub reload_interval: f64,
 
     /// Do not watch the plugin folders; reload them only on SIGHUP.
@@ -341,54 +308,70 @@ pub struct Cli {
     #[arg(long)]
     pub no_cache: bool,
 
-    /// More CA certificates (a PEM bundle) that every connector's outbound
-    /// TLS trusts, beside the system's (SSL_CERT_FILE, SSL_CERT_DIR).
-    #[arg(long, env = "FLYTE_CONNECT_CA_FILE")]
-    pub ca_file: Option<PathBuf>,
-
-    /// What of the pod manifests may read.
+    /// What the capabilities manifests may grant read of the platform.
     #[command(flatten)]
-    pub credentials: CredentialArgs,
+    pub capabilities: CapabilityArgs,
 }
 
-/// A size in bytes: a number with an optional unit (`B`, `KiB`, `MiB`,
-/// `GiB`; `K`, `KB`, `M`, `MB`, `G`, `GB` mean the same binary multiples).
-pub fn parse_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let multiple: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
-    };
-    digits
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(multiple))
-        .filter(|&bytes| bytes > 0)
-        .ok_or_else(|| format!("{text:?} is not a positive size (e.g. 512KiB, 4MiB)"))
+/// A size in bytes, as flags take it: a number with an optional unit (`B`,
+/// `KiB`, `MiB`, `GiB`; `K`, `KB`, `M`, `MB`, `G`, `GB` mean the same binary
+/// multiples), and as help shows it (`256KiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub usize);
+
+impl Size {
+    /// A positive size.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let multiple: usize = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+        };
+        digits
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_mul(multiple))
+            .filter(|&bytes| bytes > 0)
+            .map(Self)
+            .ok_or_else(|| format!("{text:?} is not a positive size (e.g. 512KiB, 4MiB)"))
+    }
+
+    /// A size as [`Size::parse`] takes it, or 0.
+    pub fn parse_or_zero(text: &str) -> Result<Self, String> {
+        if text.trim() == "0" {
+            Ok(Self(0))
+        } else {
+            Self::parse(text)
+        }
+    }
 }
 
-/// A size as [`parse_size`] takes it, or 0.
-pub fn parse_size_or_zero(text: &str) -> Result<usize, String> {
-    if text.trim() == "0" {
-        Ok(0)
-    } else {
-        parse_size(text)
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self(bytes) = *self;
+        match [(30, "GiB"), (20, "MiB"), (10, "KiB")]
+            .into_iter()
+            .find(|&(shift, _)| bytes >= 1 << shift && bytes % (1 << shift) == 0)
+        {
+            Some((shift, unit)) => write!(f, "{}{unit}", bytes >> shift),
+            None => write!(f, "{bytes}"),
+        }
     }
 }
 
 /// A positive number of seconds, at most a day, given to `flag`.
 fn positive_seconds(flag: &str, seconds: f64) -> Result<Duration, String> {
-    crate::manifest::bounded_seconds(seconds).ok_or_else(|| {
+    manifest::bounded_seconds(seconds).ok_or_else(|| {
         format!(
             "{flag} {seconds} is not a positive number of seconds up to {}",
-            crate::manifest::MAX_SECONDS
+            manifest::MAX_SECONDS
         )
     })
 }
@@ -410,16 +393,8 @@ impl Cli {
 
     /// The server configuration these arguments describe.
     pub fn into_config(self) -> Result<ServerConfig, String> {
-        let call_timeout = positive_seconds("--call-timeout", self.call_timeout)?;
         let reload_interval = positive_seconds("--reload-interval", self.reload_interval)?;
-        let idle_instance_timeout =
-            positive_seconds("--idle-instance-timeout", self.idle_instance_timeout)?;
-        let workers = self.worker.map_or_else(
-            || std::thread::available_parallelism().map_or(1, usize::from),
-            usize::from,
-        );
-        let defaults = RuntimeConfig::default();
-        let memory_bytes = self.memory_limit_mb as usize * 1024 * 1024;
+        let runtime = self.runtime_config()?;
         Ok(ServerConfig {
             host: self.host,
             port: self.port,
@@ -429,45 +404,62 @@ impl Cli {
             modules: self.modules,
             plugin_dirs: self.plugin_dirs,
             reload_interval: (!self.no_reload).then_some(reload_interval),
-            max_message_bytes: self.max_message_size,
-            runtime: RuntimeConfig {
-                call_slots: self.max_concurrent_calls as usize,
-                max_queued_calls: self.max_queued_calls as usize,
-                slot_budget: SlotBudget {
-                    memories: self.pool_memories_per_slot,
-                    tables: self.pool_tables_per_slot,
-                    core_instances: self.pool_core_instances_per_slot,
-                },
-                memory_keep_resident: self.pool_keep_resident,
-                default_timeout: call_timeout,
-                default_memory_bytes: memory_bytes,
-                max_memory_bytes: defaults.max_memory_bytes.max(memory_bytes),
-                return_limits: ReturnLimits {
-                    resource_meta: self.max_resource_meta_size,
-                    outputs: self.max_outputs_size,
-                    custom_info: self.max_custom_info_size,
-                    log_page: self.max_log_page_size,
-                    metrics: self.max_metrics_size,
-                },
-                reuse: ReuseLimits {
-                    max_idle_per_component: self.max_idle_instances.map_or(
-                        IdleLimit::Demand {
-                            at_least: 2 * workers,
-                        },
-                        |n| IdleLimit::Fixed(n as usize),
-                    ),
-                    idle_timeout: idle_instance_timeout,
-                    max_calls_per_instance: self.max_instance_reuse_count,
-                },
-                cache_dir: if self.no_cache {
-                    None
-                } else {
-                    self.cache_dir.or(defaults.cache_dir)
-                },
-                ca_file: self.ca_file,
-                credential_roots: self.credentials.roots()?,
-                memory_budget: self.memory_budget,
+            max_message_bytes: self.max_message_size.0,
+            runtime,
+        })
+    }
+
+    /// The runtime's sizing and limits these arguments describe.
+    fn runtime_config(&self) -> Result<RuntimeConfig, String> {
+        let defaults = RuntimeConfig::default();
+        let memory_bytes = self.memory_limit_mb as usize * 1024 * 1024;
+        Ok(RuntimeConfig {
+            call_slots: self.max_concurrent_calls as usize,
+            max_queued_calls: self.max_queued_calls as usize,
+            slot_budget: SlotBudget {
+                memories: self.pool_memories_per_slot,
+                tables: self.pool_tables_per_slot,
+                core_instances: self.pool_core_instances_per_slot,
             },
+            memory_keep_resident: self.pool_keep_resident.0,
+            default_timeout: positive_seconds("--call-timeout", self.call_timeout)?,
+            default_memory_bytes: memory_bytes,
+            max_memory_bytes: defaults.max_memory_bytes.max(memory_bytes),
+            return_limits: ReturnLimits {
+                resource_meta: self.max_resource_meta_size.0,
+                outputs: self.max_outputs_size.0,
+                custom_info: self.max_custom_info_size.0,
+                log_page: self.max_log_page_size.0,
+                metrics: self.max_metrics_size.0,
+            },
+            reuse: self.reuse_limits()?,
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                self.cache_dir.clone().or(defaults.cache_dir)
+            },
+            capabilities: self
+                .capabilities
+                .clone()
+                .into_config()
+                .map_err(|err| err.to_string())?,
+            memory_budget: self.memory_budget,
+        })
+    }
+
+    /// How instances are kept warm, as these arguments ask.
+    fn reuse_limits(&self) -> Result<ReuseLimits, String> {
+        let workers = self
+            .worker
+            .map_or_else(ReuseLimits::default_workers, usize::from);
+        Ok(ReuseLimits {
+            max_idle_per_component: self
+                .max_idle_instances
+                .map_or(IdleLimit::for_workers(workers), |n| {
+                    IdleLimit::Fixed(n as usize)
+                }),
+            idle_timeout: positive_seconds("--idle-instance-timeout", self.idle_instance_timeout)?,
+            max_calls_per_instance: self.max_instance_reuse_count,
         })
     }
 }
@@ -544,9 +536,9 @@ mod tests {
         let roots = |args: &[&str]| {
             parse(args)
                 .into_config()
-                .map(|config| config.runtime.credential_roots)
+                .map(|config| config.runtime.capabilities.roots)
         };
-        assert_eq!(roots(&[]), Ok(CredentialRoots::default()));
+        assert_eq!(roots(&[]), Ok(crate::runtime::CredentialRoots::default()));
         let given = roots(&[
             "--credentials-dir",
             "/a",
@@ -568,17 +560,22 @@ mod tests {
 
     #[test]
     fn sizes_take_binary_units() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
-        assert_eq!(parse_size("4 MiB"), Ok(4 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("1.5MiB").is_err());
-        assert!(parse_size("4PB").is_err());
-        assert!(parse_size("MiB").is_err());
-        assert_eq!(parse_size_or_zero("0"), Ok(0));
-        assert_eq!(parse_size_or_zero("2MiB"), Ok(2 << 20));
-        assert!(parse_size_or_zero("-1").is_err());
+        assert_eq!(Size::parse("4096"), Ok(Size(4096)));
+        assert_eq!(Size::parse("512KiB"), Ok(Size(512 << 10)));
+        assert_eq!(Size::parse("4 MiB"), Ok(Size(4 << 20)));
+        assert_eq!(Size::parse("1g"), Ok(Size(1 << 30)));
+        assert!(Size::parse("0").is_err());
+        assert!(Size::parse("1.5MiB").is_err());
+        assert!(Size::parse("4PB").is_err());
+        assert!(Size::parse("MiB").is_err());
+        assert_eq!(Size::parse_or_zero("0"), Ok(Size(0)));
+        assert_eq!(Size::parse_or_zero("2MiB"), Ok(Size(2 << 20)));
+        assert!(Size::parse_or_zero("-1").is_err());
+        // Help shows a size as it would be written.
+        for shown in ["256KiB", "2MiB", "1GiB", "1000", "0"] {
+            let size = Size::parse_or_zero(shown).expect("a size");
+            assert_eq!(size.to_string(), shown);
+        }
     }
 
     #[test]

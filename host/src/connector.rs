@@ -261,6 +261,9 @@ pub struct MetricsRequest {
     pub end_time: Option<String>,
     /// Resolution, proto3 duration string.
     pub step: Option<String>,
+    /// The connection map: the gRPC request carries none, so it holds what
+    /// the plugin's capabilities fill in (credentials from the pod).
+    pub connection: ConnectionMap,
 }
 
 /// One metric series.
@@ -283,6 +286,9 @@ pub struct LogsRequest {
     pub lines: u64,
     /// Page token; empty for the first page.
     pub token: String,
+    /// The connection map: the gRPC request carries none, so it holds what
+    /// the plugin's capabilities fill in (credentials from the pod).
+    pub connection: ConnectionMap,
 }
 
 /// A page of log lines.

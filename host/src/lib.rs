@@ -3,8 +3,9 @@
 //!
 //! A request flows one way through these modules:
 //! [`service`] (gRPC) → [`registry`] (which connector) → [`convert`]
-//! (protobuf literals to JSON) → [`runtime`] (a fresh wasm instance) →
-//! [`convert`] → response. [`connector`] holds the plain types in between.
+//! (protobuf literals to JSON) → [`runtime`] (an instance: fresh, or a
+//! warm one of the same tenant) → [`convert`] → response. [`connector`]
+//! holds the plain types in between.
 //!
 //! - [`cli`]: the command line, compatible with the Python server's.
 //! - [`server`]: assembles the gRPC services, health, reflection, metrics

@@ -12,19 +12,25 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::{
-    connector::{Deadline, Phase, SharedConnector},
+    connector::{
+        ConnectionMap, ConnectorError, Deadline, DeleteRequest, GetRequest, Output, Phase,
+        Resource, SharedConnector, TaskCategory,
+    },
     convert,
     manifest::Manifest,
     metrics::Metrics,
-    proto::{connector as pb, core, task},
+    proto::{core, task},
     runtime::{Runtime, RuntimeConfig},
     service::mapping,
 };
 
-/// What to run.
+/// Time between polls unless `--poll-interval` says.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What `flyte-connect run` runs, and how.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// The component.
@@ -114,37 +120,18 @@ pub fn read_inputs(path: &Path, template: &core::TaskTemplate) -> anyhow::Result
 
 /// Runs the task, printing its progress to `out`.
 pub async fn run(options: RunOptions, out: &mut impl Write) -> anyhow::Result<Outcome> {
-    let runtime = Runtime::new(options.runtime.clone(), Metrics::new()?)
-        .context("cannot start the WebAssembly runtime")?;
-    let manifest = Manifest::for_component(&options.component)?;
-    let connector: SharedConnector = runtime.load(&options.component, &manifest).await?;
-    let connection = core::Connection {
-        secrets: options.secrets.iter().cloned().collect(),
-        ..Default::default()
-    };
-    let create = pb::CreateTaskRequest {
-        inputs: Some(options.inputs.clone()),
-        template: Some(options.template.clone()),
-        output_prefix: options.output_prefix.clone(),
-        connection: Some(connection.clone()),
-        ..Default::default()
-    };
-    let category = mapping::create_category(&create).map_err(|err| anyhow::anyhow!("{err}"))?;
-    if !connector.info().task_categories.contains(&category) {
-        bail!(
-            "{} serves {}, not the template's task type {category}",
-            options.component.display(),
-            connector
-                .info()
-                .task_categories
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    let request = mapping::create_request(create).map_err(|err| anyhow::anyhow!("{err}"))?;
+    let connector = load(&options).await?;
     let name = connector.info().name.clone();
+    let category = mapping::template_category(&options.template);
+    let connection: ConnectionMap = options.secrets.iter().cloned().collect();
+    let request = mapping::task_request(
+        &options.template,
+        &options.inputs,
+        options.output_prefix.clone(),
+        json!({}),
+        connection.clone(),
+    )
+    .context("the inputs do not convert")?;
     // Listening from here on: a Ctrl-C during create cancels the task
     // once it exists, instead of leaving it running.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -161,29 +148,108 @@ pub async fn run(options: RunOptions, out: &mut impl Write) -> anyhow::Result<Ou
         "{name} created the task; resource meta: {}",
         String::from_utf8_lossy(&meta)
     )?;
-
-    let get = pb::GetTaskRequest {
-        task_category: Some(pb::TaskCategory {
-            name: category.name.clone(),
-            version: category.version,
-        }),
-        resource_meta: meta.clone(),
-        output_prefix: options.output_prefix.clone(),
-        connection: Some(connection.clone()),
+    let task = Task {
+        connector,
+        category,
+        meta,
+        output_prefix: options.output_prefix,
+        connection,
     };
-    let mut last: Option<(Phase, String)> = None;
-    let mut links_shown = Vec::new();
+    let mut progress = Progress::default();
     loop {
-        let request = mapping::get_request(get.clone()).map_err(|err| anyhow::anyhow!("{err}"))?;
-        let resource = match connector.get(request, Deadline::NONE).await {
+        let resource = match task.get().await {
             Ok(resource) => resource,
             Err(err) => {
                 writeln!(out, "{name} could not poll the task: {err}")?;
                 return Ok(Outcome::Failed);
             }
         };
+        progress.show(&resource, out)?;
+        if let Some(outcome) = terminal(resource.phase) {
+            print_outputs(resource.outputs.as_deref().unwrap_or_default(), out)?;
+            return Ok(outcome);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(options.poll_interval) => {}
+            _ = interrupt.recv() => {
+                writeln!(out, "interrupted: cancelling the task")?;
+                match task.delete().await {
+                    Ok(()) => writeln!(out, "cancelled")?,
+                    Err(err) => writeln!(out, "{name} could not cancel the task: {err}")?,
+                }
+                return Ok(Outcome::Interrupted);
+            }
+        }
+    }
+}
+
+/// The component, loaded as the server would load it, once it serves the
+/// template's task type.
+async fn load(options: &RunOptions) -> anyhow::Result<SharedConnector> {
+    let runtime = Runtime::new(options.runtime.clone(), Metrics::new()?)
+        .context("cannot start the WebAssembly runtime")?;
+    let manifest = Manifest::for_component(&options.component)?;
+    let connector: SharedConnector = runtime.load(&options.component, &manifest).await?;
+    let category = mapping::template_category(&options.template);
+    if !connector.info().task_categories.contains(&category) {
+        bail!(
+            "{} serves {}, not the template's task type {category}",
+            options.component.display(),
+            connector
+                .info()
+                .task_categories
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(connector)
+}
+
+/// A task the connector created: what polling and cancelling it take.
+struct Task {
+    connector: SharedConnector,
+    category: TaskCategory,
+    meta: Vec<u8>,
+    output_prefix: String,
+    connection: ConnectionMap,
+}
+
+impl Task {
+    async fn get(&self) -> Result<Resource, ConnectorError> {
+        let request = GetRequest {
+            task_category: self.category.clone(),
+            resource_meta: self.meta.clone(),
+            output_prefix: self.output_prefix.clone(),
+            connection: self.connection.clone(),
+        };
+        self.connector.get(request, Deadline::NONE).await
+    }
+
+    async fn delete(&self) -> Result<(), ConnectorError> {
+        let request = DeleteRequest {
+            task_category: self.category.clone(),
+            resource_meta: self.meta.clone(),
+            connection: self.connection.clone(),
+        };
+        self.connector.delete(request, Deadline::NONE).await
+    }
+}
+
+/// What was printed of the task so far: its last phase and message, and
+/// the log links shown.
+#[derive(Default)]
+struct Progress {
+    last: Option<(Phase, String)>,
+    links_shown: Vec<String>,
+}
+
+impl Progress {
+    /// Prints what changed since the last poll.
+    fn show(&mut self, resource: &Resource, out: &mut impl Write) -> anyhow::Result<()> {
         let now = (resource.phase, resource.message.clone());
-        if last.as_ref() != Some(&now) {
+        if self.last.as_ref() != Some(&now) {
             let phase = mapping::phase_to_proto(now.0).as_str_name();
             match now.1.as_str() {
                 "" => writeln!(out, "phase {phase}")?,
@@ -191,36 +257,13 @@ pub async fn run(options: RunOptions, out: &mut impl Write) -> anyhow::Result<Ou
             }
         }
         for link in &resource.log_links {
-            if !links_shown.contains(&link.uri) {
+            if !self.links_shown.contains(&link.uri) {
                 writeln!(out, "  log: {} {}", link.name, link.uri)?;
-                links_shown.push(link.uri.clone());
+                self.links_shown.push(link.uri.clone());
             }
         }
-        last = Some(now);
-        if let Some(outcome) = terminal(resource.phase) {
-            // The outputs as a Flyte client would get them.
-            let response = mapping::get_response(resource)
-                .map_err(|err| anyhow::anyhow!("the outputs do not convert: {err}"))?;
-            print_outputs(&response, out)?;
-            return Ok(outcome);
-        }
-        tokio::select! {
-            () = tokio::time::sleep(options.poll_interval) => {}
-            _ = interrupt.recv() => {
-                writeln!(out, "interrupted: cancelling the task")?;
-                let delete = mapping::delete_request(pb::DeleteTaskRequest {
-                    task_category: get.task_category.clone(),
-                    resource_meta: meta,
-                    connection: Some(connection),
-                })
-                .map_err(|err| anyhow::anyhow!("{err}"))?;
-                match connector.delete(delete, Deadline::NONE).await {
-                    Ok(()) => writeln!(out, "cancelled")?,
-                    Err(err) => writeln!(out, "{name} could not cancel the task: {err}")?,
-                }
-                return Ok(Outcome::Interrupted);
-            }
-        }
+        self.last = Some(now);
+        Ok(())
     }
 }
 
@@ -237,18 +280,16 @@ fn terminal(phase: Phase) -> Option<Outcome> {
     }
 }
 
-fn print_outputs(response: &pb::GetTaskResponse, out: &mut impl Write) -> anyhow::Result<()> {
-    let Some(outputs) = response.resource.as_ref().and_then(|r| r.outputs.as_ref()) else {
+/// The outputs, once they are known to convert to literals as a Flyte
+/// client would get them.
+fn print_outputs(outputs: &[Output], out: &mut impl Write) -> anyhow::Result<()> {
+    if outputs.is_empty() {
         return Ok(());
-    };
+    }
+    convert::outputs_to_proto(outputs).context("the outputs do not convert")?;
     writeln!(out, "outputs:")?;
-    for named in &outputs.literals {
-        let path = format!("output {:?}", named.name);
-        let value = match &named.value {
-            Some(literal) => convert::literal_to_json(literal, &path)?,
-            None => Value::Null,
-        };
-        writeln!(out, "  {} = {value}", named.name)?;
+    for output in outputs {
+        writeln!(out, "  {} = {}", output.name, output.value)?;
     }
     Ok(())
 }

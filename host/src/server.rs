@@ -145,33 +145,9 @@ impl ConnectorService {
             );
         }
 
-        let grpc_listener = TcpListener::bind(SocketAddr::new(config.host, config.port))
-            .await
-            .with_context(|| {
-                format!("cannot listen on {}:{} for gRPC", config.host, config.port)
-            })?;
-        let metrics_listener =
-            TcpListener::bind(SocketAddr::new(config.host, config.prometheus_port))
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot listen on {}:{} for metrics",
-                        config.host, config.prometheus_port
-                    )
-                })?;
-        tracing::info!("gRPC server listening on {}", grpc_listener.local_addr()?);
-        tracing::info!(
-            "metrics served on http://{}/metrics",
-            metrics_listener.local_addr()?
-        );
-
+        let (grpc_listener, metrics_listener) = listen(&config).await?;
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<AsyncConnectorServiceServer<AsyncConnector>>()
-            .await;
-        health
-            .set_serving::<ConnectorMetadataServiceServer<ConnectorMetadata>>()
-            .await;
+        set_serving(&health, true).await;
         let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -183,21 +159,12 @@ impl ConnectorService {
             config.reload_interval,
             stop_rx.clone(),
         ));
-        let stopping = {
-            let health = health.clone();
-            async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing calls in flight");
-                health
-                    .set_not_serving::<AsyncConnectorServiceServer<AsyncConnector>>()
-                    .await;
-                health
-                    .set_not_serving::<ConnectorMetadataServiceServer<ConnectorMetadata>>()
-                    .await;
-                let _ = stop_tx.send(true);
-            }
-        };
-        tokio::spawn(stopping);
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing calls in flight");
+            set_serving(&health, false).await;
+            let _ = stop_tx.send(true);
+        });
 
         let grpc = tonic::transport::Server::builder()
             .add_service(health_service)
@@ -228,6 +195,44 @@ impl ConnectorService {
         metrics_result.context("metrics server failed")?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The gRPC and the metrics listeners, as `config` places them; their
+/// addresses are logged (the tests read them there).
+async fn listen(config: &ServerConfig) -> anyhow::Result<(TcpListener, TcpListener)> {
+    let grpc = TcpListener::bind(SocketAddr::new(config.host, config.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{} for gRPC", config.host, config.port))?;
+    let metrics = TcpListener::bind(SocketAddr::new(config.host, config.prometheus_port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{} for metrics",
+                config.host, config.prometheus_port
+            )
+        })?;
+    tracing::info!("gRPC server listening on {}", grpc.local_addr()?);
+    tracing::info!("metrics served on http://{}/metrics", metrics.local_addr()?);
+    Ok((grpc, metrics))
+}
+
+/// Reports both services serving (or not) to gRPC health checks.
+async fn set_serving(health: &tonic_health::server::HealthReporter, serving: bool) {
+    if serving {
+        health
+            .set_serving::<AsyncConnectorServiceServer<AsyncConnector>>()
+            .await;
+        health
+            .set_serving::<ConnectorMetadataServiceServer<ConnectorMetadata>>()
+            .await;
+    } else {
+        health
+            .set_not_serving::<AsyncConnectorServiceServer<AsyncConnector>>()
+            .await;
+        health
+            .set_not_serving::<ConnectorMetadataServiceServer<ConnectorMetadata>>()
+            .await;
     }
 }
 

@@ -1,4 +1,5 @@
-//! The README's two tutorials — the jobs connector in Rust and in Python —
+//! The docs' two tutorials (`docs/authoring/rust.md` and `python.md`) —
+//! the jobs connector in Rust and in Python —
 //! followed step by step: their shell blocks run as written and their file
 //! blocks are written where they say, against a fake of the jobs API they
 //! call; then the connector each builds is served and called over gRPC. The
@@ -51,16 +52,24 @@ struct Block {
     text: String,
 }
 
-const RUST_TUTORIAL: &str = "### Tutorial: a connector that calls an HTTP API";
-const PYTHON_TUTORIAL: &str = "### Tutorial: a connector in Python";
+/// The Rust tutorial: its page and its section.
+const RUST_TUTORIAL: (&str, &str) = (
+    "docs/authoring/rust.md",
+    "### Tutorial: a connector that calls an HTTP API",
+);
+/// The Python tutorial: its page and its section.
+const PYTHON_TUTORIAL: (&str, &str) = (
+    "docs/authoring/python.md",
+    "### Tutorial: a connector in Python",
+);
 
-/// The fenced blocks of the README's section `heading`, in order.
-fn tutorial_blocks(heading: &str) -> Vec<Block> {
-    let readme =
-        std::fs::read_to_string(workspace_root().join("README.md")).expect("read README.md");
+/// The fenced blocks of section `heading` of page `page`, in order.
+fn tutorial_blocks((page, heading): (&str, &str)) -> Vec<Block> {
+    let readme = std::fs::read_to_string(workspace_root().join(page))
+        .unwrap_or_else(|err| panic!("read {page}: {err}"));
     let start = readme
         .find(heading)
-        .unwrap_or_else(|| panic!("the README has {heading:?}"));
+        .unwrap_or_else(|| panic!("{page} has {heading:?}"));
     let section = &readme[start..];
     let end = section[4..]
         .find("\n## ")
@@ -205,18 +214,18 @@ fn build_cache() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_tutorial_builds_a_connector_that_calls_an_http_api() {
+async fn the_rust_tutorial_builds_a_connector_that_calls_an_http_api() {
     follow(RUST_TUTORIAL, 8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_python_tutorial_builds_the_same_connector_in_python() {
+async fn the_python_tutorial_builds_the_same_connector_in_python() {
     follow(PYTHON_TUTORIAL, 8).await;
 }
 
 /// Follows the tutorial under `heading` (at least `min_blocks` blocks), then
 /// serves what it built and calls it as Flyte would.
-async fn follow(heading: &str, min_blocks: usize) {
+async fn follow(heading: (&str, &str), min_blocks: usize) {
     let (api, calls) = start_api().await;
     let blocks = tutorial_blocks(heading);
     assert!(blocks.len() >= min_blocks, "the tutorial lost its steps");

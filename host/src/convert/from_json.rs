@@ -9,10 +9,10 @@ use serde_json::Value;
 
 use super::{ConvertError, msgpack};
 use crate::proto::core::{
-    self, Binary, Blob, BlobMetadata, BlobType, Literal, LiteralCollection, LiteralMap,
+    self, Binary, Blob, BlobMetadata, BlobType, EnumType, Literal, LiteralCollection, LiteralMap,
     LiteralType, Primitive, Scalar, Schema, SimpleType, StructuredDataset,
-    StructuredDatasetMetadata, Union, Void, blob_type::BlobDimensionality, literal, literal_type,
-    primitive, scalar,
+    StructuredDatasetMetadata, StructuredDatasetType, Union, Void, blob_type::BlobDimensionality,
+    literal, literal_type, primitive, scalar,
 };
 
 /// A literal holding one scalar.
@@ -112,52 +112,12 @@ pub fn literal_from_json(
             simple_from_json(value, simple, path)
         }
         literal_type::Type::CollectionType(item_type) => {
-            let items = value
-                .as_array()
-                .ok_or_else(|| mismatch(path, "an array", value))?;
-            Ok(collection(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| literal_from_json(item, item_type, &format!("{path}[{i}]")))
-                    .collect::<Result<_, _>>()?,
-            ))
+            collection_from_json(value, item_type, path)
         }
-        literal_type::Type::MapValueType(value_type) => {
-            let object = value
-                .as_object()
-                .ok_or_else(|| mismatch(path, "an object", value))?;
-            let literals = object
-                .iter()
-                .map(|(key, item)| {
-                    Ok((
-                        key.clone(),
-                        literal_from_json(item, value_type, &format!("{path}[{key:?}]"))?,
-                    ))
-                })
-                .collect::<Result<BTreeMap<_, _>, ConvertError>>()?;
-            Ok(Literal {
-                value: Some(literal::Value::Map(LiteralMap { literals })),
-                ..Default::default()
-            })
-        }
+        literal_type::Type::MapValueType(value_type) => map_from_json(value, value_type, path),
         literal_type::Type::Blob(blob_type) => blob_from_json(value, blob_type, path),
         literal_type::Type::StructuredDatasetType(dataset_type) => {
-            let (uri, format) = uri_and_format(value, path, "a dataframe")?;
-            let mut dataset_type = dataset_type.clone();
-            if let Some(format) = format {
-                dataset_type.format = format;
-            }
-            with_hash(
-                scalar_literal(scalar::Value::StructuredDataset(StructuredDataset {
-                    uri,
-                    metadata: Some(StructuredDatasetMetadata {
-                        structured_dataset_type: Some(dataset_type),
-                    }),
-                })),
-                value,
-                path,
-            )
+            dataset_from_json(value, dataset_type, path)
         }
         literal_type::Type::Schema(schema_type) => {
             let (uri, _) = uri_and_format(value, path, "a schema")?;
@@ -166,25 +126,139 @@ pub fn literal_from_json(
                 r#type: Some(schema_type.clone()),
             })))
         }
-        literal_type::Type::EnumType(enum_type) => {
-            let chosen = value
-                .as_str()
-                .ok_or_else(|| mismatch(path, "a string", value))?;
-            if !enum_type.values.iter().any(|v| v == chosen) {
-                return Err(ConvertError::new(
-                    path,
-                    format!(
-                        "{chosen:?} is not one of the enum values {:?}",
-                        enum_type.values
-                    ),
-                ));
-            }
-            Ok(primitive_literal(primitive::Value::StringValue(
-                chosen.to_owned(),
-            )))
-        }
+        literal_type::Type::EnumType(enum_type) => enum_from_json(value, enum_type, path),
         literal_type::Type::UnionType(union_type) => union_from_json(value, union_type, path),
     }
+}
+
+/// Binary data: `{"tag", "value"}`, the value base64.
+fn binary_from_json(value: &Value, path: &str) -> Result<Literal, ConvertError> {
+    let tag = value.get("tag").and_then(Value::as_str);
+    let data = value.get("value").and_then(Value::as_str);
+    let (Some(tag), Some(data)) = (tag, data) else {
+        return Err(mismatch(
+            path,
+            "an object {\"tag\", \"value\"} with base64 value",
+            value,
+        ));
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|err| ConvertError::new(path, format!("value is not base64: {err}")))?;
+    Ok(scalar_literal(scalar::Value::Binary(Binary {
+        value: bytes,
+        tag: tag.to_owned(),
+    })))
+}
+
+/// An error: `{"error": {"failed_node_id", "message"}}`, as inputs show it,
+/// or the inner object.
+fn error_from_json(value: &Value, path: &str) -> Result<Literal, ConvertError> {
+    let error = value.get("error").unwrap_or(value);
+    let Some(error) = error.as_object() else {
+        return Err(mismatch(
+            path,
+            "an error object {\"failed_node_id\", \"message\"}",
+            value,
+        ));
+    };
+    let field = |name: &str| match error.get(name) {
+        None => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(mismatch(&format!("{path}.{name}"), "a string", other)),
+    };
+    Ok(scalar_literal(scalar::Value::Error(core::Error {
+        failed_node_id: field("failed_node_id")?,
+        message: field("message")?,
+    })))
+}
+
+/// A collection: a JSON array of items of `item_type`.
+fn collection_from_json(
+    value: &Value,
+    item_type: &LiteralType,
+    path: &str,
+) -> Result<Literal, ConvertError> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| mismatch(path, "an array", value))?;
+    Ok(collection(
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| literal_from_json(item, item_type, &format!("{path}[{i}]")))
+            .collect::<Result<_, _>>()?,
+    ))
+}
+
+/// A map: a JSON object of values of `value_type`.
+fn map_from_json(
+    value: &Value,
+    value_type: &LiteralType,
+    path: &str,
+) -> Result<Literal, ConvertError> {
+    let object = value
+        .as_object()
+        .ok_or_else(|| mismatch(path, "an object", value))?;
+    let literals = object
+        .iter()
+        .map(|(key, item)| {
+            Ok((
+                key.clone(),
+                literal_from_json(item, value_type, &format!("{path}[{key:?}]"))?,
+            ))
+        })
+        .collect::<Result<BTreeMap<_, _>, ConvertError>>()?;
+    Ok(Literal {
+        value: Some(literal::Value::Map(LiteralMap { literals })),
+        ..Default::default()
+    })
+}
+
+/// A dataframe: `{"uri", "format"}`.
+fn dataset_from_json(
+    value: &Value,
+    dataset_type: &StructuredDatasetType,
+    path: &str,
+) -> Result<Literal, ConvertError> {
+    let (uri, format) = uri_and_format(value, path, "a dataframe")?;
+    let mut dataset_type = dataset_type.clone();
+    if let Some(format) = format {
+        dataset_type.format = format;
+    }
+    with_hash(
+        scalar_literal(scalar::Value::StructuredDataset(StructuredDataset {
+            uri,
+            metadata: Some(StructuredDatasetMetadata {
+                structured_dataset_type: Some(dataset_type),
+            }),
+        })),
+        value,
+        path,
+    )
+}
+
+/// An enum's value: one of its strings.
+fn enum_from_json(
+    value: &Value,
+    enum_type: &EnumType,
+    path: &str,
+) -> Result<Literal, ConvertError> {
+    let chosen = value
+        .as_str()
+        .ok_or_else(|| mismatch(path, "a string", value))?;
+    if !enum_type.values.iter().any(|v| v == chosen) {
+        return Err(ConvertError::new(
+            path,
+            format!(
+                "{chosen:?} is not one of the enum values {:?}",
+                enum_type.values
+            ),
+        ));
+    }
+    Ok(primitive_literal(primitive::Value::StringValue(
+        chosen.to_owned(),
+    )))
 }
 
 fn simple_from_json(
@@ -233,44 +307,8 @@ fn simple_from_json(
             })?;
             primitive_literal(primitive::Value::Duration(duration))
         }
-        SimpleType::Binary => {
-            let tag = value.get("tag").and_then(Value::as_str);
-            let data = value.get("value").and_then(Value::as_str);
-            let (Some(tag), Some(data)) = (tag, data) else {
-                return Err(mismatch(
-                    path,
-                    "an object {\"tag\", \"value\"} with base64 value",
-                    value,
-                ));
-            };
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(data)
-                .map_err(|err| ConvertError::new(path, format!("value is not base64: {err}")))?;
-            scalar_literal(scalar::Value::Binary(Binary {
-                value: bytes,
-                tag: tag.to_owned(),
-            }))
-        }
-        SimpleType::Error => {
-            // `{"error": {"failed_node_id", "message"}}`, as inputs show it, or the inner object.
-            let error = value.get("error").unwrap_or(value);
-            let Some(error) = error.as_object() else {
-                return Err(mismatch(
-                    path,
-                    "an error object {\"failed_node_id\", \"message\"}",
-                    value,
-                ));
-            };
-            let field = |name: &str| match error.get(name) {
-                None => Ok(String::new()),
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(other) => Err(mismatch(&format!("{path}.{name}"), "a string", other)),
-            };
-            scalar_literal(scalar::Value::Error(core::Error {
-                failed_node_id: field("failed_node_id")?,
-                message: field("message")?,
-            }))
-        }
+        SimpleType::Binary => binary_from_json(value, path)?,
+        SimpleType::Error => error_from_json(value, path)?,
         // Flyte 2 carries dataclasses, pydantic models and dicts as msgpack.
         SimpleType::Struct => msgpack_literal(value, path)?,
     })

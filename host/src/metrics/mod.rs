@@ -37,24 +37,6 @@ impl ReloadOutcome {
     }
 }
 
-/// Outbound HTTP counters; the runtime's outbound policy records into them.
-#[derive(Clone)]
-pub struct OutboundMetrics {
-    /// Requests refused before anything was sent, by connector, host and
-    /// reason (`rule`: no rule of `allowed_hosts` allows the host;
-    /// `address`: it resolved to an internal address no rule names;
-    /// `method`, `credentials_in_url`, `too_many_requests`).
-    pub denied: IntCounterVec,
-    /// Requests sent, by connector, host and status class (`2xx`, ..., `error`).
-    pub requests: IntCounterVec,
-    /// New connections opened, by connector and host: with pooling, far
-    /// fewer than requests.
-    pub connections: IntCounterVec,
-    /// TLS handshakes that failed, by connector, host and reason
-    /// (`unknown_issuer`, `name_mismatch`, `expired`, `alert`, ...).
-    pub tls_failures: IntCounterVec,
-}
-
 /// Instances started for connector calls, fresh or reused.
 #[derive(Clone)]
 pub struct InstanceMetrics {
@@ -78,6 +60,33 @@ pub struct InstanceCounters {
     pub fresh: IntCounter,
     /// Calls that ran in a warm instance of the same tenant.
     pub reused: IntCounter,
+}
+
+/// Registers metrics in a registry as they are made.
+struct Add<'a>(&'a Registry);
+
+impl Add<'_> {
+    /// `metric`, registered.
+    fn metric<M: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        metric: M,
+    ) -> prometheus::Result<M> {
+        self.0.register(Box::new(metric.clone()))?;
+        Ok(metric)
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+        self.metric(IntGauge::new(name, help)?)
+    }
+
+    fn counters(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntCounterVec> {
+        self.metric(IntCounterVec::new(Opts::new(name, help), labels)?)
+    }
 }
 
 /// The service's metrics and the registry they are exported from.
@@ -105,8 +114,6 @@ pub struct Metrics {
     /// Instances started, fresh or reused, by connector.
     pub instances: InstanceMetrics,
     reloads: IntCounterVec,
-    /// Outbound HTTP requests, denied and sent.
-    pub outbound: OutboundMetrics,
     /// Components loaded (at start and by reloads).
     pub components_loaded: IntCounter,
     /// Guest calls that trapped, panicked, ran out of memory or time.
@@ -117,153 +124,89 @@ impl Metrics {
     /// Creates the metrics in a registry of their own.
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let success = CounterVec::new(
-            Opts::new(
-                "flyte_connector_requests_success_total",
-                "Total number of successful requests",
-            ),
-            &["task_type", "operation"],
-        )?;
-        let failure = CounterVec::new(
-            Opts::new(
-                "flyte_connector_requests_failure_total",
-                "Total number of failed requests",
-            ),
-            &["task_type", "operation", "error_code"],
-        )?;
-        let latency = SummaryVec::new(
-            "flyte_connector_request_latency_seconds",
-            "Time spent processing connector request",
-            &["task_type", "operation"],
-        )?;
-        let input_bytes = SummaryVec::new(
-            "flyte_connector_input_literal_bytes",
-            "Size of input literal",
-            &["task_type"],
-        )?;
-        let calls_in_flight = IntGauge::new(
-            "flyte_connector_guest_calls_in_flight",
-            "Connector calls running in a WebAssembly instance right now",
-        )?;
-        let calls_queued = IntGauge::new(
-            "flyte_connector_calls_queued",
-            "Connector calls waiting for a free call slot",
-        )?;
-        let call_slots_in_use = IntGauge::new(
-            "flyte_connector_call_slots_in_use",
-            "Call slots of the instance pool taken by running calls and idle instances",
-        )?;
-        let idle_instances = IntGauge::new(
-            "flyte_connector_idle_instances",
-            "Instances kept idle for later calls with the same connection (instance_reuse)",
-        )?;
-        let memory_budget_bytes = IntGauge::new(
-            "flyte_connector_memory_budget_bytes",
-            "The memory the calls in flight may hold at once (--memory-budget)",
-        )?;
-        let memory_budget_used_bytes = IntGauge::new(
-            "flyte_connector_memory_budget_used_bytes",
-            "Bytes of the memory budget held: instances' linear memory and requests' bytes",
-        )?;
-        let memory_budget_waiting = IntGauge::new(
-            "flyte_connector_memory_budget_waiting",
-            "Connector calls waiting for memory of the budget, to start or to grow",
-        )?;
-        let instances = InstanceMetrics {
-            started: IntCounterVec::new(
+        let add = Add(&registry);
+        Ok(Self {
+            success: add.metric(CounterVec::new(
                 Opts::new(
+                    "flyte_connector_requests_success_total",
+                    "Total number of successful requests",
+                ),
+                &["task_type", "operation"],
+            )?)?,
+            failure: add.metric(CounterVec::new(
+                Opts::new(
+                    "flyte_connector_requests_failure_total",
+                    "Total number of failed requests",
+                ),
+                &["task_type", "operation", "error_code"],
+            )?)?,
+            latency: add.metric(SummaryVec::new(
+                "flyte_connector_request_latency_seconds",
+                "Time spent processing connector request",
+                &["task_type", "operation"],
+            )?)?,
+            input_bytes: add.metric(SummaryVec::new(
+                "flyte_connector_input_literal_bytes",
+                "Size of input literal",
+                &["task_type"],
+            )?)?,
+            calls_in_flight: add.gauge(
+                "flyte_connector_guest_calls_in_flight",
+                "Connector calls running in a WebAssembly instance right now",
+            )?,
+            calls_queued: add.gauge(
+                "flyte_connector_calls_queued",
+                "Connector calls waiting for a free call slot",
+            )?,
+            call_slots_in_use: add.gauge(
+                "flyte_connector_call_slots_in_use",
+                "Call slots of the instance pool taken by running calls and idle instances",
+            )?,
+            idle_instances: add.gauge(
+                "flyte_connector_idle_instances",
+                "Instances kept idle for later calls with the same connection (instance_reuse)",
+            )?,
+            memory_budget_bytes: add.gauge(
+                "flyte_connector_memory_budget_bytes",
+                "The memory the calls in flight may hold at once (--memory-budget)",
+            )?,
+            memory_budget_used_bytes: add.gauge(
+                "flyte_connector_memory_budget_used_bytes",
+                "Bytes of the memory budget held: instances' linear memory and requests' bytes",
+            )?,
+            memory_budget_waiting: add.gauge(
+                "flyte_connector_memory_budget_waiting",
+                "Connector calls waiting for memory of the budget, to start or to grow",
+            )?,
+            instances: InstanceMetrics {
+                started: add.counters(
                     "flyte_connector_instances_total",
                     "Connector calls by the instance they ran in: a fresh one, or one reused \
                      from an earlier call with the same connection",
-                ),
-                &["connector", "start"],
-            )?,
-        };
-        let reloads = IntCounterVec::new(
-            Opts::new(
+                    &["connector", "start"],
+                )?,
+            },
+            reloads: add.counters(
                 "flyte_connector_reloads_total",
                 "Plugin files added, replaced, removed or failed to load by hot reload",
-            ),
-            &["outcome"],
-        )?;
-        let outbound = OutboundMetrics {
-            denied: IntCounterVec::new(
-                Opts::new(
-                    "flyte_connector_outbound_denied_total",
-                    "Outbound HTTP requests refused before anything was sent, by reason: rule \
-                     (allowed_hosts), address (an internal address no rule names), method, \
-                     credentials_in_url, too_many_requests",
-                ),
-                &["connector", "host", "reason"],
+                &["outcome"],
             )?,
-            requests: IntCounterVec::new(
-                Opts::new(
-                    "flyte_connector_outbound_requests_total",
-                    "Outbound HTTP requests sent, by the class of their answer's status",
-                ),
-                &["connector", "host", "status"],
-            )?,
-            connections: IntCounterVec::new(
-                Opts::new(
-                    "flyte_connector_outbound_connections_total",
-                    "New outbound connections opened (reused ones are not counted)",
-                ),
-                &["connector", "host"],
-            )?,
-            tls_failures: IntCounterVec::new(
-                Opts::new(
-                    "flyte_connector_outbound_tls_failures_total",
-                    "Outbound TLS handshakes that failed, by reason",
-                ),
-                &["connector", "host", "reason"],
-            )?,
-        };
-        let components_loaded = IntCounter::new(
-            "flyte_connector_components_loaded_total",
-            "Connector components compiled and loaded",
-        )?;
-        let guest_crashes = IntCounter::new(
-            "flyte_connector_guest_crashes_total",
-            "Connector calls that trapped, panicked, ran out of memory or past their deadline",
-        )?;
-        registry.register(Box::new(success.clone()))?;
-        registry.register(Box::new(failure.clone()))?;
-        registry.register(Box::new(latency.clone()))?;
-        registry.register(Box::new(input_bytes.clone()))?;
-        registry.register(Box::new(calls_in_flight.clone()))?;
-        registry.register(Box::new(calls_queued.clone()))?;
-        registry.register(Box::new(call_slots_in_use.clone()))?;
-        registry.register(Box::new(idle_instances.clone()))?;
-        registry.register(Box::new(memory_budget_bytes.clone()))?;
-        registry.register(Box::new(memory_budget_used_bytes.clone()))?;
-        registry.register(Box::new(memory_budget_waiting.clone()))?;
-        registry.register(Box::new(instances.started.clone()))?;
-        registry.register(Box::new(reloads.clone()))?;
-        registry.register(Box::new(outbound.denied.clone()))?;
-        registry.register(Box::new(outbound.requests.clone()))?;
-        registry.register(Box::new(outbound.connections.clone()))?;
-        registry.register(Box::new(outbound.tls_failures.clone()))?;
-        registry.register(Box::new(components_loaded.clone()))?;
-        registry.register(Box::new(guest_crashes.clone()))?;
-        Ok(Self {
+            components_loaded: add.metric(IntCounter::new(
+                "flyte_connector_components_loaded_total",
+                "Connector components compiled and loaded",
+            )?)?,
+            guest_crashes: add.metric(IntCounter::new(
+                "flyte_connector_guest_crashes_total",
+                "Connector calls that trapped, panicked, ran out of memory or past their deadline",
+            )?)?,
             registry,
-            success,
-            failure,
-            latency,
-            input_bytes,
-            calls_in_flight,
-            calls_queued,
-            call_slots_in_use,
-            idle_instances,
-            memory_budget_bytes,
-            memory_budget_used_bytes,
-            memory_budget_waiting,
-            instances,
-            reloads,
-            outbound,
-            components_loaded,
-            guest_crashes,
         })
+    }
+
+    /// The registry the metrics are exported from, where the capabilities
+    /// register theirs.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Records a request that succeeded.

@@ -57,7 +57,7 @@ const TABLE_KEEP_RESIDENT: usize = 1 << 20;
 /// kernel. Handing back pages a call touched makes the kernel flush every
 /// core's TLB: with nothing kept, 256 clients of the echo connector made
 /// 36% fewer calls than without zeroing; with 128 KiB kept, as many within
-/// the noise (README, Performance).
+/// the noise (docs/design/performance.md).
 const ASYNC_STACK_KEEP_RESIDENT: usize = 128 << 10;
 /// Elements a table may have: interpreters compiled to wasm (componentize-py
 /// ships CPython) have function tables of tens of thousands of entries.

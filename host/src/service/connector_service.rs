@@ -1,19 +1,21 @@
 //! `flyteidl2.connector.AsyncConnectorService`: create, poll and cancel
-//! tasks, and read their metrics and logs. A thin adapter: [`mapping`]
-//! turns messages into connector requests and answers back, the registry
-//! picks the connector, and [`ServiceError`] turns failures into statuses.
+//! tasks, and read their metrics and logs. A thin adapter: every RPC goes
+//! through [`AsyncConnector::serve`], which decodes it ([`Rpc`]), finds its
+//! connector and metrics label in one snapshot of the registry, calls it,
+//! records the metrics, and turns a failure into a status
+//! ([`ServiceError`]).
 
-use std::{future::Future, pin::Pin, time::Instant};
+use std::{pin::Pin, time::Instant};
 
-use prost::Message;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{RegistryView, ServiceError, find_connector, mapping};
+use super::{RegistryView, ServiceError, mapping, rpc::Rpc};
 use crate::{
-    connector::{ConnectorError, Operation, SharedConnector, TaskCategory},
+    connector::{ConnectorError, Deadline},
     metrics::Metrics,
     proto::connector as pb,
+    registry::Registry,
 };
 
 /// The `task_type` label of requests for a task type no connector serves:
@@ -39,49 +41,25 @@ impl AsyncConnector {
         }
     }
 
-    /// The `task_type` label of the request metrics: the task type when a
-    /// connector serves it, else one label shared by every unknown one.
-    fn metric_label<'a>(&self, task_type: &'a str) -> &'a str {
-        if self.registry.borrow().serves_task_type(task_type) {
-            task_type
-        } else {
-            UNKNOWN_TASK_TYPE_LABEL
-        }
-    }
-
-    /// Runs one RPC: times it, records the request metrics (for create, get
+    /// Runs one RPC: finds its connector in one snapshot of the registry
+    /// (which also decides its metrics label), decodes the message and calls
+    /// the connector, times it, records the request metrics (for create, get
     /// and delete, as the Python server), logs a failure once, and turns it
     /// into a status.
-    async fn serve<T>(
+    async fn serve<R: Rpc>(
         &self,
-        operation: Operation,
-        task_type: &str,
-        wire_size: fn(&T) -> usize,
-        rpc: impl Future<Output = Result<T, ServiceError>>,
-    ) -> Result<Response<T>, Status> {
-        self.serve_labelled(
-            operation,
-            task_type,
-            self.metric_label(task_type),
-            wire_size,
-            rpc,
-        )
-        .await
-    }
-
-    /// [`Self::serve`] with the metrics label already resolved.
-    async fn serve_labelled<T>(
-        &self,
-        operation: Operation,
-        task_type: &str,
-        label: &str,
-        wire_size: fn(&T) -> usize,
-        rpc: impl Future<Output = Result<T, ServiceError>>,
-    ) -> Result<Response<T>, Status> {
+        message: R,
+        deadline: Deadline,
+    ) -> Result<Response<R::Response>, Status> {
         let started = Instant::now();
-        let result = rpc.await.and_then(|response| {
-            self.check_size(operation, task_type, wire_size(&response), response)
-        });
+        let registry = self.registry.borrow().clone();
+        let task_type = message.task_type().to_owned();
+        let label = metric_label(&registry, &task_type);
+        if let Some(bytes) = message.input_bytes() {
+            self.metrics.record_input_bytes(label, bytes);
+        }
+        let result = self.answer(&registry, message, deadline).await;
+        let operation = R::OPERATION;
         let elapsed = started.elapsed();
         let recorded = operation.has_request_metrics();
         match result {
@@ -110,57 +88,55 @@ impl AsyncConnector {
         }
     }
 
-    /// Fails a response larger than the server's maximum message size,
-    /// which the client could not receive (or should not have to).
-    fn check_size<T>(
+    /// The response to `message`, from its connector in `registry`.
+    async fn answer<R: Rpc>(
         &self,
-        operation: Operation,
-        task_type: &str,
-        size: usize,
-        response: T,
-    ) -> Result<T, ServiceError> {
+        registry: &Registry,
+        message: R,
+        deadline: Deadline,
+    ) -> Result<R::Response, ServiceError> {
+        // The connector first: an unknown task type is NOT_FOUND, whatever
+        // its inputs, as the Python server answers.
+        let category = message.category()?;
+        let connector = registry
+            .get(&category)
+            .cloned()
+            .ok_or_else(|| ServiceError::NotFound(category.name.clone()))?;
+        let request = message.into_request()?;
+        let failed = |cause| ServiceError::Failed {
+            operation: R::OPERATION,
+            task_type: category.name.clone(),
+            cause,
+        };
+        let answer = R::call(connector, request, deadline)
+            .await
+            .map_err(|error| failed(error.into()))?;
+        let response = R::respond(answer).map_err(|error| failed(error.into()))?;
+        let size = R::wire_size(&response);
         if size > self.max_response_bytes {
-            return Err(ServiceError::Connector {
-                operation,
-                task_type: task_type.to_owned(),
-                error: ConnectorError::TooLarge {
+            // A response larger than the client could receive (or should
+            // have to) fails its call.
+            return Err(failed(
+                ConnectorError::TooLarge {
                     what: "a response",
                     size,
                     limit: self.max_response_bytes,
-                },
-            });
+                }
+                .into(),
+            ));
         }
         Ok(response)
     }
-
-    fn connector(&self, category: &TaskCategory) -> Result<SharedConnector, ServiceError> {
-        find_connector(&self.registry, category)
-    }
 }
 
-/// Attaches the operation and task type to a connector's failure.
-fn failed(
-    operation: Operation,
-    category: &TaskCategory,
-) -> impl FnOnce(ConnectorError) -> ServiceError {
-    let task_type = category.name.clone();
-    move |error| ServiceError::Connector {
-        operation,
-        task_type,
-        error,
-    }
-}
-
-/// Attaches the operation and task type to an answer that cannot be converted.
-fn unconvertible(
-    operation: Operation,
-    category: &TaskCategory,
-) -> impl FnOnce(crate::convert::ConvertError) -> ServiceError {
-    let task_type = category.name.clone();
-    move |error| ServiceError::InvalidOutput {
-        operation,
-        task_type,
-        error,
+/// The `task_type` label of the request metrics: the task type when a
+/// connector of `registry` serves it, else one label shared by every
+/// unknown one.
+fn metric_label<'a>(registry: &Registry, task_type: &'a str) -> &'a str {
+    if registry.serves_task_type(task_type) {
+        task_type
+    } else {
+        UNKNOWN_TASK_TYPE_LABEL
     }
 }
 
@@ -173,29 +149,7 @@ impl pb::async_connector_service_server::AsyncConnectorService for AsyncConnecto
         request: Request<pb::CreateTaskRequest>,
     ) -> Result<Response<pb::CreateTaskResponse>, Status> {
         let deadline = mapping::deadline(request.metadata());
-        let request = request.into_inner();
-        let task_type = request
-            .template
-            .as_ref()
-            .map(|t| t.r#type.clone())
-            .unwrap_or_default();
-        let input_bytes = request.inputs.as_ref().map_or(0, Message::encoded_len);
-        let label = self.metric_label(&task_type);
-        self.metrics.record_input_bytes(label, input_bytes);
-        let operation = Operation::Create;
-        self.serve_labelled(operation, &task_type, label, Message::encoded_len, async {
-            // The connector first: an unknown task type is NOT_FOUND,
-            // whatever its inputs, as the Python server answers.
-            let category = mapping::create_category(&request)?;
-            let connector = self.connector(&category)?;
-            let request = mapping::create_request(request)?;
-            let resource_meta = connector
-                .create(request, deadline)
-                .await
-                .map_err(failed(operation, &category))?;
-            Ok(pb::CreateTaskResponse { resource_meta })
-        })
-        .await
+        self.serve(request.into_inner(), deadline).await
     }
 
     async fn get_task(
@@ -203,23 +157,7 @@ impl pb::async_connector_service_server::AsyncConnectorService for AsyncConnecto
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::GetTaskResponse>, Status> {
         let deadline = mapping::deadline(request.metadata());
-        let request = request.into_inner();
-        let task_type = mapping::category_name(request.task_category.as_ref());
-        let operation = Operation::Get;
-        self.serve(operation, &task_type, Message::encoded_len, async {
-            let request = mapping::get_request(request)?;
-            let category = request.task_category.clone();
-            // A transient failure is UNAVAILABLE, not a terminal phase:
-            // Flyte's executor polls again, where RETRYABLE_FAILED would end
-            // the attempt and launch the job anew while it may still run.
-            let resource = self
-                .connector(&category)?
-                .get(request, deadline)
-                .await
-                .map_err(failed(operation, &category))?;
-            mapping::get_response(resource).map_err(unconvertible(operation, &category))
-        })
-        .await
+        self.serve(request.into_inner(), deadline).await
     }
 
     async fn delete_task(
@@ -227,19 +165,7 @@ impl pb::async_connector_service_server::AsyncConnectorService for AsyncConnecto
         request: Request<pb::DeleteTaskRequest>,
     ) -> Result<Response<pb::DeleteTaskResponse>, Status> {
         let deadline = mapping::deadline(request.metadata());
-        let request = request.into_inner();
-        let task_type = mapping::category_name(request.task_category.as_ref());
-        let operation = Operation::Delete;
-        self.serve(operation, &task_type, Message::encoded_len, async {
-            let request = mapping::delete_request(request)?;
-            let category = request.task_category.clone();
-            self.connector(&category)?
-                .delete(request, deadline)
-                .await
-                .map_err(failed(operation, &category))?;
-            Ok(pb::DeleteTaskResponse {})
-        })
-        .await
+        self.serve(request.into_inner(), deadline).await
     }
 
     async fn get_task_metrics(
@@ -247,20 +173,7 @@ impl pb::async_connector_service_server::AsyncConnectorService for AsyncConnecto
         request: Request<pb::GetTaskMetricsRequest>,
     ) -> Result<Response<pb::GetTaskMetricsResponse>, Status> {
         let deadline = mapping::deadline(request.metadata());
-        let request = request.into_inner();
-        let task_type = mapping::category_name(request.task_category.as_ref());
-        let operation = Operation::GetMetrics;
-        self.serve(operation, &task_type, Message::encoded_len, async {
-            let request = mapping::metrics_request(request)?;
-            let category = request.task_category.clone();
-            let results = self
-                .connector(&category)?
-                .get_metrics(request, deadline)
-                .await
-                .map_err(failed(operation, &category))?;
-            mapping::metrics_response(results).map_err(unconvertible(operation, &category))
-        })
-        .await
+        self.serve(request.into_inner(), deadline).await
     }
 
     type GetTaskLogsStream = LogStream;
@@ -270,29 +183,11 @@ impl pb::async_connector_service_server::AsyncConnectorService for AsyncConnecto
         request: Request<pb::GetTaskLogsRequest>,
     ) -> Result<Response<Self::GetTaskLogsStream>, Status> {
         let deadline = mapping::deadline(request.metadata());
-        let request = request.into_inner();
-        let task_type = mapping::category_name(request.task_category.as_ref());
-        let operation = Operation::GetLogs;
-        let page = self
-            .serve(operation, &task_type, largest_part, async {
-                let request = mapping::logs_request(request)?;
-                let category = request.task_category.clone();
-                let page = self
-                    .connector(&category)?
-                    .get_logs(request, deadline)
-                    .await
-                    .map_err(failed(operation, &category))?;
-                Ok(mapping::logs_response(page))
-            })
+        let parts = self
+            .serve(request.into_inner(), deadline)
             .await?
             .into_inner();
-        let stream: LogStream = Box::pin(tokio_stream::iter(page.into_iter().map(Ok)));
+        let stream: LogStream = Box::pin(tokio_stream::iter(parts.into_iter().map(Ok)));
         Ok(Response::new(stream))
     }
-}
-
-/// Each part of a log page is a message of its own on the wire.
-#[allow(clippy::ptr_arg, reason = "it sizes the `Vec` the RPC answers with")]
-fn largest_part(parts: &Vec<pb::GetTaskLogsResponse>) -> usize {
-    parts.iter().map(Message::encoded_len).max().unwrap_or(0)
 }

@@ -24,25 +24,26 @@ pub enum ServiceError {
     #[error("invalid inputs: {0}")]
     InvalidInput(ConvertError),
     /// The connector failed, or returned something that cannot be sent back.
-    #[error("failed to {} {task_type} task with error:\n {error}.", operation.verb())]
-    Connector {
+    #[error("failed to {} {task_type} task with error:\n {cause}.", operation.verb())]
+    Failed {
         /// What was asked of the connector.
         operation: Operation,
         /// The task type.
         task_type: String,
         /// What went wrong.
-        error: ConnectorError,
+        cause: Failure,
     },
-    /// The connector's outputs do not convert to literals.
-    #[error("failed to {} {task_type} task with error:\n {error}.", operation.verb())]
-    InvalidOutput {
-        /// What was asked of the connector.
-        operation: Operation,
-        /// The task type.
-        task_type: String,
-        /// What cannot be converted.
-        error: ConvertError,
-    },
+}
+
+/// What went wrong in a call of a connector.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The connector failed.
+    #[error("{0}")]
+    Connector(#[from] ConnectorError),
+    /// Its answer does not convert to protobuf (outputs to literals).
+    #[error("{0}")]
+    Answer(#[from] ConvertError),
 }
 
 impl ServiceError {
@@ -51,8 +52,14 @@ impl ServiceError {
         match self {
             Self::NotFound(_) | Self::UnknownConnector(_) => Code::NotFound,
             Self::InvalidArgument(_) | Self::InvalidInput(_) => Code::InvalidArgument,
-            Self::InvalidOutput { .. } => Code::Internal,
-            Self::Connector { error, .. } => match error {
+            Self::Failed {
+                cause: Failure::Answer(_),
+                ..
+            } => Code::Internal,
+            Self::Failed {
+                cause: Failure::Connector(error),
+                ..
+            } => match error {
                 ConnectorError::Failed(_)
                 | ConnectorError::Crashed(_)
                 | ConnectorError::TooLarge { .. } => Code::Internal,
@@ -87,8 +94,10 @@ impl ServiceError {
     pub fn is_guest_crash(&self) -> bool {
         matches!(
             self,
-            Self::Connector {
-                error: ConnectorError::Crashed(_) | ConnectorError::DeadlineExceeded(_),
+            Self::Failed {
+                cause: Failure::Connector(
+                    ConnectorError::Crashed(_) | ConnectorError::DeadlineExceeded(_)
+                ),
                 ..
             }
         )
@@ -111,10 +120,10 @@ mod tests {
             ServiceError::NotFound("nope".into()).to_string(),
             "Cannot find connector for task type: nope."
         );
-        let failed = ServiceError::Connector {
+        let failed = ServiceError::Failed {
             operation: Operation::Create,
             task_type: "fail".into(),
-            error: ConnectorError::Failed("the external service said no".into()),
+            cause: ConnectorError::Failed("the external service said no".into()).into(),
         };
         assert_eq!(
             failed.to_string(),
@@ -126,11 +135,11 @@ mod tests {
 
     #[test]
     fn connector_errors_map_to_precise_codes() {
-        let code = |error| {
-            ServiceError::Connector {
+        let code = |error: ConnectorError| {
+            ServiceError::Failed {
                 operation: Operation::Get,
                 task_type: "t".into(),
-                error,
+                cause: error.into(),
             }
             .code()
         };

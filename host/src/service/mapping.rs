@@ -15,13 +15,8 @@ use crate::{
         LogsRequest, MetricResult, MetricsRequest, Phase, Resource, TaskCategory,
     },
     convert::{self, ConvertError},
-    proto::{connector as pb, core, flyteidl2::logs::dataplane},
+    proto::{connector as pb, core, flyteidl2::logs::dataplane, task},
 };
-
-/// The task type a request names, for metrics and logs ("" when absent).
-pub(crate) fn category_name(category: Option<&pb::TaskCategory>) -> String {
-    category.map(|c| c.name.clone()).unwrap_or_default()
-}
 
 /// The task category of a get/delete/metrics/logs request.
 pub(crate) fn task_category(
@@ -45,11 +40,19 @@ fn no_template() -> ServiceError {
 pub(crate) fn create_category(
     request: &pb::CreateTaskRequest,
 ) -> Result<TaskCategory, ServiceError> {
-    let template = request.template.as_ref().ok_or_else(no_template)?;
-    Ok(TaskCategory {
+    request
+        .template
+        .as_ref()
+        .map(template_category)
+        .ok_or_else(no_template)
+}
+
+/// The task category `template` names.
+pub(crate) fn template_category(template: &core::TaskTemplate) -> TaskCategory {
+    TaskCategory {
         name: template.r#type.clone(),
         version: template.task_type_version,
-    })
+    }
 }
 
 /// The connector request of a CreateTask request, its inputs converted to JSON.
@@ -57,25 +60,38 @@ pub(crate) fn create_request(
     request: pb::CreateTaskRequest,
 ) -> Result<CreateRequest, ServiceError> {
     let template = request.template.ok_or_else(no_template)?;
-    let inputs = convert::inputs_to_json(
-        request.inputs.as_ref().unwrap_or(&Default::default()),
-        template.interface.as_ref(),
-    )
-    .map_err(ServiceError::InvalidInput)?;
-    let template_json =
-        convert::message_to_json(&template, "template").map_err(ServiceError::InvalidInput)?;
     let task_execution_metadata = match &request.task_execution_metadata {
         Some(metadata) => convert::message_to_json(metadata, "task_execution_metadata")
             .map_err(ServiceError::InvalidInput)?,
         None => json!({}),
     };
+    task_request(
+        &template,
+        request.inputs.as_ref().unwrap_or(&Default::default()),
+        request.output_prefix,
+        task_execution_metadata,
+        merge_connection(request.connection.as_ref()),
+    )
+    .map_err(ServiceError::InvalidInput)
+}
+
+/// The connector request that starts a task of `template` with `inputs`,
+/// both converted to JSON as a connector sees them.
+pub(crate) fn task_request(
+    template: &core::TaskTemplate,
+    inputs: &task::Inputs,
+    output_prefix: String,
+    task_execution_metadata: serde_json::Value,
+    connection: ConnectionMap,
+) -> Result<CreateRequest, ConvertError> {
+    let inputs = convert::inputs_to_json(inputs, template.interface.as_ref())?;
     Ok(CreateRequest {
         inputs: inputs.values,
         input_types: inputs.types,
-        template: template_json,
-        output_prefix: request.output_prefix,
+        template: convert::message_to_json(template, "template")?,
+        output_prefix,
         task_execution_metadata,
-        connection: merge_connection(request.connection.as_ref()),
+        connection,
     })
 }
 
@@ -113,6 +129,7 @@ pub(crate) fn metrics_request(
         start_time: as_text(request.start_time),
         end_time: as_text(request.end_time),
         step: as_text(request.step),
+        connection: ConnectionMap::new(),
     })
 }
 
@@ -122,6 +139,7 @@ pub(crate) fn logs_request(request: pb::GetTaskLogsRequest) -> Result<LogsReques
         resource_meta: request.resource_meta,
         lines: request.lines,
         token: request.token,
+        connection: ConnectionMap::new(),
     })
 }
 

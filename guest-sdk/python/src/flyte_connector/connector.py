@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Type
 
 from flyte_connector.resource import Resource, ResourceMeta
+from flyte_connector.values import Inputs
 
 
 @dataclass
@@ -47,11 +48,15 @@ class AsyncConnector:
         self,
         task_template: Any,
         output_prefix: str,
-        inputs: Optional[Dict[str, Any]] = None,
+        inputs: Optional[Inputs] = None,
         task_execution_metadata: Any = None,
         **kwargs: Any,
     ) -> ResourceMeta:
-        """Starts the task; returns what `get` and `delete` need to find it."""
+        """Starts the task; returns what `get` and `delete` need to find it.
+
+        `inputs` is an `Inputs`: a dict of input name → Python value typed
+        from the template's interface, with the JSON the host sent and each
+        input's literal type as `inputs.json` and `inputs.types`."""
         raise NotImplementedError
 
     async def get(self, resource_meta: ResourceMeta, **kwargs: Any) -> Resource:

@@ -2,10 +2,11 @@
 
 The host hands a connector each input as JSON together with the input's
 Flyte `LiteralType` (proto3 JSON, e.g. `{"simple": "INTEGER"}`), and takes
-each output back as JSON plus an optional literal type (README, "Values at
-the boundary"). `from_json` turns an input into the Python value flyte would
-give a connector (`int`, `datetime`, `File`, ...); `to_json` turns an output
-back into JSON and the literal type to send with it.
+each output back as JSON plus an optional literal type (the table is in
+`docs/authoring/values.md`). `from_json` turns an input into the Python
+value flyte would give a connector (`int`, `datetime`, `File`, ...);
+`to_json` turns an output back into JSON and the literal type to send with
+it.
 
 Wire forms written here, as the host writes them (proto3 JSON):
 

@@ -17,7 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::connector::{ConnectorError, Deadline};
 
 /// The call slots and the queue of calls waiting for them.
-pub(super) struct Admission {
+pub(in crate::runtime) struct Admission {
     /// Free slots. Tokio's semaphore hands released permits to waiters in
     /// arrival order, so a newcomer never overtakes a waiting call.
     slots: Arc<Semaphore>,
@@ -28,12 +28,12 @@ pub(super) struct Admission {
 }
 
 /// Slots held by one instance, running or idle; released when dropped.
-pub(super) struct Slots {
+pub(in crate::runtime) struct Slots {
     _permit: OwnedSemaphorePermit,
 }
 
 /// A call running in an instance, counted while it lives.
-pub(super) struct Running(Arc<AtomicUsize>);
+pub(in crate::runtime) struct Running(Arc<AtomicUsize>);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -42,7 +42,7 @@ impl Drop for Running {
 }
 
 impl Admission {
-    pub(super) fn new(total_slots: usize, max_queued: usize) -> Self {
+    pub(in crate::runtime) fn new(total_slots: usize, max_queued: usize) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(total_slots)),
             total_slots,
@@ -53,28 +53,28 @@ impl Admission {
     }
 
     /// Call slots in all.
-    pub(super) fn total_slots(&self) -> usize {
+    pub(in crate::runtime) fn total_slots(&self) -> usize {
         self.total_slots
     }
 
     /// Slots taken by instances, running or idle.
-    pub(super) fn slots_in_use(&self) -> usize {
+    pub(in crate::runtime) fn slots_in_use(&self) -> usize {
         self.total_slots
             .saturating_sub(self.slots.available_permits())
     }
 
     /// Calls admitted and not finished.
-    pub(super) fn running(&self) -> usize {
+    pub(in crate::runtime) fn running(&self) -> usize {
         self.running.load(Ordering::Acquire)
     }
 
     /// Calls waiting for slots.
-    pub(super) fn queued(&self) -> usize {
+    pub(in crate::runtime) fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
     }
 
     /// Counts a call as running until the guard is dropped.
-    pub(super) fn start_running(&self) -> Running {
+    pub(in crate::runtime) fn start_running(&self) -> Running {
         self.running.fetch_add(1, Ordering::AcqRel);
         Running(Arc::clone(&self.running))
     }
@@ -82,7 +82,7 @@ impl Admission {
     /// Takes `slots` slots if they are free now. With waiters in line there
     /// are no free slots: released ones go to the waiters first, so this
     /// cannot jump the queue.
-    pub(super) fn try_take(&self, slots: u32) -> Option<Slots> {
+    pub(in crate::runtime) fn try_take(&self, slots: u32) -> Option<Slots> {
         Arc::clone(&self.slots)
             .try_acquire_many_owned(slots)
             .ok()
@@ -90,7 +90,7 @@ impl Admission {
     }
 
     /// Takes `slots` slots, waiting in line for them if they are busy.
-    pub(super) async fn admit(
+    pub(in crate::runtime) async fn admit(
         &self,
         slots: u32,
         deadline: Deadline,

@@ -11,13 +11,17 @@
 //! - The [`policy`] every request goes through: the allow-list, the limits,
 //!   the response cap and the metrics, for every request.
 //! - Each instance's store holds an [`InstanceHttp`]: the policy, with the
-//!   connector's label. Nothing in it belongs to one call, so an instance
-//!   may serve several calls of one tenant (see `warm`).
+//!   connector's label and the instance's open requests. Nothing in it
+//!   belongs to one call, so an instance may serve several calls of one
+//!   tenant (see `call::warm`).
+//! - [`address`] judges the addresses a connection would reach; [`labels`]
+//!   bounds the hosts its [`metrics`] name.
 
 mod address;
 mod client;
 mod connect;
 mod labels;
+mod metrics;
 mod policy;
 mod proxy;
 mod rules;
@@ -32,21 +36,24 @@ use wasmtime::{
 };
 use wasmtime_wasi::p2::IoError;
 use wasmtime_wasi_http::{
-    RequestOptions, WasiHttpCtx, WasiHttpView, p2::bindings::http::types::ErrorCode,
+    RequestOptions, WasiHttp, WasiHttpCtx, WasiHttpCtxView,
+    p2::bindings::http::{outgoing_handler, types::ErrorCode},
 };
 
+use self::policy::InstanceHooks;
 use self::{
-    address::AddressPolicy, client::PooledClient, connect::Connector, policy::OutboundPolicy,
-    rules::HostRule, trust::TlsProfile,
+    address::AddressPolicy,
+    client::PooledClient,
+    connect::Connector,
+    labels::HostLabels,
+    metrics::OutboundMetrics,
+    policy::OutboundPolicy,
+    proxy::ProxySettings,
+    rules::HostRule,
+    trust::{PlatformRoots, TlsProfile},
 };
-pub(super) use self::{
-    labels::HostLabels, policy::CallHooks, proxy::ProxySettings, trust::PlatformRoots,
-};
-use super::{
-    capability::{Capability, InstanceScope, LoadScope},
-    instance::InstanceState,
-};
-use crate::{manifest, metrics::OutboundMetrics};
+use super::capability::{Capability, ConfigError, GrantError, HasState, InstanceScope, LoadScope};
+use crate::manifest;
 
 /// How long to wait for a connection, unless the manifest says otherwise.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,18 +154,35 @@ pub(super) fn authority(host: &str, port: u16) -> String {
     }
 }
 
-/// The server-wide settings of outbound HTTP: the capability itself.
-pub(super) struct OutboundHttp {
+/// The flags of outbound HTTP.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HttpArgs {
+    /// More CA certificates (a PEM bundle) that every connector's outbound
+    /// TLS trusts, beside the system's (SSL_CERT_FILE, SSL_CERT_DIR).
+    #[arg(long, env = "FLYTE_CONNECT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The server-wide settings of outbound HTTP.
+#[derive(Debug, Clone, Default)]
+pub struct HttpConfig {
+    /// More CA certificates (PEM) every plugin's outbound TLS trusts,
+    /// beside the system's; relative to where the server started.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Outbound HTTP, the capability: what it reads of the platform once.
+pub struct OutboundHttp {
     /// The platform's CA roots, read once at start.
-    pub(super) roots: PlatformRoots,
+    roots: PlatformRoots,
     /// `--ca-file`: more roots every plugin trusts, read at each load.
-    pub(super) ca_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
     /// The proxies of the server's environment, read once at start.
-    pub(super) proxy: Arc<ProxySettings>,
-    pub(super) metrics: OutboundMetrics,
+    proxy: Arc<ProxySettings>,
+    metrics: OutboundMetrics,
     /// The hosts named in metric labels, per connector, for the life of
     /// the process.
-    pub(super) labels: Arc<HostLabels>,
+    labels: Arc<HostLabels>,
 }
 
 /// The `[http]` table.
@@ -177,59 +201,112 @@ struct HttpSection {
 /// What a plugin's manifest grants: the hosts it may call, the limits of its
 /// requests, and the client that sends them.
 #[derive(Debug, Clone)]
-pub(super) struct HttpGrant {
+pub struct HttpGrant {
     policy: OutboundPolicy,
+}
+
+/// `key = secs` of `[http]` as a duration, `default` when absent.
+fn timeout(key: &str, secs: Option<f64>, default: Duration) -> Result<Duration, GrantError> {
+    manifest::seconds(key, secs)
+        .map(|secs| secs.unwrap_or(default))
+        .map_err(|reason| GrantError::invalid(key, reason))
+}
+
+impl HttpSection {
+    /// The limits this section sets, the defaults where it sets none.
+    fn limits(&self) -> Result<HttpLimits, GrantError> {
+        Ok(HttpLimits {
+            connect_timeout: timeout(
+                "http.connect_timeout_seconds",
+                self.connect_timeout_seconds,
+                DEFAULT_CONNECT_TIMEOUT,
+            )?,
+            first_byte_timeout: timeout(
+                "http.first_byte_timeout_seconds",
+                self.first_byte_timeout_seconds,
+                DEFAULT_FIRST_BYTE_TIMEOUT,
+            )?,
+            between_bytes_timeout: timeout(
+                "http.between_bytes_timeout_seconds",
+                self.between_bytes_timeout_seconds,
+                DEFAULT_BETWEEN_BYTES_TIMEOUT,
+            )?,
+            max_response_bytes: match self.max_response_mb {
+                None => DEFAULT_MAX_RESPONSE_BYTES,
+                Some(mb) => mb
+                    .checked_mul(1024 * 1024)
+                    .filter(|&bytes| bytes > 0)
+                    .ok_or_else(|| {
+                        GrantError::invalid("http.max_response_mb", format!("{mb} is out of range"))
+                    })?,
+            },
+            max_concurrent_requests: match self.max_concurrent_requests {
+                None => DEFAULT_MAX_CONCURRENT_REQUESTS,
+                Some(n @ 1..=MAX_CONCURRENT_REQUESTS) => n,
+                Some(n) => {
+                    return Err(GrantError::invalid(
+                        "http.max_concurrent_requests",
+                        format!("{n} is out of range (1 to {MAX_CONCURRENT_REQUESTS})"),
+                    ));
+                }
+            },
+        })
+    }
 }
 
 impl Capability for OutboundHttp {
     const MANIFEST_KEYS: &'static [&'static str] = &["allowed_hosts", "http"];
+    type Args = HttpArgs;
+    type Config = HttpConfig;
     type Grant = HttpGrant;
     type State = InstanceHttp;
 
-    fn grant(&self, load: &mut LoadScope<'_>) -> Result<Self::Grant, String> {
+    fn configure(args: Self::Args) -> Result<Self::Config, ConfigError> {
+        Ok(HttpConfig {
+            ca_file: args.ca_file,
+        })
+    }
+
+    /// Reads the platform's CA roots and the proxies of the server's
+    /// environment; an unreadable `ca_file` or an invalid proxy URL stops
+    /// start-up rather than every load.
+    fn new(config: &Self::Config, registry: &prometheus::Registry) -> anyhow::Result<Self> {
+        let proxy = ProxySettings::from_env().map_err(anyhow::Error::msg)?;
+        if let Some(summary) = proxy.summary() {
+            tracing::info!("{summary}");
+        }
+        let roots = PlatformRoots::load();
+        // Relative to where the server started, not to a manifest.
+        let ca_file = config
+            .ca_file
+            .as_deref()
+            .map(std::path::absolute)
+            .transpose()
+            .map_err(|err| anyhow::anyhow!("--ca-file: {err}"))?;
+        if let Some(path) = &ca_file {
+            TlsProfile::check_ca_file(&roots, path)?;
+        }
+        Ok(Self {
+            roots,
+            ca_file,
+            proxy: Arc::new(proxy),
+            metrics: OutboundMetrics::register(registry)?,
+            labels: Arc::default(),
+        })
+    }
+
+    fn grant(&self, load: &mut LoadScope<'_>) -> Result<Self::Grant, GrantError> {
         let rules: Arc<[HostRule]> = load
             .section::<Vec<String>>("allowed_hosts")?
             .unwrap_or_default()
             .iter()
-            .map(|rule| HostRule::parse(rule).map_err(|err| err.to_string()))
+            .map(|rule| {
+                HostRule::parse(rule)
+                    .map_err(|err| GrantError::invalid("allowed_hosts", err.to_string()))
+            })
             .collect::<Result<_, _>>()?;
         let section: HttpSection = load.section("http")?.unwrap_or_default();
-        let limits = HttpLimits {
-            connect_timeout: manifest::seconds(
-                "http.connect_timeout_seconds",
-                section.connect_timeout_seconds,
-            )?
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            first_byte_timeout: manifest::seconds(
-                "http.first_byte_timeout_seconds",
-                section.first_byte_timeout_seconds,
-            )?
-            .unwrap_or(DEFAULT_FIRST_BYTE_TIMEOUT),
-            between_bytes_timeout: manifest::seconds(
-                "http.between_bytes_timeout_seconds",
-                section.between_bytes_timeout_seconds,
-            )?
-            .unwrap_or(DEFAULT_BETWEEN_BYTES_TIMEOUT),
-            max_response_bytes: section
-                .max_response_mb
-                .map(|mb| {
-                    mb.checked_mul(1024 * 1024)
-                        .filter(|&bytes| bytes > 0)
-                        .ok_or_else(|| format!("http.max_response_mb = {mb} is out of range"))
-                })
-                .transpose()?
-                .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
-            max_concurrent_requests: match section.max_concurrent_requests {
-                None => DEFAULT_MAX_CONCURRENT_REQUESTS,
-                Some(n @ 1..=MAX_CONCURRENT_REQUESTS) => n,
-                Some(n) => {
-                    return Err(format!(
-                        "http.max_concurrent_requests = {n} is out of range (1 to \
-                         {MAX_CONCURRENT_REQUESTS})"
-                    ));
-                }
-            },
-        };
+        let limits = section.limits()?;
         let tls = TlsProfile::new(&self.roots, self.ca_file.as_deref(), &section.tls, load)?;
         let connector = Connector::new(
             tls,
@@ -250,8 +327,14 @@ impl Capability for OutboundHttp {
         })
     }
 
-    fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    fn add_to_linker<T: HasState<Self>>(linker: &mut Linker<T>) -> anyhow::Result<()> {
+        let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
+        outgoing_handler::add_to_linker::<T, WasiHttp>(linker, http_view::<T>)?;
+        wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<T, WasiHttp>(
+            linker,
+            &options.into(),
+            http_view::<T>,
+        )?;
         // wasmtime-wasi-http 48's `http-error-code` finds only an error code
         // stored as one, but a response body's failure is stored as the
         // embedder's error: a body past the cap, a between-bytes timeout, a
@@ -260,8 +343,8 @@ impl Capability for OutboundHttp {
         linker.allow_shadowing(true);
         let defined = linker.instance(HTTP_TYPES)?.func_wrap(
             "http-error-code",
-            |mut store: StoreContextMut<'_, InstanceState>, (error,): (Resource<IoError>,)| {
-                let view = store.data_mut().http();
+            |mut store: StoreContextMut<'_, T>, (error,): (Resource<IoError>,)| {
+                let view = store.data_mut().view();
                 let error = view.table.get(&error)?;
                 Ok((stream_error_code(error),))
             },
@@ -274,8 +357,19 @@ impl Capability for OutboundHttp {
     fn instance_state(grant: &Self::Grant, instance: &InstanceScope) -> Self::State {
         InstanceHttp {
             ctx: WasiHttpCtx::new(),
-            hooks: CallHooks::new(grant.policy.clone(), Arc::clone(&instance.connector)),
+            hooks: InstanceHooks::new(grant.policy.clone(), Arc::clone(&instance.connector)),
         }
+    }
+}
+
+/// wasi:http's view of the store data `T`: the instance's outbound-HTTP
+/// state and the shared resource table.
+fn http_view<T: HasState<OutboundHttp>>(host: &mut T) -> WasiHttpCtxView<'_> {
+    let view = host.view();
+    WasiHttpCtxView {
+        ctx: &mut view.state.ctx,
+        table: view.table,
+        hooks: &mut view.state.hooks,
     }
 }
 
@@ -304,30 +398,33 @@ fn stream_error_code(error: &IoError) -> Option<ErrorCode> {
 }
 
 /// The outbound-HTTP state of one instance's store.
-pub(super) struct InstanceHttp {
-    pub(super) ctx: WasiHttpCtx,
-    pub(super) hooks: CallHooks,
+pub struct InstanceHttp {
+    ctx: WasiHttpCtx,
+    hooks: InstanceHooks,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{manifest::Manifest, metrics::Metrics, runtime::credential_roots::CredentialRoots};
+    use crate::{manifest::Manifest, runtime::capabilities::CredentialRoots};
 
     fn capability() -> OutboundHttp {
         OutboundHttp {
             roots: PlatformRoots::webpki(),
             ca_file: None,
             proxy: Arc::new(ProxySettings::none()),
-            metrics: Metrics::new().expect("metrics").outbound,
+            metrics: OutboundMetrics::register(&prometheus::Registry::new()).expect("metrics"),
             labels: Arc::default(),
         }
     }
 
     fn grant(text: &str) -> Result<HttpGrant, String> {
         let manifest = Manifest::parse(text, PathBuf::from(".")).map_err(|e| format!("{e:?}"))?;
-        let roots = CredentialRoots::new(vec![PathBuf::from("/")], vec![])?;
-        capability().grant(&mut LoadScope::new(&manifest, &roots))
+        let roots =
+            CredentialRoots::new(vec![PathBuf::from("/")], vec![]).map_err(|e| e.to_string())?;
+        capability()
+            .grant(&mut LoadScope::new(&manifest, &roots))
+            .map_err(|e| e.to_string())
     }
 
     #[test]

@@ -29,13 +29,13 @@ use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::metrics::OutboundMetrics;
 use super::{
     HttpLimits, Target,
     client::{Exchange, PooledClient},
     labels::{Denial, HostLabels},
     rules::HostRule,
 };
-use crate::metrics::OutboundMetrics;
 
 struct Shared {
     rules: Arc<[HostRule]>,
@@ -92,14 +92,14 @@ impl OutboundPolicy {
 
 /// The hooks of one instance's store: the plugin's policy, with the
 /// connector's label and the instance's open requests.
-pub(in crate::runtime) struct CallHooks {
+pub(in crate::runtime) struct InstanceHooks {
     policy: OutboundPolicy,
     connector: Arc<str>,
     /// One permit per request open (sent, its response body not done).
     open_requests: Arc<Semaphore>,
 }
 
-impl CallHooks {
+impl InstanceHooks {
     pub(super) fn new(policy: OutboundPolicy, connector: Arc<str>) -> Self {
         let open_requests = Arc::new(Semaphore::new(policy.limits().max_concurrent_requests));
         Self {
@@ -109,27 +109,29 @@ impl CallHooks {
         }
     }
 
-    /// Refuses `request` to `shown` for `denial`, counted and logged as
-    /// `message` says; the guest gets `error`.
+    /// Refuses `request` to `shown`, counted and logged; the guest gets
+    /// the refusal's error.
     fn refuse(
         &self,
         request: http::Request<WasiBody>,
         shown: &str,
-        denial: Denial,
-        message: &str,
-        error: Error,
+        refusal: Refusal,
     ) -> Box<dyn Future<Output = Sent> + Send> {
         let shared = &self.policy.0;
-        shared
-            .labels
-            .deny(&shared.metrics, &self.connector, shown, denial, message);
+        shared.labels.deny(
+            &shared.metrics,
+            &self.connector,
+            shown,
+            refusal.denial,
+            &refusal.message,
+        );
         // Take the body the guest is writing before answering, so it sees
         // the refusal rather than a broken body stream; frame by frame,
         // dropping each, so a large body never sits in host memory, outside
         // the guest's memory cap.
         Box::new(async move {
             drain(request.into_body()).await;
-            Err(error)
+            Err(refusal.error)
         })
     }
 }
@@ -147,7 +149,7 @@ type Sent = wasmtime_wasi_http::Result<(
     Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
 )>;
 
-impl WasiHttpHooks for CallHooks {
+impl WasiHttpHooks for InstanceHooks {
     /// The pooled client sets `Host` for HTTP/1.1; HTTP/2 carries the
     /// authority in the request line.
     fn set_host_header(&mut self) -> bool {
@@ -162,6 +164,45 @@ impl WasiHttpHooks for CallHooks {
     ) -> Box<dyn Future<Output = Sent> + Send> {
         let target = Target::of(request.uri());
         let shown = target.shown();
+        if let Err(refusal) = self.judge(&request, &target) {
+            return self.refuse(request, &shown, refusal);
+        }
+        let Ok(permit) = Arc::clone(&self.open_requests).try_acquire_owned() else {
+            let limit = self.policy.limits().max_concurrent_requests;
+            let message = format!(
+                "the call already has {limit} outbound requests open, the most its plugin \
+                 allows (http.max_concurrent_requests in its manifest)"
+            );
+            let refusal = Refusal {
+                denial: Denial::TooManyRequests,
+                error: Error::InternalError(Some(message.clone())),
+                message,
+            };
+            return self.refuse(request, &shown, refusal);
+        };
+        drop_proxy_headers(&mut request, &self.connector);
+        let outgoing = Outgoing {
+            shared: Arc::clone(&self.policy.0),
+            connector: Arc::clone(&self.connector),
+            timeouts: self.policy.0.limits.apply(options),
+            target,
+            shown,
+        };
+        Box::new(outgoing.send(request, permit))
+    }
+}
+
+/// Why a request is refused, as the metric, the log and the guest see it.
+struct Refusal {
+    denial: Denial,
+    message: String,
+    error: Error,
+}
+
+impl InstanceHooks {
+    /// Whether `request` to `target` may be sent at all.
+    fn judge(&self, request: &http::Request<WasiBody>, target: &Target) -> Result<(), Refusal> {
+        let shown = target.shown();
         if request
             .uri()
             .authority()
@@ -171,97 +212,109 @@ impl WasiHttpHooks for CallHooks {
                 "the URL to {shown} carries credentials (user:password@): refused, so they are \
                  never sent, pooled or logged; send them in a header (Authorization)"
             );
-            let error = Error::InternalError(Some(message.clone()));
-            return self.refuse(request, &shown, Denial::CredentialsInUrl, &message, error);
+            return Err(Refusal {
+                denial: Denial::CredentialsInUrl,
+                error: Error::InternalError(Some(message.clone())),
+                message,
+            });
         }
         let method = request.method();
         if method == Method::TRACE || method == Method::CONNECT {
-            let message = format!("{method} is never sent: a proxy may answer it itself");
-            return self.refuse(
-                request,
-                &shown,
-                Denial::Method,
-                &message,
-                Error::HttpRequestMethodInvalid,
-            );
+            return Err(Refusal {
+                denial: Denial::Method,
+                message: format!("{method} is never sent: a proxy may answer it itself"),
+                error: Error::HttpRequestMethodInvalid,
+            });
         }
         if !self
             .policy
             .allows(target.scheme(), &target.host, target.port)
         {
-            return self.refuse(
-                request,
-                &shown,
-                Denial::Rule,
-                "no rule of the plugin's allowed_hosts allows it",
-                Error::HttpRequestDenied,
-            );
+            return Err(Refusal {
+                denial: Denial::Rule,
+                message: "no rule of the plugin's allowed_hosts allows it".to_owned(),
+                error: Error::HttpRequestDenied,
+            });
         }
-        let Ok(permit) = Arc::clone(&self.open_requests).try_acquire_owned() else {
-            let limit = self.policy.limits().max_concurrent_requests;
-            let message = format!(
-                "the call already has {limit} outbound requests open, the most its plugin \
-                 allows (http.max_concurrent_requests in its manifest)"
-            );
-            let error = Error::InternalError(Some(message.clone()));
-            return self.refuse(request, &shown, Denial::TooManyRequests, &message, error);
+        Ok(())
+    }
+}
+
+/// Drops the `Max-Forwards` and `Proxy-*` headers a guest set.
+fn drop_proxy_headers(request: &mut http::Request<WasiBody>, connector: &str) {
+    let headers = request.headers_mut();
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_proxy_header(name))
+        .cloned()
+        .collect();
+    for name in &dropped {
+        tracing::debug!(connector, header = %name, "a guest's proxy header dropped");
+        headers.remove(name);
+    }
+}
+
+/// One request on its way: sent by the plugin's client, counted, its
+/// response body capped and holding its place among the call's open
+/// requests.
+struct Outgoing {
+    shared: Arc<Shared>,
+    connector: Arc<str>,
+    timeouts: super::Timeouts,
+    target: Target,
+    shown: String,
+}
+
+impl Outgoing {
+    async fn send(self, request: http::Request<WasiBody>, permit: OwnedSemaphorePermit) -> Sent {
+        let Self {
+            shared,
+            connector,
+            timeouts,
+            target,
+            shown,
+        } = self;
+        let label = shared.labels.sent(&connector, &shown);
+        let count = |status: &str| {
+            shared
+                .metrics
+                .requests
+                .with_label_values(&[connector.as_ref(), label.as_str(), status])
+                .inc();
         };
-        let headers = request.headers_mut();
-        let dropped: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| is_proxy_header(name))
-            .cloned()
-            .collect();
-        for name in &dropped {
-            tracing::debug!(connector = %self.connector, header = %name, "a guest's proxy header dropped");
-            headers.remove(name);
-        }
-        let shared = Arc::clone(&self.policy.0);
-        let connector = Arc::clone(&self.connector);
-        let timeouts = shared.limits.apply(options);
-        let max_bytes = shared.limits.max_response_bytes;
-        Box::new(async move {
-            let label = shared.labels.sent(&connector, &shown);
-            let count = |status: &str| {
-                shared
-                    .metrics
-                    .requests
-                    .with_label_values(&[connector.as_ref(), label.as_str(), status])
-                    .inc();
-            };
-            tracing::debug!(connector = %connector, host = %shown, "outbound HTTP request");
-            let exchange = Exchange {
-                target,
-                timeouts,
-                connector: Arc::clone(&connector),
-                host_label: label.clone(),
-                shown: shown.clone(),
-            };
-            let response = match shared.client.send(request, exchange).await {
-                Ok(response) => response,
-                Err(err) => {
-                    count("error");
-                    tracing::debug!(connector = %connector, host = %shown, "outbound HTTP failed: {err}");
-                    return Err(err);
-                }
-            };
-            count(status_class(response.status().as_u16()));
-            let declared = response
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|len| len > max_bytes) {
-                return Err(Error::HttpResponseBodySize(Some(max_bytes)));
+        tracing::debug!(connector = %connector, host = %shown, "outbound HTTP request");
+        let exchange = Exchange {
+            target,
+            timeouts,
+            connector: Arc::clone(&connector),
+            host_label: label.clone(),
+            shown: shown.clone(),
+        };
+        let response = match shared.client.send(request, exchange).await {
+            Ok(response) => response,
+            Err(err) => {
+                count("error");
+                tracing::debug!(connector = %connector, host = %shown, "outbound HTTP failed: {err}");
+                return Err(err);
             }
-            let response =
-                response.map(|body| CappedBody::new(body, max_bytes, Some(permit)).boxed_unsync());
-            let body_errors = async { Ok(()) };
-            Ok((
-                response,
-                Box::new(body_errors) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
+        };
+        count(status_class(response.status().as_u16()));
+        let max_bytes = shared.limits.max_response_bytes;
+        let declared = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max_bytes) {
+            return Err(Error::HttpResponseBodySize(Some(max_bytes)));
+        }
+        let response =
+            response.map(|body| CappedBody::new(body, max_bytes, Some(permit)).boxed_unsync());
+        let body_errors = async { Ok(()) };
+        Ok((
+            response,
+            Box::new(body_errors) as Box<dyn Future<Output = _> + Send>,
+        ))
     }
 }
 

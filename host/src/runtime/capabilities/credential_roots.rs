@@ -21,6 +21,8 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
+use super::capability::ConfigError;
+
 /// The variables that configure the server's proxies: never readable by a
 /// manifest, whatever the prefixes allow.
 const PROXY_VARIABLES: [&str; 4] = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"];
@@ -73,22 +75,61 @@ pub enum Refusal {
     },
 }
 
+/// The flags of what manifests may read of the pod.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CredentialArgs {
+    /// A folder whose files (symbolic links resolved) manifests may name:
+    /// credentials, CA files, client certificates and keys. Repeatable
+    /// [default: /etc/secrets].
+    #[arg(
+        long = "credentials-dir",
+        env = "FLYTE_CONNECT_CREDENTIALS_DIR",
+        value_delimiter = ':'
+    )]
+    pub credentials_dirs: Vec<PathBuf>,
+
+    /// A prefix of the server's environment variables manifests may name in
+    /// `[credentials]` (the proxy variables never). Repeatable [default:
+    /// none].
+    #[arg(
+        long = "credentials-env-prefix",
+        env = "FLYTE_CONNECT_CREDENTIALS_ENV_PREFIX",
+        value_delimiter = ','
+    )]
+    pub credentials_env_prefixes: Vec<String>,
+}
+
+impl CredentialArgs {
+    /// The roots these flags name, the defaults where they name none.
+    pub fn into_roots(self) -> Result<CredentialRoots, ConfigError> {
+        let dirs = if self.credentials_dirs.is_empty() {
+            CredentialRoots::default().dirs
+        } else {
+            self.credentials_dirs
+        };
+        CredentialRoots::new(dirs, self.credentials_env_prefixes)
+    }
+}
+
 impl CredentialRoots {
     /// Roots made absolute against the working directory; an empty prefix
     /// (which would allow every variable) is refused.
-    pub fn new(dirs: Vec<PathBuf>, env_prefixes: Vec<String>) -> Result<Self, String> {
+    pub fn new(dirs: Vec<PathBuf>, env_prefixes: Vec<String>) -> Result<Self, ConfigError> {
         if env_prefixes.iter().any(|prefix| prefix.trim().is_empty()) {
-            return Err(
-                "--credentials-env-prefix: an empty prefix would let manifests read every \
-                 environment variable of the server"
+            return Err(ConfigError {
+                flag: "--credentials-env-prefix",
+                reason: "an empty prefix would let manifests read every environment variable \
+                         of the server"
                     .to_owned(),
-            );
+            });
         }
         let dirs = dirs
             .iter()
             .map(|dir| {
-                std::path::absolute(dir)
-                    .map_err(|err| format!("--credentials-dir {}: {err}", dir.display()))
+                std::path::absolute(dir).map_err(|err| ConfigError {
+                    flag: "--credentials-dir",
+                    reason: format!("{}: {err}", dir.display()),
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { dirs, env_prefixes })

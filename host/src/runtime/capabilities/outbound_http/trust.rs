@@ -22,7 +22,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde::Deserialize;
 
 use super::rules::HostRule;
-use crate::runtime::capability::LoadScope;
+use crate::runtime::capabilities::{GrantError, LoadScope};
 
 /// Protocols offered by ALPN, HTTP/2 first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -83,6 +83,61 @@ pub(super) struct TlsSection {
     client_key_file: Option<PathBuf>,
 }
 
+impl TlsSection {
+    /// The rules and configuration of this entry, named `key`, trusting
+    /// `base` and its own `ca_file`.
+    fn entry(
+        &self,
+        key: &str,
+        base: &RootCertStore,
+        load: &mut LoadScope<'_>,
+    ) -> Result<(Vec<HostRule>, Arc<ClientConfig>), GrantError> {
+        let rules = self
+            .hosts
+            .iter()
+            .map(|host| {
+                HostRule::parse(host)
+                    .map_err(|err| GrantError::invalid(format!("{key}.hosts"), err.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut roots = base.clone();
+        if let Some(path) = &self.ca_file {
+            let shown = format!("{key}.ca_file");
+            let pem = load.read_file(&shown, path)?;
+            add_roots(&mut roots, &shown, path, &pem)?;
+        }
+        let builder = trusting(roots).map_err(|err| GrantError::invalid(key, err.to_string()))?;
+        let config = match (&self.client_cert_file, &self.client_key_file) {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(cert), Some(key_file)) => {
+                let shown = format!("{key}.client_cert_file");
+                let pem = load.read_file(&shown, cert)?;
+                let chain = certificates(&shown, cert, &pem)?;
+                let shown = format!("{key}.client_key_file");
+                let pem = load.read_file(&shown, key_file)?;
+                let private_key = PrivateKeyDer::from_pem_slice(&pem).map_err(|err| {
+                    GrantError::invalid(
+                        &shown,
+                        format!("no private key in {}: {err}", key_file.display()),
+                    )
+                })?;
+                builder
+                    .with_client_auth_cert(chain, private_key)
+                    .map_err(|err| {
+                        GrantError::invalid(key, format!("the client certificate and key: {err}"))
+                    })?
+            }
+            _ => {
+                return Err(GrantError::invalid(
+                    key,
+                    "client_cert_file and client_key_file go together",
+                ));
+            }
+        };
+        Ok((rules, with_alpn(config)))
+    }
+}
+
 /// The TLS configurations of one plugin's connections.
 pub(super) struct TlsProfile {
     /// `[[http.tls]]` entries in manifest order: the first whose rules allow
@@ -108,57 +163,34 @@ impl TlsProfile {
         ca_file: Option<&Path>,
         sections: &[TlsSection],
         load: &mut LoadScope<'_>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, GrantError> {
         let mut base = (*platform.store).clone();
         if let Some(path) = ca_file {
             let pem = load.read_operator_file("--ca-file", path)?;
             add_roots(&mut base, "--ca-file", path, &pem)?;
         }
-        let mut entries = Vec::with_capacity(sections.len());
-        for (index, section) in sections.iter().enumerate() {
-            let key = format!("http.tls[{index}]");
-            let rules = section
-                .hosts
-                .iter()
-                .map(|host| HostRule::parse(host).map_err(|err| format!("{key}.hosts: {err}")))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut roots = base.clone();
-            if let Some(path) = &section.ca_file {
-                let shown = format!("{key}.ca_file");
-                let pem = load.read_file(&shown, path)?;
-                add_roots(&mut roots, &shown, path, &pem)?;
-            }
-            let builder = trusting(roots).map_err(|err| format!("{key}: {err}"))?;
-            let config = match (&section.client_cert_file, &section.client_key_file) {
-                (None, None) => builder.with_no_client_auth(),
-                (Some(cert), Some(key_file)) => {
-                    let shown = format!("{key}.client_cert_file");
-                    let pem = load.read_file(&shown, cert)?;
-                    let chain = certificates(&shown, cert, &pem)?;
-                    let shown = format!("{key}.client_key_file");
-                    let pem = load.read_file(&shown, key_file)?;
-                    let private_key = PrivateKeyDer::from_pem_slice(&pem).map_err(|err| {
-                        format!("{shown}: no private key in {}: {err}", key_file.display())
-                    })?;
-                    builder
-                        .with_client_auth_cert(chain, private_key)
-                        .map_err(|err| format!("{key}: the client certificate and key: {err}"))?
-                }
-                _ => {
-                    return Err(format!(
-                        "{key}: client_cert_file and client_key_file go together"
-                    ));
-                }
-            };
-            entries.push((rules, with_alpn(config)));
-        }
+        let entries = sections
+            .iter()
+            .enumerate()
+            .map(|(index, section)| section.entry(&format!("http.tls[{index}]"), &base, load))
+            .collect::<Result<_, _>>()?;
         let default = trusting(base)
-            .map_err(|err| format!("TLS: {err}"))?
+            .map_err(|err| GrantError::invalid("TLS", err.to_string()))?
             .with_no_client_auth();
         Ok(Self {
             entries,
             default: with_alpn(default),
         })
+    }
+
+    /// Whether `path` holds CA certificates `platform`'s roots can take:
+    /// `--ca-file`, checked once at start.
+    pub(super) fn check_ca_file(platform: &PlatformRoots, path: &Path) -> anyhow::Result<()> {
+        let pem = std::fs::read(path)
+            .map_err(|err| anyhow::anyhow!("--ca-file: cannot read {}: {err}", path.display()))?;
+        let mut store = (*platform.store).clone();
+        add_roots(&mut store, "--ca-file", path, &pem)?;
+        Ok(())
     }
 
     /// The configuration of connections to `host:port`.
@@ -195,23 +227,31 @@ fn certificates(
     key: &str,
     path: &Path,
     pem: &[u8],
-) -> Result<Vec<CertificateDer<'static>>, String> {
+) -> Result<Vec<CertificateDer<'static>>, GrantError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| format!("{key}: {} is not PEM: {err}", path.display()))?;
+        .map_err(|err| GrantError::invalid(key, format!("{} is not PEM: {err}", path.display())))?;
     if certs.is_empty() {
-        return Err(format!("{key}: no certificate in {}", path.display()));
+        return Err(GrantError::invalid(
+            key,
+            format!("no certificate in {}", path.display()),
+        ));
     }
     Ok(certs)
 }
 
 /// Adds the certificates of `pem`, read from `path`, to `store` as roots.
-fn add_roots(store: &mut RootCertStore, key: &str, path: &Path, pem: &[u8]) -> Result<(), String> {
+fn add_roots(
+    store: &mut RootCertStore,
+    key: &str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<(), GrantError> {
     for cert in certificates(key, path, pem)? {
         store.add(cert).map_err(|err| {
-            format!(
-                "{key}: a certificate of {} is not a CA: {err}",
-                path.display()
+            GrantError::invalid(
+                key,
+                format!("a certificate of {} is not a CA: {err}", path.display()),
             )
         })?;
     }

@@ -1,7 +1,19 @@
-//! One guest call: an instance (a warm one of the same tenant, or a fresh
-//! one once the pool admits the call), the call's scope installed on it, the
-//! plugin's limits, the classification of whatever went wrong, and what
-//! becomes of the instance after.
+//! Guest calls: [`Caller`] runs one call of one component in an instance
+//! (a warm one of the same tenant, or a fresh one once the pool admits the
+//! call), with the call's scope installed on it and the plugin's limits,
+//! classifies whatever went wrong, and decides what becomes of the instance
+//! after. What every call shares is the [`CallPool`].
+//!
+//! - `admission`: call slots and the queue of calls waiting for one.
+//! - `instance`: an instance and its store, and the scope each call
+//!   installs on it.
+//! - `warm`: idle instances kept for later calls of the same tenant.
+//! - `guest_log`: a guest's stdout and stderr, into the host's log.
+
+mod admission;
+mod guest_log;
+mod instance;
+mod warm;
 
 use std::{
     future::Future,
@@ -10,17 +22,24 @@ use std::{
     time::{Duration, Instant},
 };
 
-use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
+use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap};
 
-use super::{
-    Shared,
+pub use self::warm::{IdleLimit, ReuseLimits};
+pub(in crate::runtime) use self::{
+    admission::Admission,
+    instance::Instance,
+    warm::{Owner, WarmPool},
+};
+use self::{
     admission::Slots,
-    bindings::{self, Plugin, PluginPre},
-    capability::Grants,
     guest_log::GuestLog,
-    instance::{DeadlineHit, Instance, InstanceRecipe, InstanceState, arm_deadline},
-    memory_budget::{BudgetError, MemoryEstimate, OverCap},
-    warm::{Owner, TenantKey},
+    instance::{DeadlineHit, InstanceRecipe, arm_deadline},
+    warm::TenantKey,
+};
+use super::{
+    bindings::{self, Plugin, PluginPre},
+    capabilities::{CallArgs, Grants, HostState},
+    memory::{BudgetError, MemoryBudget, MemoryEstimate, OverCap},
 };
 use crate::{
     connector::{ConnectionMap, ConnectorError, Deadline},
@@ -28,19 +47,28 @@ use crate::{
     metrics::InstanceCounters,
 };
 
+/// What every call of every component shares: the engine, the call slots
+/// and their queue, the memory budget, and the warm instances.
+pub(in crate::runtime) struct CallPool {
+    pub(in crate::runtime) engine: Engine,
+    pub(in crate::runtime) admission: Admission,
+    pub(in crate::runtime) budget: MemoryBudget,
+    pub(in crate::runtime) warm: Arc<WarmPool<Instance>>,
+}
+
 /// The limits of one plugin's calls, prepared once when it is loaded.
 #[derive(Debug, Clone)]
-pub(super) struct CallLimits {
-    pub(super) timeout: Duration,
-    pub(super) memory_bytes: usize,
-    pub(super) env: Vec<(String, String)>,
-    pub(super) reuse: InstanceReuse,
+pub(in crate::runtime) struct CallLimits {
+    pub(in crate::runtime) timeout: Duration,
+    pub(in crate::runtime) memory_bytes: usize,
+    pub(in crate::runtime) env: Vec<(String, String)>,
+    pub(in crate::runtime) reuse: InstanceReuse,
 }
 
 /// The body of a call: what to do with the instance.
-pub(super) type CallBody<T> = Box<
+pub(in crate::runtime) type CallBody<T> = Box<
     dyn for<'a> FnOnce(
-            &'a mut Store<InstanceState>,
+            &'a mut Store<HostState>,
             &'a Plugin,
         ) -> Pin<
             Box<dyn Future<Output = wasmtime::Result<Result<T, ConnectorError>>> + Send + 'a>,
@@ -48,23 +76,23 @@ pub(super) type CallBody<T> = Box<
 >;
 
 /// Runs calls of one component.
-pub(super) struct Caller {
-    pub(super) pre: PluginPre<InstanceState>,
-    pub(super) limits: CallLimits,
+pub(in crate::runtime) struct Caller {
+    pub(in crate::runtime) pre: PluginPre<HostState>,
+    pub(in crate::runtime) limits: CallLimits,
     /// What the plugin's manifest grants, built once at load.
-    pub(super) grants: Arc<Grants>,
-    /// Call slots one instance takes (see [`super::SlotBudget`]).
-    pub(super) slots: u32,
+    pub(in crate::runtime) grants: Arc<Grants>,
+    /// Call slots one instance takes (see [`crate::runtime::SlotBudget`]).
+    pub(in crate::runtime) slots: u32,
     /// What a fresh instance reserves of the memory budget.
-    pub(super) memory: Arc<MemoryEstimate>,
+    pub(in crate::runtime) memory: Arc<MemoryEstimate>,
     /// Connector name (or file name before the name is known), for logs.
-    pub(super) label: Arc<str>,
+    pub(in crate::runtime) label: Arc<str>,
     /// This loaded version of the component, as the warm pool knows it.
-    pub(super) owner: Owner<Instance>,
+    pub(in crate::runtime) owner: Owner<Instance>,
     /// Fresh and reused instances, counted by connector (not for the
     /// metadata call of a load).
-    pub(super) counters: Option<InstanceCounters>,
-    pub(super) shared: Arc<Shared>,
+    pub(in crate::runtime) counters: Option<InstanceCounters>,
+    pub(in crate::runtime) pool: Arc<CallPool>,
 }
 
 /// What a call runs in.
@@ -73,21 +101,24 @@ enum Start {
     Warm(Instance),
     /// A new instance, in a new store, on slots just admitted.
     Fresh {
-        store: Store<InstanceState>,
+        store: Store<HostState>,
         log: GuestLog,
         slots: Slots,
     },
 }
 
 impl Caller {
-    /// Fills in what the pod's credentials give that the request's merged
-    /// connection map lacks, then says who the call is for, if the plugin
-    /// opted into reuse: calls of one tenant (the very same completed map)
-    /// may share instances.
-    pub(super) fn complete_connection(&self, connection: &mut ConnectionMap) -> Option<TenantKey> {
-        self.grants.credentials.fill(connection);
+    /// Lets the capabilities complete the call's merged connection map (the
+    /// pod's credentials fill in what it lacks), then says who the call is
+    /// for, if the plugin opted into reuse: calls of one tenant (the very
+    /// same completed map) may share instances.
+    pub(in crate::runtime) fn complete_connection(
+        &self,
+        connection: &mut ConnectionMap,
+    ) -> Option<TenantKey> {
+        self.grants.shape_call(&mut CallArgs { connection });
         match self.limits.reuse {
-            InstanceReuse::Connection => Some(self.shared.warm.key_of(connection)),
+            InstanceReuse::Connection => Some(self.pool.warm.key_of(connection)),
             InstanceReuse::Never => None,
         }
     }
@@ -98,7 +129,7 @@ impl Caller {
     /// the tenant's next call after; else in a fresh instance once the pool
     /// admits the call, and that instance serves no other call. `function`
     /// names the call in logs.
-    pub(super) async fn call<T: Send + 'static>(
+    pub(in crate::runtime) async fn call<T: Send + 'static>(
         &self,
         function: &'static str,
         deadline: Deadline,
@@ -107,10 +138,10 @@ impl Caller {
         body: CallBody<T>,
     ) -> Result<T, ConnectorError> {
         // The request is in memory already: charged from now to the end.
-        let _request = self.shared.budget.charge_request(request_bytes)?;
+        let _request = self.pool.budget.charge_request(request_bytes)?;
         // How many idle instances the component may keep follows this.
         let _in_flight = key.map(|_| self.owner.call_started());
-        let warm = key.and_then(|key| self.shared.warm.take(&self.owner, key));
+        let warm = key.and_then(|key| self.pool.warm.take(&self.owner, key));
         let (start, log) = match warm {
             Some(mut instance) => {
                 if let Some(counters) = &self.counters {
@@ -123,7 +154,7 @@ impl Caller {
             None => {
                 let slots = self.admit(deadline).await?;
                 let charge = self
-                    .shared
+                    .pool
                     .budget
                     .reserve(self.memory.reservation(), deadline)
                     .await?;
@@ -140,7 +171,7 @@ impl Caller {
             }
         };
         log.begin(function);
-        let running = self.shared.admission.start_running();
+        let running = self.pool.admission.start_running();
         let timeout = self.limits.timeout;
         // Two deadlines on purpose: this timer stops a call waiting on host
         // I/O (an HTTP request that never answers); the epoch deadline
@@ -195,7 +226,7 @@ impl Caller {
         let kept = match key {
             Some(key) if answer.is_ok() && self.may_serve_again(&instance) => {
                 instance.set_running(false);
-                self.shared.warm.put(&self.owner, key, instance);
+                self.pool.warm.put(&self.owner, key, instance);
                 true
             }
             // Returns the instance's memories and tables to the pool,
@@ -223,8 +254,8 @@ impl Caller {
     /// fewer calls than the limit, and no call waits for slots (idle
     /// instances would keep them from it).
     fn may_serve_again(&self, instance: &Instance) -> bool {
-        instance.calls() < self.shared.warm.limits().max_calls_per_instance
-            && self.shared.admission.queued() == 0
+        instance.calls() < self.pool.warm.limits().max_calls_per_instance
+            && self.pool.admission.queued() == 0
     }
 
     /// Slots for a fresh instance: free ones, else those of idle instances
@@ -232,19 +263,19 @@ impl Caller {
     /// taken it), else a place in the queue.
     async fn admit(&self, deadline: Deadline) -> Result<Slots, ConnectorError> {
         loop {
-            if let Some(slots) = self.shared.admission.try_take(self.slots) {
+            if let Some(slots) = self.pool.admission.try_take(self.slots) {
                 return Ok(slots);
             }
-            if !self.shared.warm.evict_oldest() {
+            if !self.pool.warm.evict_oldest() {
                 break;
             }
         }
-        self.shared.admission.admit(self.slots, deadline).await
+        self.pool.admission.admit(self.slots, deadline).await
     }
 
     fn recipe(&self) -> InstanceRecipe<'_> {
         InstanceRecipe {
-            engine: &self.shared.engine,
+            engine: &self.pool.engine,
             grants: &self.grants,
             connector: &self.label,
             env: &self.limits.env,
@@ -258,15 +289,15 @@ impl Caller {
     /// call waits for running calls to give theirs back, as it waits for a
     /// busy slot, until its own deadline stops it. Alone in the pool, it
     /// never will fit: that is an error.
-    async fn instantiate(&self, store: &mut Store<InstanceState>) -> wasmtime::Result<Plugin> {
+    async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Plugin> {
         let mut backoff = Duration::from_millis(1);
         loop {
             match self.pre.instantiate_async(&mut *store).await {
                 Err(err) if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {
-                    if self.shared.warm.evict_oldest() {
+                    if self.pool.warm.evict_oldest() {
                         continue;
                     }
-                    if self.shared.admission.running() <= 1 {
+                    if self.pool.admission.running() <= 1 {
                         return Err(err);
                     }
                     tracing::debug!(connector = %self.label, "instance pool exhausted, waiting: {err}");

@@ -18,13 +18,8 @@
 use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc};
 
 use serde::Deserialize;
-use wasmtime::component::Linker;
 
-use super::{
-    capability::{Capability, InstanceScope, LoadScope},
-    instance::InstanceState,
-};
-use crate::connector::ConnectionMap;
+use super::capability::{CallArgs, Capability, ConfigError, GrantError, InstanceScope, LoadScope};
 
 /// The manifest key this capability owns.
 const SECTION: &str = "credentials";
@@ -38,7 +33,15 @@ struct ValueSource {
 }
 
 /// The capability: reads `[credentials]`.
-pub(super) struct PodCredentials;
+pub struct PodCredentials;
+
+/// Its flags: none (what manifests may read is `CredentialArgs`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PodCredentialsArgs {}
+
+/// Its settings: none.
+#[derive(Debug, Clone, Default)]
+pub struct PodCredentialsConfig {}
 
 /// A value read for a connector: shown nowhere.
 #[derive(Clone)]
@@ -52,32 +55,26 @@ impl fmt::Debug for Secret {
 
 /// One plugin's credentials from the pod, by connection key.
 #[derive(Debug, Clone, Default)]
-pub(super) struct PodCredentialsGrant {
+pub struct PodCredentialsGrant {
     values: Arc<BTreeMap<String, Secret>>,
-}
-
-impl PodCredentialsGrant {
-    /// Whether it provides any value.
-    pub(super) fn provides_any(&self) -> bool {
-        !self.values.is_empty()
-    }
-
-    /// Adds each value whose key `connection` lacks.
-    pub(super) fn fill(&self, connection: &mut ConnectionMap) {
-        for (key, Secret(value)) in self.values.iter() {
-            connection
-                .entry(key.clone())
-                .or_insert_with(|| value.clone());
-        }
-    }
 }
 
 impl Capability for PodCredentials {
     const MANIFEST_KEYS: &'static [&'static str] = &[SECTION];
+    type Args = PodCredentialsArgs;
+    type Config = PodCredentialsConfig;
     type Grant = PodCredentialsGrant;
     type State = ();
 
-    fn grant(&self, load: &mut LoadScope<'_>) -> Result<Self::Grant, String> {
+    fn configure(_args: Self::Args) -> Result<Self::Config, ConfigError> {
+        Ok(PodCredentialsConfig {})
+    }
+
+    fn new(_config: &Self::Config, _metrics: &prometheus::Registry) -> anyhow::Result<Self> {
+        Ok(Self)
+    }
+
+    fn grant(&self, load: &mut LoadScope<'_>) -> Result<Self::Grant, GrantError> {
         let sources: BTreeMap<String, ValueSource> = load.section(SECTION)?.unwrap_or_default();
         let mut values = BTreeMap::new();
         for (key, source) in sources {
@@ -103,8 +100,9 @@ impl Capability for PodCredentials {
                     }
                 },
                 _ => {
-                    return Err(format!(
-                        "{shown}: give exactly one of `env` (a variable of the server) or `file`"
+                    return Err(GrantError::invalid(
+                        shown,
+                        "give exactly one of `env` (a variable of the server) or `file`",
                     ));
                 }
             };
@@ -117,17 +115,27 @@ impl Capability for PodCredentials {
         })
     }
 
-    fn add_to_linker(_linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
-        Ok(())
+    fn instance_state(_grant: &Self::Grant, _instance: &InstanceScope) -> Self::State {}
+
+    /// Adds each value whose key the call's connection lacks: a task's own
+    /// connection always wins.
+    fn shape_call(grant: &Self::Grant, call: &mut CallArgs<'_>) {
+        for (key, Secret(value)) in grant.values.iter() {
+            call.connection
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
     }
 
-    fn instance_state(_grant: &Self::Grant, _instance: &InstanceScope) -> Self::State {}
+    fn fills_connection(grant: &Self::Grant) -> bool {
+        !grant.values.is_empty()
+    }
 }
 
 /// A file's contents as a value: UTF-8, without one trailing newline.
-fn file_value(shown: &str, bytes: Vec<u8>) -> Result<String, String> {
-    let mut text =
-        String::from_utf8(bytes).map_err(|_| format!("{shown}: the file is not UTF-8 text"))?;
+fn file_value(shown: &str, bytes: Vec<u8>) -> Result<String, GrantError> {
+    let mut text = String::from_utf8(bytes)
+        .map_err(|_| GrantError::invalid(shown, "the file is not UTF-8 text"))?;
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {
@@ -142,14 +150,24 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::{manifest::Manifest, runtime::credential_roots::CredentialRoots};
+    use crate::{
+        connector::ConnectionMap, manifest::Manifest,
+        runtime::capabilities::credential_roots::CredentialRoots,
+    };
 
     /// The grant of manifest `text` in `folder`, which is also the one
     /// credential folder; variables starting `PA` may be read.
     fn grant(text: &str, folder: &Path) -> Result<PodCredentialsGrant, String> {
         let manifest = Manifest::parse(text, folder.to_owned()).map_err(|e| format!("{e:?}"))?;
-        let roots = CredentialRoots::new(vec![folder.to_owned()], vec!["PA".to_owned()])?;
-        PodCredentials.grant(&mut LoadScope::new(&manifest, &roots))
+        let roots = CredentialRoots::new(vec![folder.to_owned()], vec!["PA".to_owned()])
+            .map_err(|e| e.to_string())?;
+        PodCredentials
+            .grant(&mut LoadScope::new(&manifest, &roots))
+            .map_err(|e| e.to_string())
+    }
+
+    fn fill(grant: &PodCredentialsGrant, connection: &mut ConnectionMap) {
+        PodCredentials::shape_call(grant, &mut CallArgs { connection });
     }
 
     #[test]
@@ -164,7 +182,7 @@ mod tests {
         )
         .expect("grant");
         let mut connection = ConnectionMap::from([("key".to_owned(), "the request's".to_owned())]);
-        grant.fill(&mut connection);
+        fill(&grant, &mut connection);
         assert_eq!(
             connection,
             ConnectionMap::from([
@@ -222,8 +240,14 @@ mod tests {
 
     #[test]
     fn one_trailing_newline_is_dropped() {
-        assert_eq!(file_value("k", b"v\r\n".to_vec()), Ok("v".to_owned()));
-        assert_eq!(file_value("k", b"v\n\n".to_vec()), Ok("v\n".to_owned()));
+        assert_eq!(
+            file_value("k", b"v\r\n".to_vec()).ok(),
+            Some("v".to_owned())
+        );
+        assert_eq!(
+            file_value("k", b"v\n\n".to_vec()).ok(),
+            Some("v\n".to_owned())
+        );
         assert!(file_value("k", vec![0xff]).is_err());
     }
 }

@@ -133,31 +133,8 @@ impl PooledClient {
             shown: exchange.shown,
             progress: Arc::clone(&progress),
         };
-        let (mut request, reach) = with_canonical_uri(request, target)?;
-        if !target.https
-            && let Route::Proxy(proxy) = self.0.proxy.route("http", &target.host, target.port)
-        {
-            // A plain-http request goes to the proxy itself, in absolute
-            // form: it carries the proxy's credentials, and, for a target
-            // judged by its address, the address judged here, so the proxy
-            // cannot resolve the name anew.
-            if let Some(authorization) = &proxy.authorization {
-                request
-                    .headers_mut()
-                    .insert(PROXY_AUTHORIZATION, authorization.clone());
-            }
-            if self.0.connector.checks(target) {
-                let addresses = self
-                    .0
-                    .connector
-                    .resolve(target, Some(&scope))
-                    .await
-                    .map_err(|err| err.to_wasi())?;
-                if let Some(address) = addresses.first() {
-                    request = pinned(request, &reach, address)?;
-                }
-            }
-        }
+        let (request, reach) = with_canonical_uri(request, target)?;
+        let request = self.for_route(request, target, &reach, &scope).await?;
         let request = settle_empty_body(request).await;
         let client = self.pool(target);
         let pending = REQUEST.scope(scope, client.request(request));
@@ -198,6 +175,45 @@ impl PooledClient {
             }
             .boxed_unsync()
         }))
+    }
+}
+
+impl PooledClient {
+    /// `request` to `target` (`reach`) as its route wants it. A plain-http
+    /// request through a proxy goes to the proxy itself, in absolute form:
+    /// it carries the proxy's credentials and, for a target judged by its
+    /// address, the address judged here, so the proxy cannot resolve the
+    /// name anew.
+    async fn for_route(
+        &self,
+        mut request: Request<WasiBody>,
+        target: &Target,
+        reach: &str,
+        scope: &RequestScope,
+    ) -> Result<Request<WasiBody>, Error> {
+        if target.https {
+            return Ok(request);
+        }
+        let Route::Proxy(proxy) = self.0.proxy.route("http", &target.host, target.port) else {
+            return Ok(request);
+        };
+        if let Some(authorization) = &proxy.authorization {
+            request
+                .headers_mut()
+                .insert(PROXY_AUTHORIZATION, authorization.clone());
+        }
+        if self.0.connector.checks(target) {
+            let addresses = self
+                .0
+                .connector
+                .resolve(target, Some(scope))
+                .await
+                .map_err(|err| err.to_wasi())?;
+            if let Some(address) = addresses.first() {
+                request = pinned(request, reach, address)?;
+            }
+        }
+        Ok(request)
     }
 }
 

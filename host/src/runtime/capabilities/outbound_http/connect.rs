@@ -34,6 +34,7 @@ use tokio::{
 use tokio_rustls::{TlsConnector, client::TlsStream};
 use wasmtime_wasi_http::Error;
 
+use super::metrics::OutboundMetrics;
 use super::{
     DEFAULT_CONNECT_TIMEOUT, Target,
     address::{AddressPolicy, Resolved},
@@ -41,7 +42,6 @@ use super::{
     proxy::{Proxy, ProxySettings, Route},
     trust::{TlsProfile, describe_tls_error, find_tls_error},
 };
-use crate::metrics::OutboundMetrics;
 
 /// The longest answer to a `CONNECT` a proxy may give before the tunnel.
 const MAX_CONNECT_ANSWER: usize = 16 << 10;

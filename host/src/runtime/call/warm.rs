@@ -53,12 +53,17 @@ pub struct ReuseLimits {
 impl Default for ReuseLimits {
     fn default() -> Self {
         Self {
-            max_idle_per_component: IdleLimit::Demand {
-                at_least: 2 * default_workers(),
-            },
+            max_idle_per_component: IdleLimit::for_workers(Self::default_workers()),
             idle_timeout: Duration::from_secs(1),
             max_calls_per_instance: 1000,
         }
+    }
+}
+
+impl ReuseLimits {
+    /// The server's worker threads unless `--worker` says: one per CPU core.
+    pub fn default_workers() -> usize {
+        std::thread::available_parallelism().map_or(1, usize::from)
     }
 }
 
@@ -75,14 +80,19 @@ pub enum IdleLimit {
     Fixed(usize),
 }
 
-/// One per CPU core, as the server's worker threads default to.
-fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+impl IdleLimit {
+    /// The default for a server of `workers` threads: following demand, at
+    /// least twice the workers.
+    pub fn for_workers(workers: usize) -> Self {
+        Self::Demand {
+            at_least: 2 * workers,
+        }
+    }
 }
 
 /// Who a call is for: a keyed hash of its merged connection map.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) struct TenantKey([u8; 32]);
+pub(in crate::runtime) struct TenantKey([u8; 32]);
 
 impl std::fmt::Debug for TenantKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,7 +102,7 @@ impl std::fmt::Debug for TenantKey {
 }
 
 /// The idle instances of every component, of type `T`.
-pub(super) struct WarmPool<T> {
+pub(in crate::runtime) struct WarmPool<T> {
     limits: ReuseLimits,
     hmac_key: hmac::Key,
     next_owner: AtomicU64,
@@ -115,7 +125,7 @@ struct Idle<T> {
 
 /// One loaded component version as the pool knows it; dropping it drops
 /// its idle instances.
-pub(super) struct Owner<T: Send + 'static> {
+pub(in crate::runtime) struct Owner<T: Send + 'static> {
     id: u64,
     demand: Mutex<Demand>,
     pool: Arc<WarmPool<T>>,
@@ -164,7 +174,7 @@ impl Demand {
 }
 
 /// One call of an owner in flight, counted until it is dropped.
-pub(super) struct InFlight<'a, T: Send + 'static> {
+pub(in crate::runtime) struct InFlight<'a, T: Send + 'static> {
     owner: &'a Owner<T>,
 }
 
@@ -176,7 +186,7 @@ impl<T: Send + 'static> Owner<T> {
 
     /// Counts a call in flight until the guard is dropped; the idle limit
     /// follows the most at once.
-    pub(super) fn call_started(&self) -> InFlight<'_, T> {
+    pub(in crate::runtime) fn call_started(&self) -> InFlight<'_, T> {
         let window = self.pool.limits.idle_timeout;
         let mut demand = self.demand();
         demand.roll(window);
@@ -203,7 +213,7 @@ impl<T: Send + 'static> Drop for Owner<T> {
 
 impl<T: Send + 'static> WarmPool<T> {
     /// An empty pool with a fresh random hashing key.
-    pub(super) fn new(limits: ReuseLimits) -> anyhow::Result<Arc<Self>> {
+    pub(in crate::runtime) fn new(limits: ReuseLimits) -> anyhow::Result<Arc<Self>> {
         let hmac_key = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())
             .map_err(|_| anyhow::anyhow!("cannot draw a random key for instance reuse"))?;
         Ok(Arc::new(Self {
@@ -218,12 +228,12 @@ impl<T: Send + 'static> WarmPool<T> {
     }
 
     /// The limits it keeps to.
-    pub(super) fn limits(&self) -> ReuseLimits {
+    pub(in crate::runtime) fn limits(&self) -> ReuseLimits {
         self.limits
     }
 
     /// A new owner, for one loaded component version.
-    pub(super) fn owner(self: &Arc<Self>) -> Owner<T> {
+    pub(in crate::runtime) fn owner(self: &Arc<Self>) -> Owner<T> {
         Owner {
             id: self.next_owner.fetch_add(1, Ordering::Relaxed),
             demand: Mutex::new(Demand::new()),
@@ -233,7 +243,7 @@ impl<T: Send + 'static> WarmPool<T> {
 
     /// The tenant key of `map`: each key and value with its length before
     /// it, so no two maps encode alike.
-    pub(super) fn key_of(&self, map: &ConnectionMap) -> TenantKey {
+    pub(in crate::runtime) fn key_of(&self, map: &ConnectionMap) -> TenantKey {
         let mut context = hmac::Context::with_key(&self.hmac_key);
         for (name, value) in map {
             for part in [name.as_bytes(), value.as_bytes()] {
@@ -247,7 +257,7 @@ impl<T: Send + 'static> WarmPool<T> {
     }
 
     /// Idle instances, of every owner.
-    pub(super) fn idle_count(&self) -> usize {
+    pub(in crate::runtime) fn idle_count(&self) -> usize {
         self.lock().idle.len()
     }
 
@@ -259,7 +269,7 @@ impl<T: Send + 'static> WarmPool<T> {
 
     /// The most recently idle instance of `owner` for `key`, unless it has
     /// been idle past the timeout.
-    pub(super) fn take(&self, owner: &Owner<T>, key: TenantKey) -> Option<T> {
+    pub(in crate::runtime) fn take(&self, owner: &Owner<T>, key: TenantKey) -> Option<T> {
         let mut state = self.lock();
         let at = state
             .idle
@@ -287,7 +297,7 @@ impl<T: Send + 'static> WarmPool<T> {
     /// Keeps `instance` idle for a later call of `owner` and `key`, dropping
     /// the owner's oldest idle instances if it already has as many as
     /// allowed.
-    pub(super) fn put(self: &Arc<Self>, owner: &Owner<T>, key: TenantKey, instance: T) {
+    pub(in crate::runtime) fn put(self: &Arc<Self>, owner: &Owner<T>, key: TenantKey, instance: T) {
         let limit = self.idle_limit(owner);
         if limit == 0 {
             return;
@@ -323,7 +333,7 @@ impl<T: Send + 'static> WarmPool<T> {
 
     /// Drops the instance idle longest, of any owner, to free its slots;
     /// false when none is idle.
-    pub(super) fn evict_oldest(&self) -> bool {
+    pub(in crate::runtime) fn evict_oldest(&self) -> bool {
         let oldest = self.lock().idle.pop_front();
         oldest.is_some()
     }

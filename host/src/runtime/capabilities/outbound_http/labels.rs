@@ -12,7 +12,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use crate::metrics::OutboundMetrics;
+use super::metrics::OutboundMetrics;
 
 /// Distinct hosts per connector named in logs and metric labels, of the
 /// requests it sent and of those it was refused.

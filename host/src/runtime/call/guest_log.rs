@@ -36,13 +36,13 @@ struct State {
 
 /// One instance's guest output. Clones share the same buffer.
 #[derive(Clone)]
-pub(super) struct GuestLog {
+pub(in crate::runtime) struct GuestLog {
     connector: Arc<str>,
     state: Arc<Mutex<State>>,
 }
 
 impl GuestLog {
-    pub(super) fn new(connector: Arc<str>) -> Self {
+    pub(in crate::runtime) fn new(connector: Arc<str>) -> Self {
         Self {
             connector,
             state: Arc::default(),
@@ -50,7 +50,7 @@ impl GuestLog {
     }
 
     /// Starts the output of a call of guest function `operation`.
-    pub(super) fn begin(&self, operation: &'static str) {
+    pub(in crate::runtime) fn begin(&self, operation: &'static str) {
         let mut state = self.lock();
         state.operation = operation;
         state.partial.clear();
@@ -88,7 +88,7 @@ impl GuestLog {
 
     /// Ends the call's output: flushes a trailing unterminated line and
     /// returns the last lines the call printed.
-    pub(super) fn finish(&self) -> Vec<String> {
+    pub(in crate::runtime) fn finish(&self) -> Vec<String> {
         let mut state = self.lock();
         let line = std::mem::take(&mut state.partial);
         self.emit(&mut state, &line);

@@ -43,7 +43,7 @@ use crate::connector::{ConnectorError, Deadline};
 pub const REQUEST_SHARE: u64 = 8;
 
 /// The default budget: this percentage of the memory the process may use
-/// (its cgroup's limit, else the machine's; see `pod_memory`). The rest is
+/// (its cgroup's limit, else the machine's; see `pod_limit`). The rest is
 /// the server's own: its code, the compiled components, the instance pool's
 /// bookkeeping, buffers of gRPC and outbound HTTP.
 pub const DEFAULT_BUDGET_PERCENT: u32 = 60;
@@ -81,12 +81,12 @@ impl BudgetSize {
                 Ok(percent @ 1..=100) => Ok(Self::Percent(percent)),
                 _ => Err(format!("{text:?} is not a percentage from 1% to 100%")),
             },
-            None => crate::cli::parse_size(text).map(|bytes| Self::Bytes(bytes as u64)),
+            None => crate::cli::Size::parse(text).map(|size| Self::Bytes(size.0 as u64)),
         }
     }
 
     /// The budget in bytes, and how it was found, for the start-up log.
-    pub fn resolve(self, limit: impl FnOnce() -> super::pod_memory::MemoryLimit) -> (u64, String) {
+    pub fn resolve(self, limit: impl FnOnce() -> super::pod_limit::MemoryLimit) -> (u64, String) {
         match self {
             Self::Bytes(bytes) => (bytes, "--memory-budget".to_owned()),
             Self::Percent(percent) => {
@@ -99,18 +99,18 @@ impl BudgetSize {
 }
 
 /// Drops one idle instance holding memory; false when there is none.
-pub(super) type Evict = Box<dyn Fn() -> bool + Send + Sync>;
+pub(in crate::runtime) type Evict = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// Gauges of the budget and its use.
 #[derive(Clone)]
-pub(super) struct BudgetGauges {
-    pub(super) used: IntGauge,
-    pub(super) waiting: IntGauge,
+pub(in crate::runtime) struct BudgetGauges {
+    pub(in crate::runtime) used: IntGauge,
+    pub(in crate::runtime) waiting: IntGauge,
 }
 
 /// The budget, shared by every call. Cheap to clone.
 #[derive(Clone)]
-pub(super) struct MemoryBudget(Arc<Inner>);
+pub(in crate::runtime) struct MemoryBudget(Arc<Inner>);
 
 struct Inner {
     total: u64,
@@ -139,7 +139,7 @@ struct State {
 
 /// Why memory could not be charged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(super) enum BudgetError {
+pub(in crate::runtime) enum BudgetError {
     /// More than the budget could ever give one call.
     #[error(
         "it needs {needed} MiB of memory, more than the server's memory budget lets one call \
@@ -206,7 +206,7 @@ impl std::fmt::Debug for MemoryBudget {
 
 impl MemoryBudget {
     /// A budget of `total` bytes, its use recorded in `gauges`.
-    pub(super) fn new(total: u64, gauges: Option<BudgetGauges>) -> Self {
+    pub(in crate::runtime) fn new(total: u64, gauges: Option<BudgetGauges>) -> Self {
         Self(Arc::new(Inner {
             total,
             state: Mutex::default(),
@@ -224,12 +224,15 @@ impl MemoryBudget {
     }
 
     /// Sets how an idle instance is dropped to make room.
-    pub(super) fn set_evict(&self, evict: Evict) {
+    pub(in crate::runtime) fn set_evict(&self, evict: Evict) {
         *self.0.evict.lock().unwrap_or_else(PoisonError::into_inner) = Some(evict);
     }
 
     /// Charges a request's `bytes` at once, or refuses it.
-    pub(super) fn charge_request(&self, bytes: u64) -> Result<RequestCharge, BudgetError> {
+    pub(in crate::runtime) fn charge_request(
+        &self,
+        bytes: u64,
+    ) -> Result<RequestCharge, BudgetError> {
         let share = self.0.total / REQUEST_SHARE;
         let mut state = self.0.lock();
         if state.requests + bytes > share {
@@ -250,7 +253,7 @@ impl MemoryBudget {
     /// Reserves `bytes` for a fresh instance, waiting in line until they
     /// fit (or `deadline` passes). Idle instances are evicted to make room
     /// before waiting.
-    pub(super) async fn reserve(
+    pub(in crate::runtime) async fn reserve(
         &self,
         bytes: u64,
         deadline: Deadline,
@@ -401,7 +404,7 @@ impl Drop for InLine<'_> {
 }
 
 /// A request's bytes, charged until dropped.
-pub(super) struct RequestCharge {
+pub(in crate::runtime) struct RequestCharge {
     budget: Arc<Inner>,
     bytes: u64,
 }
@@ -416,7 +419,7 @@ impl Drop for RequestCharge {
 }
 
 /// The memory one instance holds, charged until dropped.
-pub(super) struct Charge {
+pub(in crate::runtime) struct Charge {
     budget: Arc<Inner>,
     bytes: u64,
     /// Whether its instance is running a call (else idle).
@@ -425,14 +428,14 @@ pub(super) struct Charge {
 
 impl Charge {
     /// Bytes held.
-    pub(super) fn bytes(&self) -> u64 {
+    pub(in crate::runtime) fn bytes(&self) -> u64 {
         self.bytes
     }
 
     /// Marks its instance idle (kept warm between calls) or running again;
     /// only running instances' charges are counted as able to give memory
     /// back by finishing.
-    pub(super) fn set_running(&mut self, running: bool) {
+    pub(in crate::runtime) fn set_running(&mut self, running: bool) {
         if self.running == running {
             return;
         }
@@ -451,7 +454,7 @@ impl Charge {
     /// Holds `extra` bytes more, waiting for room while other calls may
     /// give some back; fails when it could never fit, or when every other
     /// call holding memory is waiting too.
-    pub(super) async fn grow(&mut self, extra: u64) -> Result<(), BudgetError> {
+    pub(in crate::runtime) async fn grow(&mut self, extra: u64) -> Result<(), BudgetError> {
         let wanted = self.bytes + extra;
         let capacity = self.budget.for_instances();
         if wanted > capacity {
@@ -524,14 +527,14 @@ impl Drop for Charge {
 /// once; a lower one lowers the estimate by an eighth per call, so one
 /// outlier does not hold the component's calls back for long.
 #[derive(Debug)]
-pub(super) struct MemoryEstimate {
+pub(in crate::runtime) struct MemoryEstimate {
     initial: u64,
     recent: AtomicU64,
 }
 
 impl MemoryEstimate {
     /// An estimate starting at `initial` bytes.
-    pub(super) fn new(initial: u64) -> Self {
+    pub(in crate::runtime) fn new(initial: u64) -> Self {
         Self {
             initial,
             recent: AtomicU64::new(initial),
@@ -539,12 +542,12 @@ impl MemoryEstimate {
     }
 
     /// Bytes to reserve for a fresh instance.
-    pub(super) fn reservation(&self) -> u64 {
+    pub(in crate::runtime) fn reservation(&self) -> u64 {
         self.recent.load(Ordering::Relaxed).max(self.initial)
     }
 
     /// Takes in the memory a call's instance ended with.
-    pub(super) fn observe(&self, peak: u64) {
+    pub(in crate::runtime) fn observe(&self, peak: u64) {
         let _ = self
             .recent
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |recent| {
@@ -556,7 +559,7 @@ impl MemoryEstimate {
 /// What one instance's store enforces as its memories are created and
 /// grow: the instance's cap (each linear memory at most `cap` bytes), and
 /// its charge against the budget, taken from its reservation first.
-pub(super) struct InstanceMemory {
+pub(in crate::runtime) struct InstanceMemory {
     cap: usize,
     charge: Charge,
     /// Bytes of linear memory the instance has (all its memories).
@@ -573,7 +576,7 @@ pub(super) struct InstanceMemory {
     desired = mib(*desired as u64),
     cap = mib(*cap as u64)
 )]
-pub(super) struct OverCap {
+pub(in crate::runtime) struct OverCap {
     desired: usize,
     cap: usize,
 }
@@ -581,7 +584,7 @@ pub(super) struct OverCap {
 impl InstanceMemory {
     /// The memory of an instance capped at `cap` bytes per memory, holding
     /// `charge` (its reservation, or what a warm instance already holds).
-    pub(super) fn new(cap: usize, charge: Charge) -> Self {
+    pub(in crate::runtime) fn new(cap: usize, charge: Charge) -> Self {
         Self {
             cap,
             charge,
@@ -591,12 +594,12 @@ impl InstanceMemory {
     }
 
     /// The charge, to mark the instance running or idle.
-    pub(super) fn charge_mut(&mut self) -> &mut Charge {
+    pub(in crate::runtime) fn charge_mut(&mut self) -> &mut Charge {
         &mut self.charge
     }
 
     /// Bytes of linear memory the instance has.
-    pub(super) fn in_use(&self) -> u64 {
+    pub(in crate::runtime) fn in_use(&self) -> u64 {
         self.in_use
     }
 }
@@ -772,9 +775,9 @@ mod tests {
         for bad in ["0%", "101%", "x%", "0", "lots"] {
             assert!(BudgetSize::parse(bad).is_err(), "{bad}");
         }
-        let limit = || super::super::pod_memory::MemoryLimit {
+        let limit = || super::super::pod_limit::MemoryLimit {
             bytes: 300 * MIB,
-            source: super::super::pod_memory::LimitSource::Physical,
+            source: super::super::pod_limit::LimitSource::Physical,
         };
         let (bytes, shown) = BudgetSize::Percent(60).resolve(limit);
         assert_eq!(bytes, 180 * MIB);

@@ -1,0 +1,57 @@
+//! The outbound-HTTP metrics, registered in the server's registry when the
+//! capability is made. Their `host` labels are bounded (see `labels`).
+
+use prometheus::{IntCounterVec, Opts, Registry};
+
+/// Outbound HTTP counters; the policy and the connector record into them.
+#[derive(Clone)]
+pub(super) struct OutboundMetrics {
+    /// Requests refused before anything was sent, by connector, host and
+    /// reason (`rule`: no rule of `allowed_hosts` allows the host;
+    /// `address`: it resolved to an internal address no rule names;
+    /// `method`, `credentials_in_url`, `too_many_requests`).
+    pub(super) denied: IntCounterVec,
+    /// Requests sent, by connector, host and status class (`2xx`, ..., `error`).
+    pub(super) requests: IntCounterVec,
+    /// New connections opened, by connector and host: with pooling, far
+    /// fewer than requests.
+    pub(super) connections: IntCounterVec,
+    /// TLS handshakes that failed, by connector, host and reason
+    /// (`unknown_issuer`, `name_mismatch`, `expired`, `alert`, ...).
+    pub(super) tls_failures: IntCounterVec,
+}
+
+impl OutboundMetrics {
+    /// The counters, registered in `registry`.
+    pub(super) fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(counter.clone()))?;
+            Ok::<_, prometheus::Error>(counter)
+        };
+        Ok(Self {
+            denied: counter(
+                "flyte_connector_outbound_denied_total",
+                "Outbound HTTP requests refused before anything was sent, by reason: rule \
+                 (allowed_hosts), address (an internal address no rule names), method, \
+                 credentials_in_url, too_many_requests",
+                &["connector", "host", "reason"],
+            )?,
+            requests: counter(
+                "flyte_connector_outbound_requests_total",
+                "Outbound HTTP requests sent, by the class of their answer's status",
+                &["connector", "host", "status"],
+            )?,
+            connections: counter(
+                "flyte_connector_outbound_connections_total",
+                "New outbound connections opened (reused ones are not counted)",
+                &["connector", "host"],
+            )?,
+            tls_failures: counter(
+                "flyte_connector_outbound_tls_failures_total",
+                "Outbound TLS handshakes that failed, by reason",
+                &["connector", "host", "reason"],
+            )?,
+        })
+    }
+}
