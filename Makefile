@@ -24,7 +24,7 @@ TEST_COMPONENT_DIR := $(TARGET_DIR)/test-components
 SERVER_BIN         := $(TARGET_DIR)/release/flyte-connect
 VENV               := .venv
 
-.PHONY: all build connectors rust-connectors python-connectors test-components run image test test-rust test-python lint fmt bench wasm-target clean system-tools
+.PHONY: all build connectors rust-connectors python-connectors test-components run image test test-rust test-python lint fmt bench wasm-target clean system-tools contract-fixtures
 
 all: build connectors
 
@@ -67,6 +67,15 @@ test-components: connectors $(PY_TEST_COMPONENTS:%=$(TEST_COMPONENT_DIR)/%.wasm)
 	@mkdir -p $(TEST_COMPONENT_DIR)
 	@for c in $(TEST_COMPONENTS); do cp $(TARGET_DIR)/$(WASM_TARGET)/wasm/$$c.wasm $(TEST_COMPONENT_DIR)/$$c.wasm; done
 	@cp $(CONNECTOR_DIR)/*.wasm $(TEST_COMPONENT_DIR)/
+
+# The components of tests/fixtures/contract-1.0.0: built once from the SDKs
+# against flyte:connector@1.0.0 and committed. Every later build must load
+# and serve them through the conformance tests (tests/python). Rebuilt only
+# by hand, never by a test: `make contract-fixtures`.
+CONTRACT_FIXTURES := tests/fixtures/contract-1.0.0
+contract-fixtures: test-components
+	cp $(TEST_COMPONENT_DIR)/echo.wasm $(TEST_COMPONENT_DIR)/faulty.wasm $(CONTRACT_FIXTURES)/
+	xz -9 --keep --stdout $(TEST_COMPONENT_DIR)/echo-py.wasm > $(CONTRACT_FIXTURES)/echo-py.wasm.xz
 
 run: build connectors
 	$(SERVER_BIN) c0 --port 8000 --prometheus_port 9090 --plugin-dir $(CONNECTOR_DIR)

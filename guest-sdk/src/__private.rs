@@ -90,6 +90,7 @@ impl<C: Connector> guest::Guest for Adapter<C> {
             start_time: request.start_time,
             end_time: request.end_time,
             step: request.step,
+            connection: request.connection.into_iter().collect(),
         };
         C::get_metrics(meta, query)
             .map(|results| results.into_iter().map(metric_to_wit).collect())
@@ -102,6 +103,7 @@ impl<C: Connector> guest::Guest for Adapter<C> {
             task_category: category_from_wit(request.task_category),
             lines: request.lines,
             token: request.token,
+            connection: request.connection.into_iter().collect(),
         };
         C::get_logs(meta, query)
             .map(logs_to_wit)
@@ -256,8 +258,12 @@ fn category_from_wit(category: wit::TaskCategory) -> TaskCategory {
     }
 }
 
+/// The SDK and its version, as components report them to the host.
+pub const SDK: &str = concat!("flyte-connector-sdk ", env!("CARGO_PKG_VERSION"), " (Rust)");
+
 fn metadata_to_wit(metadata: Metadata) -> wit::Metadata {
     wit::Metadata {
+        sdk: SDK.to_owned(),
         name: metadata.name,
         task_categories: metadata
             .task_categories
@@ -664,6 +670,16 @@ mod tests {
     }
 
     #[test]
+    fn metadata_reports_the_sdk_and_its_version() {
+        let metadata = Adapter::<Test>::metadata();
+        assert_eq!(metadata.sdk, SDK);
+        assert!(
+            SDK.starts_with("flyte-connector-sdk ") && SDK.ends_with(" (Rust)"),
+            "{SDK}"
+        );
+    }
+
+    #[test]
     fn unimplemented_by_default() {
         let meta = create(r#"{"type": "t"}"#, "{}").unwrap();
         let metrics = Adapter::<Test>::get_metrics(wit::MetricsRequest {
@@ -673,6 +689,7 @@ mod tests {
             start_time: None,
             end_time: None,
             step: None,
+            connection: vec![],
         });
         assert!(matches!(metrics, Err(wit::Error::NotImplemented)));
         let logs = Adapter::<Test>::get_logs(wit::LogsRequest {
@@ -680,6 +697,7 @@ mod tests {
             resource_meta: meta,
             lines: 0,
             token: String::new(),
+            connection: vec![],
         });
         assert!(matches!(logs, Err(wit::Error::NotImplemented)));
     }

@@ -445,6 +445,9 @@ pub struct MetricsQuery {
     pub end_time: Option<String>,
     /// Resolution, a proto3 duration string such as `"60s"`, when given.
     pub step: Option<String>,
+    /// The connection: the gRPC request carries none, so it holds what the
+    /// host fills in from the pod (the manifest's `[credentials]`).
+    pub connection: Connection,
 }
 
 /// What [`crate::Connector::get_logs`] receives besides the resource meta.
@@ -457,6 +460,9 @@ pub struct LogsQuery {
     /// The page to read: empty for the first page, else the `next_token` of
     /// the previous page.
     pub token: String,
+    /// The connection: the gRPC request carries none, so it holds what the
+    /// host fills in from the pod (the manifest's `[credentials]`).
+    pub connection: Connection,
 }
 
 impl LogsQuery {

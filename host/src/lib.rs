@@ -15,6 +15,7 @@
 //! - [`manifest`]: a plugin's `NAME.toml` (limits, env, and the sections
 //!   of the capabilities it is granted).
 //! - [`file_stamp`]: when a file on disk changed.
+//! - [`size`]: a size in bytes as flags take and show it.
 //! - [`local_run`]: `flyte-connect run`, one task through one component
 //!   without a cluster.
 //! - [`metrics`]: the Prometheus metrics.
@@ -35,5 +36,6 @@ pub mod registry;
 pub mod runtime;
 pub mod server;
 pub mod service;
+pub mod size;
 
 pub use server::{ConnectorService, ServerConfig};

@@ -8,9 +8,13 @@
 
 use std::path::Path;
 
-use flyte_connect::proto::{connector::CreateTaskRequest, core::Connection};
+use flyte_connect::proto::{
+    connector::{CreateTaskRequest, GetTaskLogsRequest, get_task_logs_response},
+    core::Connection,
+};
 use flyte_connect_e2e::{Server, Workspace, literals};
 use serde_json::Value;
+use tokio_stream::StreamExt;
 
 /// A Kubernetes Secret volume in `dir`: each key a link to `..data/KEY`,
 /// `..data` a link to a timestamped folder holding the files.
@@ -172,6 +176,46 @@ async fn a_manifest_reads_only_the_credentials_the_operator_allows() {
         "{}",
         server.output.text()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pods_credentials_reach_the_logs_call_too() {
+    let secrets = tempfile::tempdir().expect("a Secret volume");
+    std::fs::write(secrets.path().join("ssh_private_key"), "k").expect("a key");
+    let secrets_dir = secrets.path().display().to_string();
+    let (_plugins, server) = serve(
+        &format!(
+            "ssh_private_key = {{ file = {:?} }}\n",
+            secrets.path().join("ssh_private_key").display()
+        ),
+        &["--credentials-dir", &secrets_dir],
+        &[],
+    );
+    // GetTaskLogs carries no connection: the pod's fills it in.
+    let parts: Vec<_> = server
+        .tasks()
+        .await
+        .get_task_logs(GetTaskLogsRequest {
+            task_category: literals::category("inspect"),
+            resource_meta: b"{}".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("logs")
+        .into_inner()
+        .collect::<Vec<_>>()
+        .await;
+    let lines: Vec<String> = parts
+        .into_iter()
+        .filter_map(|part| match part.expect("a part").part {
+            Some(get_task_logs_response::Part::Body(body)) => {
+                Some(body.lines.into_iter().map(|l| l.message))
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(lines, ["ssh_private_key"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 mod bigquery;
 mod cli;
 mod confinement;
+mod contract;
 mod databricks;
 mod egress;
 mod egress_guard;

@@ -5,10 +5,13 @@ The only gRPC client used here is the published `flyteidl2` Python stubs plus
 these tests pass, a Flyte deployment talking to the Python connector server
 (`c0` from the `flyte` package) can talk to flyte-connect instead.
 
-The server under test is started once per session by the `server` fixture in
-conftest.py (binary and components: see there). Tests taking the `echo`
-fixture run against both echo connectors: the Rust `echo` and its Python twin
-`echo_py`, built with the Python SDK.
+The whole suite runs twice, with the same binary: against the components of
+this build, and against the components in `tests/fixtures/contract-1.0.0`,
+built from the SDKs against `flyte:connector@1.0.0` and committed, which every
+later build must keep loading and serving unchanged (the contract's promise,
+docs/authoring/contract.md). Tests taking the `echo` fixture run against both
+echo connectors: the Rust `echo` and its Python twin `echo_py`, built with the
+Python SDK.
 
 Where flyte-connect answers more precisely than the Python server (UNIMPLEMENTED
 instead of UNKNOWN, INVALID_ARGUMENT for a request without a template, NOT_FOUND
@@ -19,14 +22,20 @@ flyte-connect's documented behaviour (shared DESIGN.md) and says so.
 from __future__ import annotations
 
 import json
+import lzma
 import re
+import shutil
 import time
 import urllib.request
+from pathlib import Path
 from typing import Dict, List, Tuple
 
 import grpc
 import pytest
 from conftest import (
+    COMPONENTS_DIR,
+    REPO_ROOT,
+    REQUIRED_COMPONENTS,
     RPC_TIMEOUT_S,
     Server,
     SimpleType,
@@ -45,6 +54,7 @@ from conftest import (
     map_type,
     simple_type,
     str_literal,
+    running_server,
     tail,
     task_inputs,
 )
@@ -52,6 +62,34 @@ from flyteidl2.connector import connector_pb2
 from flyteidl2.core import security_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+#: Components built against flyte:connector@1.0.0 and committed (`make
+#: contract-fixtures` made them; the Python one is xz-compressed).
+CONTRACT_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "contract-1.0.0"
+
+
+def contract_fixtures(into: Path) -> Path:
+    """The committed 1.0.0 components, unpacked into `into`."""
+    for fixture in sorted(CONTRACT_FIXTURES.iterdir()):
+        if fixture.suffix == ".wasm":
+            shutil.copy(fixture, into / fixture.name)
+        elif fixture.name.endswith(".wasm.xz"):
+            (into / fixture.name.removesuffix(".xz")).write_bytes(lzma.decompress(fixture.read_bytes()))
+    missing = [name for name in REQUIRED_COMPONENTS if not (into / name).is_file()]
+    assert not missing, f"the contract fixtures lack {missing}"
+    return into
+
+
+@pytest.fixture(scope="module", params=["build", "contract-1.0.0"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The server, serving this build's components, then the committed 1.0.0 ones."""
+    if request.param == "build":
+        plugins = COMPONENTS_DIR
+    else:
+        plugins = contract_fixtures(tmp_path_factory.mktemp("contract-1.0.0"))
+    with running_server(plugins, tmp_path_factory.mktemp(f"flyte-connect-{request.param}")) as srv:
+        yield srv
+
 
 ASYNC_SERVICE = "flyteidl2.connector.AsyncConnectorService"
 METADATA_SERVICE = "flyteidl2.connector.ConnectorMetadataService"

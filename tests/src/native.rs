@@ -182,6 +182,7 @@ impl<C: flyte_connector_sdk::Connector + 'static> Connector for NativeConnector<
             start_time: r.start_time,
             end_time: r.end_time,
             step: r.step,
+            connection: r.connection.into_iter().collect(),
         })
         .map_err(error)?;
         results
@@ -201,6 +202,7 @@ impl<C: flyte_connector_sdk::Connector + 'static> Connector for NativeConnector<
             resource_meta: r.resource_meta,
             lines: r.lines,
             token: r.token,
+            connection: r.connection.into_iter().collect(),
         })
         .map_err(error)?;
         Ok(LogsPage {

@@ -11,12 +11,14 @@ from typing import Any, Dict, Optional
 
 import pytest
 
+import flyte_connector._version
 from flyte_connector import (
     AsyncConnector,
     ConnectorError,
     ConnectorRegistry,
     File,
     InvalidRequest,
+    LogsPage,
     Resource,
     ResourceMeta,
     Retryable,
@@ -159,6 +161,7 @@ def test_metadata_names_the_connector_and_its_task_type(wit, dispatch, connector
     meta = dispatch.metadata(wit)
     assert meta.name == "Job Connector"
     assert [(c.name, c.version) for c in meta.task_categories] == [("job", 2)]
+    assert meta.sdk == f"flyte-connector-sdk {flyte_connector._version.VERSION} (Python)"
     monkeypatch.setenv(dispatch.TASK_TYPE_VARIABLE, "job_py")
     assert [c.name for c in dispatch.metadata(wit).task_categories] == ["job_py"]
 
@@ -244,10 +247,10 @@ def test_metrics_and_logs_a_connector_lacks_are_not_implemented(wit, dispatch, c
 
     category = wit.TaskCategory("job", 2)
     with pytest.raises(Err) as raised:
-        dispatch.get_metrics(wit, wit.MetricsRequest(category, b'{"job_id": "j"}', ["cpu"], None, None, None))
+        dispatch.get_metrics(wit, wit.MetricsRequest(category, b'{"job_id": "j"}', ["cpu"], None, None, None, []))
     assert isinstance(raised.value.value, wit.Error_NotImplemented)
     with pytest.raises(Err) as raised:
-        dispatch.get_logs(wit, wit.LogsRequest(category, b'{"job_id": "j"}', 10, ""))
+        dispatch.get_logs(wit, wit.LogsRequest(category, b'{"job_id": "j"}', 10, "", []))
     assert isinstance(raised.value.value, wit.Error_NotImplemented)
 
 
@@ -342,3 +345,29 @@ def test_other_connection_keys_reach_get_and_delete_as_keyword_arguments(wit, di
     assert JobConnector.seen["meta"] == JobMeta(job_id="j-1")
     dispatch.delete(wit, wit.DeleteRequest(category, b'{"job_id": "j-2"}', connection))
     assert JobConnector.seen == dict(meta=JobMeta(job_id="j-2"), kwargs={"token": "s3cr3t", "meta": "m"})
+
+
+def test_the_pods_credentials_reach_metrics_and_logs_as_keyword_arguments(wit, dispatch, monkeypatch):
+    monkeypatch.setattr(_loop, "default_clock", NoClock)
+    seen = {}
+
+    class Observed(JobConnector):
+        async def get_metrics(self, resource_meta, queries, start_time=None, end_time=None, step=None, **kwargs):
+            seen["metrics"] = kwargs
+            return []
+
+        async def get_logs(self, resource_meta, lines=0, token="", **kwargs):
+            seen["logs"] = kwargs
+            return LogsPage(lines=[])
+
+    ConnectorRegistry._clear()
+    ConnectorRegistry.register(Observed())
+    try:
+        category = wit.TaskCategory("job", 2)
+        connection = [("ssh_private_key", "k")]
+        meta = b'{"job_id": "j"}'
+        dispatch.get_metrics(wit, wit.MetricsRequest(category, meta, ["cpu"], None, None, None, connection))
+        dispatch.get_logs(wit, wit.LogsRequest(category, meta, 10, "", connection))
+    finally:
+        ConnectorRegistry._clear()
+    assert seen == {"metrics": {"ssh_private_key": "k"}, "logs": {"ssh_private_key": "k"}}

@@ -71,6 +71,7 @@ pub(super) fn metrics_request(request: connector::MetricsRequest) -> wit::Metric
         start_time: request.start_time,
         end_time: request.end_time,
         step: request.step,
+        connection: connection_to_wit(request.connection),
     }
 }
 
@@ -80,6 +81,7 @@ pub(super) fn logs_request(request: connector::LogsRequest) -> wit::LogsRequest 
         resource_meta: request.resource_meta,
         lines: request.lines,
         token: request.token,
+        connection: connection_to_wit(request.connection),
     }
 }
 
@@ -129,18 +131,24 @@ impl HeldBytes for wit::DeleteRequest {
 
 impl HeldBytes for wit::MetricsRequest {
     fn held_bytes(&self) -> u64 {
-        self.resource_meta.len() as u64 + strings(self.queries.iter().map(String::as_str))
+        self.resource_meta.len() as u64
+            + strings(self.queries.iter().map(String::as_str))
+            + connection_bytes(&self.connection)
     }
 }
 
 impl HeldBytes for wit::LogsRequest {
     fn held_bytes(&self) -> u64 {
-        self.resource_meta.len() as u64 + strings([self.token.as_str()])
+        self.resource_meta.len() as u64
+            + strings([self.token.as_str()])
+            + connection_bytes(&self.connection)
     }
 }
 
-pub(super) fn info(metadata: wit::Metadata) -> ConnectorInfo {
-    ConnectorInfo {
+/// The connector's name and task types, and the SDK that built it.
+pub(super) fn info(metadata: wit::Metadata) -> (ConnectorInfo, String) {
+    let sdk = metadata.sdk;
+    let info = ConnectorInfo {
         name: metadata.name,
         task_categories: metadata
             .task_categories
@@ -150,7 +158,8 @@ pub(super) fn info(metadata: wit::Metadata) -> ConnectorInfo {
                 version: c.version,
             })
             .collect(),
-    }
+    };
+    (info, sdk)
 }
 
 pub(super) fn error(error: wit::Error) -> ConnectorError {

@@ -122,9 +122,12 @@ impl Connector for WasmConnector {
 
     async fn get_metrics(
         &self,
-        request: MetricsRequest,
+        mut request: MetricsRequest,
         deadline: Deadline,
     ) -> Result<Vec<MetricResult>, ConnectorError> {
+        // Completed from the pod, but never a reused instance's: metrics
+        // and logs calls always run fresh.
+        let _tenant = self.caller.complete_connection(&mut request.connection);
         let results = call_guest!(
             self,
             Operation::GetMetrics,
@@ -139,9 +142,10 @@ impl Connector for WasmConnector {
 
     async fn get_logs(
         &self,
-        request: LogsRequest,
+        mut request: LogsRequest,
         deadline: Deadline,
     ) -> Result<LogsPage, ConnectorError> {
+        let _tenant = self.caller.complete_connection(&mut request.connection);
         let page = call_guest!(
             self,
             Operation::GetLogs,

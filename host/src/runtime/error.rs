@@ -23,6 +23,20 @@ pub enum LoadError {
         /// What is missing.
         message: String,
     },
+    /// The component was built against a major version of the contract
+    /// (`flyte:connector@MAJOR.x`) this server does not serve.
+    #[error(
+        "{path} was built against flyte:connector@{version}; this server serves \
+         flyte:connector@{served_major}.x: rebuild it with the current SDK"
+    )]
+    Contract {
+        /// The file.
+        path: String,
+        /// The contract version it was built against.
+        version: String,
+        /// The major version this server serves.
+        served_major: &'static str,
+    },
     /// The component's `metadata` call failed.
     #[error("{path}: metadata call failed: {source}")]
     Metadata {

@@ -90,6 +90,7 @@ impl Runtime {
         let (grants, files_read) = self.grant(path, manifest)?;
         let limits = self.limits_for(manifest).map_err(limits_error)?;
         let component = self.compile(path).await?;
+        let contract = contract_of(&component, &self.shared.pool.engine, path)?;
         let slots = self.slots_per_call(&component).map_err(limits_error)?;
         let pre = self
             .shared
@@ -116,12 +117,18 @@ impl Runtime {
             counters: None,
             pool: Arc::clone(&self.shared.pool),
         };
-        let info = ask_metadata(&caller)
+        let (info, sdk) = ask_metadata(&caller)
             .await
             .map_err(|source| LoadError::Metadata {
                 path: shown.clone(),
                 source,
             })?;
+        tracing::info!(
+            connector = info.name,
+            contract = %contract,
+            sdk,
+            "loaded {shown}"
+        );
         // From now on logs name the connector, not its file.
         let label: Arc<str> = Arc::from(info.name.as_str());
         let counters = Some(self.shared.instance_metrics.for_connector(&label));
@@ -272,9 +279,11 @@ fn memory_budget(config: &RuntimeConfig, metrics: &Metrics) -> MemoryBudget {
     )
 }
 
-/// The connector's name and task types, from its `metadata` export, called
-/// in a fresh instance.
-async fn ask_metadata(caller: &Caller) -> Result<ConnectorInfo, crate::connector::ConnectorError> {
+/// The connector's name and task types, and the SDK that built it, from
+/// its `metadata` export, called in a fresh instance.
+async fn ask_metadata(
+    caller: &Caller,
+) -> Result<(ConnectorInfo, String), crate::connector::ConnectorError> {
     let metadata = caller
         .call(
             "metadata",
@@ -293,6 +302,51 @@ async fn ask_metadata(caller: &Caller) -> Result<ConnectorInfo, crate::connector
         )
         .await?;
     Ok(bindings::info(metadata))
+}
+
+/// The version of the contract `component` (at `path`) was built against,
+/// from the name of its `flyte:connector/connector` export; a major this
+/// host does not serve is refused, naming both.
+fn contract_of(
+    component: &Component,
+    engine: &wasmtime::Engine,
+    path: &Path,
+) -> Result<Contract, LoadError> {
+    let exported = component
+        .component_type()
+        .exports(engine)
+        .find_map(|(name, _)| name.strip_prefix(CONNECTOR_EXPORT).map(str::to_owned));
+    let Some(version) = exported else {
+        return Err(LoadError::Link {
+            path: path.display().to_string(),
+            message: format!(
+                "it exports no `{CONNECTOR_EXPORT}…` interface (build it with a flyte-connector SDK)"
+            ),
+        });
+    };
+    let major = version.split('.').next().unwrap_or_default();
+    if major != SERVED_MAJOR {
+        return Err(LoadError::Contract {
+            path: path.display().to_string(),
+            version,
+            served_major: SERVED_MAJOR,
+        });
+    }
+    Ok(Contract(version))
+}
+
+/// The name of the interface every connector exports, up to its version.
+const CONNECTOR_EXPORT: &str = "flyte:connector/connector@";
+/// The major version of the contract this host serves (`wit/connector.wit`).
+const SERVED_MAJOR: &str = "1";
+
+/// The contract version a component was built against.
+struct Contract(String);
+
+impl std::fmt::Display for Contract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "flyte:connector@{}", self.0)
+    }
 }
 
 /// The linear memory one instance of `component` starts with: what its

@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Tuple, TypeVar
 from componentize_py_types import Err
 
 from flyte_connector import _loop, errors, http
+from flyte_connector._version import VERSION
 from flyte_connector.connector import AsyncConnector, ConnectorRegistry, LogsPage
 from flyte_connector.resource import Resource, ResourceMeta
 from flyte_connector.template import TaskExecutionMetadata, TaskTemplate
@@ -33,6 +34,12 @@ T = TypeVar("T")
 CREATE_ARGUMENTS = ("self", "task_template", "output_prefix", "inputs", "task_execution_metadata")
 #: Likewise for `get` and `delete` (the meta, under the name flyte passes it by).
 META_ARGUMENTS = ("self", "resource_meta")
+#: Likewise for `get_metrics` and `get_logs`.
+METRICS_ARGUMENTS = ("self", "resource_meta", "queries", "start_time", "end_time", "step")
+LOGS_ARGUMENTS = ("self", "resource_meta", "lines", "token")
+
+#: The SDK and its version, as components report them to the host.
+SDK = f"flyte-connector-sdk {VERSION} (Python)"
 
 
 #: Environment variable (set in the plugin's manifest, `[env]`) that serves
@@ -47,6 +54,7 @@ def metadata(wit: Any) -> Any:
     return wit.Metadata(
         name=connector.name,
         task_categories=[wit.TaskCategory(name=task_type, version=connector.task_type_version)],
+        sdk=SDK,
     )
 
 
@@ -111,6 +119,7 @@ def get_metrics(wit: Any, request: Any) -> List[Any]:
             start_time=request.start_time,
             end_time=request.end_time,
             step=request.step,
+            **_connection(request.connection, "get_metrics", METRICS_ARGUMENTS),
         ),
         finish,
     )
@@ -127,7 +136,12 @@ def get_logs(wit: Any, request: Any) -> Any:
 
     return _call(
         wit,
-        lambda: connector.get_logs(_meta(connector, request.resource_meta), lines=request.lines, token=request.token),
+        lambda: connector.get_logs(
+            _meta(connector, request.resource_meta),
+            lines=request.lines,
+            token=request.token,
+            **_connection(request.connection, "get_logs", LOGS_ARGUMENTS),
+        ),
         finish,
     )
 

@@ -21,6 +21,7 @@ use std::{fmt::Debug, path::Path, sync::Arc};
 use serde::de::DeserializeOwned;
 use wasmtime::component::{Linker, ResourceTable};
 
+use super::config_error::ConfigError;
 use super::credential_roots::{CredentialRoots, Refusal};
 use crate::{connector::ConnectionMap, file_stamp::FileRead, manifest::Manifest};
 
@@ -92,16 +93,6 @@ pub struct InstanceScope {
 pub struct CallArgs<'a> {
     /// The merged connection map (secrets and configs).
     pub connection: &'a mut ConnectionMap,
-}
-
-/// A flag's value no capability can work with.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{flag}: {reason}")]
-pub struct ConfigError {
-    /// The flag, as written on the command line.
-    pub flag: &'static str,
-    /// What is wrong with its value.
-    pub reason: String,
 }
 
 /// Why a manifest's section cannot be granted.

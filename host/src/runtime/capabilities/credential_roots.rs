@@ -21,7 +21,7 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use super::capability::ConfigError;
+use super::config_error::ConfigError;
 
 /// The variables that configure the server's proxies: never readable by a
 /// manifest, whatever the prefixes allow.

@@ -16,6 +16,7 @@
 //! per-instance states and imports into one of each.
 
 mod capability;
+mod config_error;
 mod credential_roots;
 mod outbound_http;
 mod pod_credentials;
@@ -26,7 +27,8 @@ pub(in crate::runtime) use self::capability::{
     CallArgs, CapabilityView, HasState, InstanceScope, LoadScope,
 };
 pub use self::{
-    capability::{Capability, ConfigError, GrantError},
+    capability::{Capability, GrantError},
+    config_error::ConfigError,
     credential_roots::{CredentialArgs, CredentialRoots, Refusal},
     outbound_http::{HttpArgs, HttpConfig},
 };

@@ -13,13 +13,18 @@
 //! are read at load, and files again on reload (a rotated Secret reloads the
 //! plugin); one trailing newline of a file is dropped. A variable that is
 //! not set or a file that does not exist provides nothing (a Secret may lack
-//! keys), logged at load; a file that cannot be read fails the load. Values never reach logs, metrics or messages: only keys do.
+//! keys), logged at load; a file that cannot be read fails the load. Values
+//! never reach logs, metrics or messages: only keys do.
+//!
+//! The values fill every call's connection, `get-metrics` and `get-logs`
+//! included (their gRPC requests carry no connection of their own).
 
 use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc};
 
 use serde::Deserialize;
 
-use super::capability::{CallArgs, Capability, ConfigError, GrantError, InstanceScope, LoadScope};
+use super::capability::{CallArgs, Capability, GrantError, InstanceScope, LoadScope};
+use super::config_error::ConfigError;
 
 /// The manifest key this capability owns.
 const SECTION: &str = "credentials";

@@ -81,7 +81,7 @@ impl BudgetSize {
                 Ok(percent @ 1..=100) => Ok(Self::Percent(percent)),
                 _ => Err(format!("{text:?} is not a percentage from 1% to 100%")),
             },
-            None => crate::cli::Size::parse(text).map(|size| Self::Bytes(size.0 as u64)),
+            None => crate::size::Size::parse(text).map(|size| Self::Bytes(size.0 as u64)),
         }
     }
 

@@ -52,7 +52,8 @@ use self::{
     rules::HostRule,
     trust::{PlatformRoots, TlsProfile},
 };
-use super::capability::{Capability, ConfigError, GrantError, HasState, InstanceScope, LoadScope};
+use super::capability::{Capability, GrantError, HasState, InstanceScope, LoadScope};
+use super::config_error::ConfigError;
 use crate::manifest;
 
 /// How long to wait for a connection, unless the manifest says otherwise.
