@@ -68,12 +68,18 @@ test-components: connectors $(PY_TEST_COMPONENTS:%=$(TEST_COMPONENT_DIR)/%.wasm)
 	@for c in $(TEST_COMPONENTS); do cp $(TARGET_DIR)/$(WASM_TARGET)/wasm/$$c.wasm $(TEST_COMPONENT_DIR)/$$c.wasm; done
 	@cp $(CONNECTOR_DIR)/*.wasm $(TEST_COMPONENT_DIR)/
 
-# The components of tests/fixtures/contract-1.0.0: built once from the SDKs
-# against flyte:connector@1.0.0 and committed. Every later build must load
-# and serve them through the conformance tests (tests/python). Rebuilt only
-# by hand, never by a test: `make contract-fixtures`.
-CONTRACT_FIXTURES := tests/fixtures/contract-1.0.0
+# The components of tests/fixtures/contract-VERSION: built once from the SDKs
+# against flyte:connector@VERSION (the version wit/connector.wit has) and
+# committed, one folder per minor version. Every later build must load and
+# serve them through the conformance tests (tests/python). Made by hand when
+# a version is released, never by a test, and never remade:
+# `make contract-fixtures` refuses a folder that exists.
+CONTRACT_VERSION  := $(shell sed -n 's/^package flyte:connector@\(.*\);/\1/p' wit/connector.wit)
+CONTRACT_FIXTURES := tests/fixtures/contract-$(CONTRACT_VERSION)
 contract-fixtures: test-components
+	@if [ -e $(CONTRACT_FIXTURES)/echo.wasm ]; then \
+		echo "$(CONTRACT_FIXTURES) exists: fixtures are never rebuilt"; exit 1; fi
+	mkdir -p $(CONTRACT_FIXTURES)
 	cp $(TEST_COMPONENT_DIR)/echo.wasm $(TEST_COMPONENT_DIR)/faulty.wasm $(CONTRACT_FIXTURES)/
 	xz -9 --keep --stdout $(TEST_COMPONENT_DIR)/echo-py.wasm > $(CONTRACT_FIXTURES)/echo-py.wasm.xz
 
@@ -107,11 +113,18 @@ export FLYTE_CONNECT_FAKE_SERVICES := $(abspath $(TARGET_DIR)/release/fake-servi
 
 test: lint test-rust test-python
 
-# What the end-to-end tests run the server under: `unshare` (util-linux)
-# and `ip` (iproute2) put it in a network namespace of its own.
+# What the end-to-end tests need of Debian: `unshare` (util-linux) and `ip`
+# (iproute2) put the server in a network namespace of its own; sshd
+# (openssh-server), slurmctld and slurmd (slurm-wlm) and munged (munge) are
+# the real SSH server and Slurm cluster on loopback (tests/cluster).
+SYSTEM_TOOLS := unshare:util-linux ip:iproute2 ssh-keygen:openssh-client \
+	/usr/sbin/sshd:openssh-server /usr/sbin/slurmctld:slurm-wlm /usr/sbin/munged:munge
 system-tools:
-	@command -v unshare >/dev/null && command -v ip >/dev/null || \
-		(apt-get update -qq && apt-get install -y -qq util-linux iproute2)
+	@missing=$$(for tool in $(SYSTEM_TOOLS); do \
+		command -v $${tool%%:*} >/dev/null || echo $${tool#*:}; done); \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 # Connector crates build for the host too, so their unit tests run natively.
 RUST_TEST_ARGS := --release --workspace --exclude flyte-connector-sdk

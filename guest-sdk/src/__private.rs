@@ -131,34 +131,6 @@ pub fn encode_meta<M: Serialize>(meta: &M) -> Result<Vec<u8>, Error> {
 /// `\uXXXX` (UTF-16 units), and floats as Python's `repr` writes them.
 struct PythonJson;
 
-/// A finite float as Python's `repr` writes it: the shortest digits that
-/// read back the same, in positional notation (always with a fraction,
-/// `1.0`) when the decimal exponent is in -4..16, else in scientific
-/// notation with a signed exponent of at least two digits (`1e-07`,
-/// `1.5e+16`).
-fn python_float(value: f64) -> String {
-    // Rust's `{:e}` gives the shortest round-trip digits: `1.2345e7`.
-    let scientific = format!("{:e}", value.abs());
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let sign = if value.is_sign_negative() { "-" } else { "" };
-    if (-4..16).contains(&exponent) {
-        let point = usize::try_from(exponent + 1).unwrap_or(0);
-        if exponent < 0 {
-            let zeros = "0".repeat(usize::try_from(-exponent - 1).unwrap_or(0));
-            format!("{sign}0.{zeros}{digits}")
-        } else if digits.len() > point {
-            format!("{sign}{}.{}", &digits[..point], &digits[point..])
-        } else {
-            format!("{sign}{digits}{}.0", "0".repeat(point - digits.len()))
-        }
-    } else {
-        let exponent_sign = if exponent < 0 { '-' } else { '+' };
-        format!("{sign}{mantissa}e{exponent_sign}{:02}", exponent.abs())
-    }
-}
-
 /// `", "` before every item but the first.
 fn python_separator<W: ?Sized + std::io::Write>(
     writer: &mut W,
@@ -200,7 +172,7 @@ impl serde_json::ser::Formatter for PythonJson {
         writer: &mut W,
         value: f64,
     ) -> std::io::Result<()> {
-        writer.write_all(python_float(value).as_bytes())
+        writer.write_all(crate::python::float_repr(value).as_bytes())
     }
 
     fn write_f32<W: ?Sized + std::io::Write>(
@@ -467,35 +439,6 @@ mod tests {
 
     use super::guest::Guest;
     use super::*;
-
-    #[test]
-    fn floats_are_written_as_python_repr_writes_them() {
-        // repr() of each value, from CPython 3.11.
-        for (value, python) in [
-            (0.0, "0.0"),
-            (-0.0, "-0.0"),
-            (1.0, "1.0"),
-            (0.1, "0.1"),
-            (1.5, "1.5"),
-            (2.5e-5, "2.5e-05"),
-            (1e-4, "0.0001"),
-            (1e-5, "1e-05"),
-            (123_456_789.125, "123456789.125"),
-            (1e15, "1000000000000000.0"),
-            (1e16, "1e+16"),
-            (1.5e16, "1.5e+16"),
-            (1e21, "1e+21"),
-            (1e-7, "1e-07"),
-            (5e-324, "5e-324"),
-            (f64::MAX, "1.7976931348623157e+308"),
-            (12_345_678_901_234.0, "12345678901234.0"),
-            (-3.25, "-3.25"),
-            (0.1 + 0.2, "0.30000000000000004"),
-            (100.0, "100.0"),
-        ] {
-            assert_eq!(python_float(value), python, "{value:e}");
-        }
-    }
     use crate::{Output, Outputs};
 
     #[derive(Debug, Serialize, Deserialize, PartialEq)]

@@ -100,6 +100,12 @@
 //! With the `jwt` feature, [`jwt`] signs RS256 tokens (service-account and
 //! key-pair authentication) inside the sandbox.
 //!
+//! # Reaching hosts over SSH
+//!
+//! [`ssh`] runs commands and reads and writes files on hosts the manifest's
+//! `[ssh]` section allows, host keys verified, connections pooled by the
+//! host across calls.
+//!
 //! [Flyte]: https://flyte.org
 
 #![deny(missing_docs)]
@@ -111,8 +117,10 @@ pub mod http;
 pub mod jwt;
 mod metadata;
 mod phase;
+pub mod python;
 mod request;
 mod response;
+pub mod ssh;
 mod time;
 
 #[doc(hidden)]

@@ -9,15 +9,28 @@ use flyte_connect::{
 };
 use tracing_subscriber::EnvFilter;
 
+/// `RUST_LOG`, else `info`. The SSH library's debug lines (protocol
+/// detail, the hosts' keys) stay off unless `RUST_LOG` names `russh`.
+fn log_filter() -> EnvFilter {
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if !asked.contains("russh") {
+        for quiet in ["russh=info", "russh_sftp=info"] {
+            if let Ok(directive) = quiet.parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    filter
+}
+
 fn main() -> ExitCode {
     let command = match Command::parse_args(std::env::args_os()) {
         Ok(command) => command,
         Err(err) => err.exit(),
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();

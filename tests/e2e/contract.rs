@@ -2,7 +2,7 @@
 //! `wit/connector.wit`): a component of a later 1.y loads and serves, as
 //! wasmtime finds a semver-compatible export; one of another major is
 //! refused with a message naming both; the load log names the contract and
-//! the SDK that built the component. (The committed 1.0.0 components are
+//! the SDK that built the component. (The committed 1.x components are
 //! served through the whole conformance suite: `tests/python`.)
 
 use flyte_connect::proto::core::SimpleType;
@@ -11,15 +11,30 @@ use flyte_connect_e2e::{
     literals::{self, TypedInputs, int, simple},
 };
 
+/// The version of `wit/connector.wit`, the contract this build serves.
+fn current_version() -> String {
+    let wit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/connector.wit"),
+    )
+    .expect("wit/connector.wit");
+    wit.lines()
+        .find_map(|line| line.strip_prefix("package flyte:connector@"))
+        .and_then(|rest| rest.strip_suffix(';'))
+        .expect("the package line")
+        .to_owned()
+}
+
 /// The echo component's bytes, its `flyte:connector` interfaces renamed to
-/// `version` (five characters, as `1.0.0`): the component it would be had
-/// it been built against that version of a contract with the same types.
+/// `version` (as many characters as the current version): the component it
+/// would be had it been built against that version of a contract with the
+/// same types.
 fn echo_built_against(version: &str) -> Vec<u8> {
-    assert_eq!(version.len(), "1.0.0".len());
+    let current = current_version();
+    assert_eq!(version.len(), current.len());
     let mut bytes = std::fs::read(component("echo")).expect("read echo.wasm");
     let mut renamed = 0;
     for interface in ["types", "connector"] {
-        let from = format!("flyte:connector/{interface}@1.0.0");
+        let from = format!("flyte:connector/{interface}@{current}");
         let to = format!("flyte:connector/{interface}@{version}");
         let mut at = 0;
         while let Some(found) = find(&bytes[at..], from.as_bytes()) {
@@ -52,7 +67,7 @@ fn serve(wasm: &[u8]) -> (Workspace, Server) {
 
 #[tokio::test]
 async fn a_component_of_a_later_minor_version_loads_and_serves() {
-    let (_plugins, server) = serve(&echo_built_against("1.7.0"));
+    let (_plugins, server) = serve(&echo_built_against("1.9.0"));
     assert_eq!(server.connector_names().await, ["Echo Connector"]);
     let inputs = TypedInputs(vec![("n", int(3), simple(SimpleType::Integer))]);
     server
@@ -63,7 +78,7 @@ async fn a_component_of_a_later_minor_version_loads_and_serves() {
         .expect("served");
     let output = server.output.text();
     assert!(
-        output.contains("contract=flyte:connector@1.7.0"),
+        output.contains("contract=flyte:connector@1.9.0"),
         "{output}"
     );
 }
@@ -96,7 +111,7 @@ async fn the_load_log_names_the_contract_and_the_sdk() {
         assert!(
             output.lines().any(|l| l.contains("loaded")
                 && l.contains(&format!("connector=\"{connector}\""))
-                && l.contains("contract=flyte:connector@1.0.0")
+                && l.contains(&format!("contract=flyte:connector@{}", current_version()))
                 && l.contains("sdk=\"flyte-connector-sdk ")
                 && l.contains(sdk)),
             "{connector}:\n{output}"

@@ -20,6 +20,8 @@ mod reload;
 mod replicas;
 mod reuse;
 mod run_loop;
+mod slurm;
 mod snowflake;
+mod ssh;
 mod tasks;
 mod tutorial;

@@ -185,6 +185,7 @@ async fn list_connectors_groups_task_types_under_connector_names() {
                     "shout:0",
                     "sleep:0",
                     "slow:0",
+                    "ssh:0",
                     "tally:0",
                     "touch:0"
                 ]

@@ -5,11 +5,11 @@ The only gRPC client used here is the published `flyteidl2` Python stubs plus
 these tests pass, a Flyte deployment talking to the Python connector server
 (`c0` from the `flyte` package) can talk to flyte-connect instead.
 
-The whole suite runs twice, with the same binary: against the components of
-this build, and against the components in `tests/fixtures/contract-1.0.0`,
-built from the SDKs against `flyte:connector@1.0.0` and committed, which every
-later build must keep loading and serving unchanged (the contract's promise,
-docs/authoring/contract.md). Tests taking the `echo` fixture run against both
+The whole suite runs once per set of components, with the same binary:
+those of this build, and those in each `tests/fixtures/contract-VERSION`,
+built from the SDKs against `flyte:connector@VERSION` and committed, which
+every later build must keep loading and serving unchanged (the contract's
+promise, docs/authoring/contract.md). Tests taking the `echo` fixture run against both
 echo connectors: the Rust `echo` and its Python twin `echo_py`, built with the
 Python SDK.
 
@@ -63,31 +63,43 @@ from flyteidl2.core import security_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-#: Components built against flyte:connector@1.0.0 and committed (`make
-#: contract-fixtures` made them; the Python one is xz-compressed).
-CONTRACT_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "contract-1.0.0"
+#: Components built against each released flyte:connector@1.x and committed,
+#: a folder per version (`make contract-fixtures` made them; the Python one
+#: is xz-compressed).
+CONTRACT_FIXTURES = sorted((REPO_ROOT / "tests" / "fixtures").glob("contract-*"))
 
 
-def contract_fixtures(into: Path) -> Path:
-    """The committed 1.0.0 components, unpacked into `into`."""
-    for fixture in sorted(CONTRACT_FIXTURES.iterdir()):
+def contract_fixtures(folder: Path, into: Path) -> Path:
+    """The committed components of `folder`, unpacked into `into`."""
+    for fixture in sorted(folder.iterdir()):
         if fixture.suffix == ".wasm":
             shutil.copy(fixture, into / fixture.name)
         elif fixture.name.endswith(".wasm.xz"):
             (into / fixture.name.removesuffix(".xz")).write_bytes(lzma.decompress(fixture.read_bytes()))
     missing = [name for name in REQUIRED_COMPONENTS if not (into / name).is_file()]
-    assert not missing, f"the contract fixtures lack {missing}"
+    assert not missing, f"the contract fixtures of {folder.name} lack {missing}"
     return into
 
 
-@pytest.fixture(scope="module", params=["build", "contract-1.0.0"])
+def contract_of(param: str) -> Tuple[int, ...] | None:
+    """The contract version a `server` param's components were built
+    against; None for this build's own."""
+    if param == "build":
+        return None
+    return tuple(int(part) for part in param.removeprefix("contract-").split("."))
+
+
+@pytest.fixture(scope="module", params=["build"] + [folder.name for folder in CONTRACT_FIXTURES])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """The server, serving this build's components, then the committed 1.0.0 ones."""
+    """The server, serving this build's components, then each version's
+    committed ones."""
     if request.param == "build":
         plugins = COMPONENTS_DIR
     else:
-        plugins = contract_fixtures(tmp_path_factory.mktemp("contract-1.0.0"))
+        folder = REPO_ROOT / "tests" / "fixtures" / request.param
+        plugins = contract_fixtures(folder, tmp_path_factory.mktemp(request.param))
     with running_server(plugins, tmp_path_factory.mktemp(f"flyte-connect-{request.param}")) as srv:
+        srv.contract = contract_of(request.param)
         yield srv
 
 
@@ -420,28 +432,39 @@ def _categories(connector: connector_pb2.Connector) -> set:
     return {(c.name, c.version) for c in connector.supported_task_categories}
 
 
-def test_list_connectors_groups_task_types_by_connector(metadata):
+#: The faulty component's task types, and the contract version since which
+#: it has each one that came later.
+FAULTY_TASK_TYPES = {
+    "panic": None,
+    "fail": None,
+    "invalid": None,
+    "sleep": None,
+    "slow": None,
+    "fetch": None,
+    "memory": None,
+    "inspect": None,
+    "remember": None,
+    "tally": None,
+    "fan_out": None,
+    "touch": None,
+    "shout": None,
+    "ssh": (1, 1, 0),
+}
+
+
+def test_list_connectors_groups_task_types_by_connector(server, metadata):
     resp = metadata.ListConnectors(connector_pb2.ListConnectorsRequest(), timeout=RPC_TIMEOUT_S)
     by_name = {c.name: c for c in resp.connectors}
     assert len(by_name) == len(resp.connectors), "a connector name is listed twice"
     assert ECHO_CONNECTOR in by_name and FAULTY_CONNECTOR in by_name, sorted(by_name)
     assert _categories(by_name[ECHO_CONNECTOR]) == {("echo", 0)}
     assert _categories(by_name[PYTHON_ECHO_CONNECTOR]) == {("echo_py", 0)}
-    assert {name for name, _ in _categories(by_name[FAULTY_CONNECTOR])} == {
-        "panic",
-        "fail",
-        "invalid",
-        "sleep",
-        "slow",
-        "fetch",
-        "memory",
-        "inspect",
-        "remember",
-        "tally",
-        "fan_out",
-        "touch",
-        "shout",
+    expected = {
+        name
+        for name, since in FAULTY_TASK_TYPES.items()
+        if since is None or server.contract is None or server.contract >= since
     }
+    assert {name for name, _ in _categories(by_name[FAULTY_CONNECTOR])} == expected
 
 
 def test_get_connector_returns_echo_connector(metadata, echo):

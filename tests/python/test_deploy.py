@@ -141,6 +141,7 @@ def test_the_plugin_manifests_are_the_connectors_own(docs):
         "databricks-py.toml": {"databricks_token"},
         "bigquery.toml": {"google_application_credentials"},
         "snowflake.toml": {"snowflake_private_key", "snowflake_private_key_passphrase"},
+        "slurm.toml": {"ssh_private_key"},
     }
     for name, text in configmap["data"].items():
         credentials = tomllib.loads(text)["credentials"]

@@ -33,10 +33,24 @@ impl HostedConnector {
         manifest: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_with_args(name, task_type, manifest, &[], env)
+    }
+
+    /// Like [`HostedConnector::start_with_env`], with more command-line
+    /// arguments.
+    pub fn start_with_args(
+        name: &str,
+        task_type: &str,
+        manifest: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let plugins = Workspace::with_components(&[name]);
         plugins.write(&format!("{name}.toml"), manifest.as_bytes());
         let dir = plugins.path().display().to_string();
-        let server = Server::start_with_env(&["--plugin-dir", &dir], plugins.path(), env);
+        let mut all = vec!["--plugin-dir", dir.as_str()];
+        all.extend_from_slice(args);
+        let server = Server::start_with_env(&all, plugins.path(), env);
         Self {
             server,
             task_type: task_type.to_owned(),

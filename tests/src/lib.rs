@@ -6,6 +6,7 @@
 //! `FLYTE_CONNECT_BIN` and `FLYTE_CONNECT_COMPONENTS`); by default they are
 //! looked up under the workspace's `target/`.
 
+pub mod cluster;
 pub mod endpoint;
 pub mod fake_bigquery;
 pub mod fake_databricks;

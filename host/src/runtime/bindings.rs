@@ -15,6 +15,8 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "flyte:connector/plugin",
     exports: { default: async },
+    // The imports are the capabilities', bound where each is.
+    with: { "flyte:connector/ssh": super::capabilities::ssh_interface },
 });
 
 pub(super) use flyte::connector::types as wit;

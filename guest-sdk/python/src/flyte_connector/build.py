@@ -31,7 +31,7 @@ WORLD = "python-plugin"
 #: Module names of imported WIT interfaces, fixed so the SDK's imports do not
 #: depend on componentize-py's clash resolution.
 INTERFACE_NAMES = [
-    "flyte:connector/types@1.0.0=connector_types",
+    "flyte:connector/types@1.1.0=connector_types",
     "wasi:http/types@0.2.12=wasi_http_types",
 ]
 APP_MODULE = "flyte_connector_app"

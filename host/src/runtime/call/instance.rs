@@ -18,7 +18,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use super::{admission::Slots, guest_log::GuestLog};
 use crate::runtime::{
     bindings::Plugin,
-    capabilities::{Grants, HostState, InstanceScope},
+    capabilities::{CallScope, Grants, HostState, InstanceScope},
     memory::{Charge, InstanceMemory},
     store::InstanceState,
 };
@@ -121,13 +121,19 @@ impl Instance {
     }
 
     /// Installs a call's scope: its deadline counts from now (see
-    /// [`arm_deadline`]). Returns the store and the exports to call.
+    /// [`arm_deadline`]), and the capabilities learn when it is. Returns
+    /// the store and the exports to call.
     pub(in crate::runtime) fn begin_call(
         &mut self,
         deadline: Duration,
     ) -> (&mut Store<HostState>, &Plugin) {
         self.calls = self.calls.saturating_add(1);
         arm_deadline(&mut self.store, deadline);
+        let scope = CallScope {
+            deadline: Instant::now().checked_add(deadline),
+        };
+        let (capabilities, _) = self.store.data_mut().capabilities_and_table();
+        capabilities.begin_call(&scope);
         (&mut self.store, &self.plugin)
     }
 }

@@ -14,7 +14,8 @@
 //!   long as the instance: an instance may serve several calls of one tenant
 //!   (see `call::warm`), and what belongs to one call (its log, its deadline)
 //!   is installed by the call itself, never here;
-//! - may shape each call's arguments before the call ([`Capability::shape_call`]).
+//! - may shape each call's arguments before the call ([`Capability::shape_call`]),
+//!   and keep the call's deadline as it begins ([`Capability::begin_call`]).
 
 use std::{fmt::Debug, path::Path, sync::Arc};
 
@@ -59,6 +60,10 @@ pub trait Capability: Sized + Send + Sync + 'static {
     /// Shapes a call's arguments before the guest is called.
     fn shape_call(_grant: &Self::Grant, _call: &mut CallArgs<'_>) {}
 
+    /// Keeps what it needs of a call (its deadline) in the instance's
+    /// state as the call begins; each call of an instance replaces the last.
+    fn begin_call(_state: &mut Self::State, _call: &CallScope) {}
+
     /// Whether its grant shapes every call's connection from the pod (which
     /// makes calls without a connection of their own one tenant).
     fn fills_connection(_grant: &Self::Grant) -> bool {
@@ -87,6 +92,13 @@ pub struct InstanceScope {
     /// The connector's name (its file name until its metadata is known),
     /// for logs and metric labels.
     pub connector: Arc<str>,
+}
+
+/// What capabilities may know of a call as it begins.
+#[derive(Debug, Clone, Copy)]
+pub struct CallScope {
+    /// When the call's time is up, if it has a limit.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// A call's arguments as capabilities may shape them.

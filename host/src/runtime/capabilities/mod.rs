@@ -5,10 +5,14 @@
 //!   `[http]`, one pooled client per plugin with its TLS trust and the
 //!   server's proxies, egress judged by address;
 //! - `pod_credentials`: connection values read from the pod's environment
-//!   and files (`[credentials]`).
+//!   and files (`[credentials]`);
+//! - `ssh`: commands and files on the hosts of `[ssh]`, over pooled
+//!   connections, host keys verified.
 //!
 //! Beside them, `credential_roots`: which of the pod's files and variables
-//! any manifest may name, for every capability's [`LoadScope`].
+//! any manifest may name, for every capability's [`LoadScope`]; and
+//! `egress`: the host rules and address checks of every capability that
+//! connects.
 //!
 //! The capabilities are listed once, in the `capabilities!` invocation
 //! below: adding one is its module and a line there. The list makes their
@@ -18,21 +22,25 @@
 mod capability;
 mod config_error;
 mod credential_roots;
+mod egress;
 mod outbound_http;
 mod pod_credentials;
+mod ssh;
 
 use wasmtime::component::Linker;
 
 pub(in crate::runtime) use self::capability::{
-    CallArgs, CapabilityView, HasState, InstanceScope, LoadScope,
+    CallArgs, CallScope, CapabilityView, HasState, InstanceScope, LoadScope,
 };
+pub use self::ssh::wit_interface as ssh_interface;
 pub use self::{
     capability::{Capability, GrantError},
     config_error::ConfigError,
     credential_roots::{CredentialArgs, CredentialRoots, Refusal},
     outbound_http::{HttpArgs, HttpConfig},
+    ssh::{SshArgs, SshConfig},
 };
-use self::{outbound_http::OutboundHttp, pod_credentials::PodCredentials};
+use self::{outbound_http::OutboundHttp, pod_credentials::PodCredentials, ssh::Ssh};
 use super::store::InstanceState;
 use crate::{file_stamp::FileRead, manifest::Manifest};
 
@@ -148,6 +156,13 @@ macro_rules! capabilities {
             }
         }
 
+        impl States {
+            /// Lets every capability keep what it needs of a call beginning.
+            pub(in crate::runtime) fn begin_call(&mut self, call: &CallScope) {
+                $(<$capability as Capability>::begin_call(&mut self.$field, call);)*
+            }
+        }
+
         impl Grants {
             /// Every capability's part of a new instance's store.
             pub(in crate::runtime) fn instance_states(&self, instance: &InstanceScope) -> States {
@@ -174,6 +189,8 @@ capabilities! {
     http: OutboundHttp,
     /// Credentials from the pod.
     credentials: PodCredentials,
+    /// SSH.
+    ssh: Ssh,
 }
 
 /// The data of an instance's store, with every capability's state.

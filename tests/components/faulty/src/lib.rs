@@ -17,6 +17,7 @@
 //! | `inspect` | succeeds, keeping everything it was given (template, inputs, connection, env, ...) in its meta |
 //! | `remember` | reports what earlier calls left in its memory, writes input `marker` there (see [`residue`]), waits `ms` |
 //! | `tally` | reports what this instance saw before (see [`Tally`]); keeps input `keep_kib` KiB more for good, waits `ms` |
+//! | `ssh` | runs one SSH operation (see [`ssh`]); keeps its result or its error's kind and message |
 //!
 //! `get` succeeds with no outputs, reporting the meta as `custom_info`, and
 //! `delete` succeeds, for any task type and any JSON resource meta. Metrics
@@ -100,6 +101,117 @@ fn fetch(task: &TaskRequest) -> Result<Value, Error> {
     }))
 }
 
+/// An `ssh` call: one SSH operation (input `op`: `exec`, `write`, `read`,
+/// `tail`, `stat`, `list` or `connect`) on the destination of inputs
+/// `host`, `port` and `user`, with the connection's `ssh_private_key` and
+/// `known_hosts_data`; its result as JSON, or the error's kind and message
+/// (`{"error": KIND, "message"}`) so a test can tell the kinds apart.
+fn ssh(task: &TaskRequest) -> Result<Value, Error> {
+    use flyte_connector_sdk::ssh::{Destination, Exec, Session, SshError};
+    let connection = task.connection();
+    let key = connection.get("ssh_private_key").unwrap_or_default();
+    let mut to = Destination::new(
+        task.input::<String>("host")?,
+        task.input::<String>("user")?,
+        key,
+    )
+    .port(task.input("port").unwrap_or(22))
+    .known_hosts(connection.get("known_hosts_data").unwrap_or_default());
+    if let Some(passphrase) = connection.get("ssh_passphrase") {
+        to = to.passphrase(passphrase);
+    }
+    let op: String = task.input("op")?;
+    let path = || task.input::<String>("path");
+    let run =
+        || -> Result<Result<Value, SshError>, Error> {
+            let session = match Session::connect(&to) {
+                Ok(session) => session,
+                Err(err) => return Ok(Err(err)),
+            };
+            Ok(match op.as_str() {
+                "connect" => Ok(serde_json::json!({ "connected": to.shown() })),
+                "exec" => {
+                    let mut options = Exec::new();
+                    if let Ok(stdin) = task.input::<String>("stdin") {
+                        options = options.stdin(stdin);
+                    }
+                    if let Ok(ms) = task.input::<u64>("timeout_ms") {
+                        options = options.timeout(std::time::Duration::from_millis(ms));
+                    }
+                    if let Ok(bytes) = task.input::<u64>("max_output_bytes") {
+                        options = options.max_output_bytes(bytes);
+                    }
+                    let repeat: usize = task.input("repeat").unwrap_or(1);
+                    let command: String = task.input("command")?;
+                    let mut last = None;
+                    for _ in 0..repeat.max(1) {
+                        last = Some(session.exec_with(&command, options.clone()));
+                    }
+                    last.unwrap_or_else(|| Err(SshError::Invalid("no command ran".into())))
+                        .map(|out| {
+                            serde_json::json!({
+                                "exit_status": out.exit_status,
+                                "exit_signal": out.exit_signal,
+                                "stdout": out.stdout_text(),
+                                "stderr": out.stderr_text(),
+                                "truncated": out.truncated,
+                            })
+                        })
+                }
+                "write" => {
+                    let contents: String = task.input("contents")?;
+                    let mode: u32 = task.input("mode").unwrap_or(0o644);
+                    session
+                        .write_file(&path()?, contents.as_bytes(), mode)
+                        .map(|()| serde_json::json!({ "written": contents.len() }))
+                }
+                "read" => session
+                    .read_file(
+                        &path()?,
+                        task.input("offset").unwrap_or(0),
+                        task.input("length").unwrap_or(1 << 20),
+                    )
+                    .map(|bytes| serde_json::json!({ "text": String::from_utf8_lossy(&bytes) })),
+                "tail" => session
+                    .read_tail(
+                        &path()?,
+                        task.input("lines").unwrap_or(10),
+                        task.input("max_bytes").unwrap_or(1 << 20),
+                    )
+                    .map(|bytes| serde_json::json!({ "text": String::from_utf8_lossy(&bytes) })),
+                "stat" => session.stat(&path()?).map(|info| {
+                    serde_json::json!(info.map(|i| serde_json::json!({
+                        "size": i.size, "is_directory": i.is_directory, "mode": i.mode,
+                        "modified": i.modified,
+                    })))
+                }),
+                "list" => {
+                    session.list_directory(&path()?).map(|entries| {
+                        serde_json::json!(entries.into_iter().map(|(name, info)| serde_json::json!({
+                    "name": name, "size": info.size, "is_directory": info.is_directory,
+                })).collect::<Vec<_>>())
+                    })
+                }
+                other => return Err(Error::invalid_request(format!("unknown ssh op `{other}`"))),
+            })
+        };
+    Ok(match run()? {
+        Ok(value) => serde_json::json!({ "ok": value }),
+        Err(err) => {
+            let kind = match &err {
+                SshError::NotAllowed(_) => "not_allowed",
+                SshError::HostKey(_) => "host_key",
+                SshError::Authentication(_) => "authentication",
+                SshError::Unreachable(_) => "unreachable",
+                SshError::Timeout(_) => "timeout",
+                SshError::Remote(_) => "remote",
+                SshError::Invalid(_) => "invalid",
+            };
+            serde_json::json!({ "error": kind, "message": err.to_string() })
+        }
+    })
+}
+
 impl Connector for Faulty {
     /// Any JSON: `create` never returns one, so tests make their own.
     type Meta = Value;
@@ -119,6 +231,7 @@ impl Connector for Faulty {
             .task_type("fan_out")
             .task_type("touch")
             .task_type("shout")
+            .task_type("ssh")
     }
 
     fn create(task: TaskRequest) -> Result<Value, Error> {
@@ -182,6 +295,7 @@ impl Connector for Faulty {
                 Ok(serde_json::json!({ "residue": residue }))
             }
             "tally" => tally(&task),
+            "ssh" => ssh(&task),
             "inspect" => {
                 let connection: serde_json::Map<String, Value> = task
                     .connection()

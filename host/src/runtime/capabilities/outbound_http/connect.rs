@@ -34,10 +34,10 @@ use tokio::{
 use tokio_rustls::{TlsConnector, client::TlsStream};
 use wasmtime_wasi_http::Error;
 
+use super::super::egress::{AddressPolicy, Resolved};
 use super::metrics::OutboundMetrics;
 use super::{
     DEFAULT_CONNECT_TIMEOUT, Target,
-    address::{AddressPolicy, Resolved},
     labels::{Denial, HostLabels},
     proxy::{Proxy, ProxySettings, Route},
     trust::{TlsProfile, describe_tls_error, find_tls_error},

@@ -14,17 +14,16 @@
 //!   connector's label and the instance's open requests. Nothing in it
 //!   belongs to one call, so an instance may serve several calls of one
 //!   tenant (see `call::warm`).
-//! - [`address`] judges the addresses a connection would reach; [`labels`]
+//! - The allow-list's rules and the addresses a connection would reach are
+//!   judged as for every capability that connects (`egress`); [`labels`]
 //!   bounds the hosts its [`metrics`] name.
 
-mod address;
 mod client;
 mod connect;
 mod labels;
 mod metrics;
 mod policy;
 mod proxy;
-mod rules;
 mod trust;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -42,18 +41,17 @@ use wasmtime_wasi_http::{
 
 use self::policy::InstanceHooks;
 use self::{
-    address::AddressPolicy,
     client::PooledClient,
     connect::Connector,
     labels::HostLabels,
     metrics::OutboundMetrics,
     policy::OutboundPolicy,
     proxy::ProxySettings,
-    rules::HostRule,
     trust::{PlatformRoots, TlsProfile},
 };
 use super::capability::{Capability, GrantError, HasState, InstanceScope, LoadScope};
 use super::config_error::ConfigError;
+use super::egress::{AddressPolicy, Endpoint, HostRule, Protocol, authority};
 use crate::manifest;
 
 /// How long to wait for a connection, unless the manifest says otherwise.
@@ -146,12 +144,29 @@ impl Target {
     }
 }
 
-/// `host:port`, an IPv6 host in brackets.
-pub(super) fn authority(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
+impl Endpoint for Target {
+    fn protocol(&self) -> Protocol {
+        Protocol::Http
+    }
+
+    fn scheme(&self) -> &'static str {
+        Target::scheme(self)
+    }
+
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn described(&self) -> String {
+        format!("outbound HTTP to {}", self.shown())
+    }
+
+    fn rule_naming(&self, ip: &str) -> String {
+        format!("{}://{ip}:{}", Target::scheme(self), self.port)
     }
 }
 

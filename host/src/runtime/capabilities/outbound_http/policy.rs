@@ -34,8 +34,8 @@ use super::{
     HttpLimits, Target,
     client::{Exchange, PooledClient},
     labels::{Denial, HostLabels},
-    rules::HostRule,
 };
+use crate::runtime::capabilities::egress::HostRule;
 
 struct Shared {
     rules: Arc<[HostRule]>,

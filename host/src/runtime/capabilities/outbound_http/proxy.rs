@@ -92,7 +92,7 @@ impl Proxy {
                 Ok::<_, String>(value)
             })
             .transpose()?;
-        let authority = super::authority(&host, port);
+        let authority = crate::runtime::capabilities::egress::authority(&host, port);
         Ok(Self {
             shown: format!("http://{authority}"),
             authority,

@@ -21,8 +21,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde::Deserialize;
 
-use super::rules::HostRule;
-use crate::runtime::capabilities::{GrantError, LoadScope};
+use crate::runtime::capabilities::{GrantError, LoadScope, egress::HostRule};
 
 /// Protocols offered by ALPN, HTTP/2 first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];

@@ -21,12 +21,12 @@ use std::{
     sync::Arc,
 };
 
-use super::{Target, rules::HostRule};
+use super::{Endpoint, rules::HostRule};
 
 /// Why `ip` is internal to the pod's network, in words; `None` for a
 /// public address. IPv4-mapped, NAT64 and 6to4 forms of an IPv4 address
 /// are judged as that address.
-pub(super) fn internal(ip: IpAddr) -> Option<&'static str> {
+pub(in crate::runtime::capabilities) fn internal(ip: IpAddr) -> Option<&'static str> {
     match ip.to_canonical() {
         IpAddr::V4(v4) => internal_v4(v4),
         IpAddr::V6(v6) => internal_v6(v6),
@@ -75,34 +75,32 @@ fn internal_v6(ip: Ipv6Addr) -> Option<&'static str> {
 
 /// One plugin's rules, as they judge addresses.
 #[derive(Debug, Clone)]
-pub(super) struct AddressPolicy {
+pub(in crate::runtime::capabilities) struct AddressPolicy {
     rules: Arc<[HostRule]>,
 }
 
 /// An address a target resolved to that may not be reached, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Refused {
-    pub(super) address: IpAddr,
-    pub(super) why: &'static str,
+pub(in crate::runtime::capabilities) struct Refused {
+    pub(in crate::runtime::capabilities) address: IpAddr,
+    pub(in crate::runtime::capabilities) why: &'static str,
 }
 
 impl Refused {
     /// The message a call fails with: the host, the address and why.
-    pub(super) fn message(&self, target: &Target) -> String {
-        let host = &target.host;
+    pub(in crate::runtime::capabilities) fn message(&self, target: &impl Endpoint) -> String {
+        let host = target.host();
         let reached = if host.parse::<IpAddr>().is_ok() {
             format!("{host} is {}", self.why)
         } else {
             format!("{host} resolves to {}, {}", self.address, self.why)
         };
         format!(
-            "outbound HTTP to {}://{} refused: {reached}; the plugin's allowed_hosts must name \
-             the address or its range (e.g. `{}://{}:{}`) or the host itself, not by a wildcard",
-            target.scheme(),
-            target.authority(),
-            target.scheme(),
-            shown_ip(self.address),
-            target.port
+            "{} refused: {reached}; the plugin's {} must name the address or its range \
+             (e.g. `{}`) or the host itself, not by a wildcard",
+            target.described(),
+            target.protocol().rules_key(),
+            target.rule_naming(&shown_ip(self.address)),
         )
     }
 }
@@ -117,7 +115,7 @@ fn shown_ip(ip: IpAddr) -> String {
 
 /// What resolving a target gave.
 #[derive(Debug)]
-pub(super) enum Resolved {
+pub(in crate::runtime::capabilities) enum Resolved {
     /// Addresses to try, in order.
     Reach(Vec<SocketAddr>),
     /// Every address was refused; the first, for the message.
@@ -125,28 +123,32 @@ pub(super) enum Resolved {
 }
 
 impl AddressPolicy {
-    pub(super) fn new(rules: Arc<[HostRule]>) -> Self {
+    pub(in crate::runtime::capabilities) fn new(rules: Arc<[HostRule]>) -> Self {
         Self { rules }
     }
 
     /// Whether `target` is judged by its addresses: not when a rule names
     /// its host exactly.
-    pub(super) fn checks(&self, target: &Target) -> bool {
+    pub(in crate::runtime::capabilities) fn checks(&self, target: &impl Endpoint) -> bool {
         !self
             .rules
             .iter()
-            .any(|rule| rule.names_host(target.scheme(), &target.host, target.port))
+            .any(|rule| rule.names_host(target.scheme(), target.host(), target.port()))
     }
 
     /// Whether `target` may reach `ip`: a public address, or one a rule names.
-    pub(super) fn permits(&self, target: &Target, ip: IpAddr) -> Result<(), Refused> {
+    pub(in crate::runtime::capabilities) fn permits(
+        &self,
+        target: &impl Endpoint,
+        ip: IpAddr,
+    ) -> Result<(), Refused> {
         match internal(ip) {
             None => Ok(()),
             Some(_)
                 if self
                     .rules
                     .iter()
-                    .any(|rule| rule.allows_address(target.scheme(), ip, target.port)) =>
+                    .any(|rule| rule.allows_address(target.scheme(), ip, target.port())) =>
             {
                 Ok(())
             }
@@ -158,9 +160,9 @@ impl AddressPolicy {
     }
 
     /// `addresses` (what `target`'s host resolved to) that it may reach.
-    pub(super) fn judge(
+    pub(in crate::runtime::capabilities) fn judge(
         &self,
-        target: &Target,
+        target: &impl Endpoint,
         addresses: impl IntoIterator<Item = SocketAddr>,
     ) -> Resolved {
         let check = self.checks(target);
@@ -184,6 +186,7 @@ impl AddressPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::capabilities::egress::Protocol;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().expect("an address")
@@ -230,8 +233,51 @@ mod tests {
         AddressPolicy::new(rules.into())
     }
 
-    fn target(uri: &str) -> Target {
-        Target::of(&uri.parse().expect("a URI"))
+    /// An http(s) destination, as outbound HTTP describes it.
+    struct Http {
+        https: bool,
+        host: String,
+        port: u16,
+    }
+
+    impl Endpoint for Http {
+        fn protocol(&self) -> Protocol {
+            Protocol::Http
+        }
+        fn scheme(&self) -> &'static str {
+            if self.https { "https" } else { "http" }
+        }
+        fn host(&self) -> &str {
+            &self.host
+        }
+        fn port(&self) -> u16 {
+            self.port
+        }
+        fn described(&self) -> String {
+            format!(
+                "outbound HTTP to {}://{}:{}",
+                self.scheme(),
+                self.host,
+                self.port
+            )
+        }
+        fn rule_naming(&self, ip: &str) -> String {
+            format!("{}://{ip}:{}", self.scheme(), self.port)
+        }
+    }
+
+    fn target(uri: &str) -> Http {
+        let uri: http::Uri = uri.parse().expect("a URI");
+        let https = uri.scheme_str() == Some("https");
+        Http {
+            https,
+            host: uri
+                .host()
+                .expect("a host")
+                .trim_matches(['[', ']'])
+                .to_owned(),
+            port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
+        }
     }
 
     fn at(addresses: &[&str], port: u16) -> Vec<SocketAddr> {

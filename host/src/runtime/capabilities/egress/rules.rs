@@ -1,6 +1,7 @@
-//! `allowed_hosts` rules, parsed once when a plugin is loaded.
+//! Host rules (`allowed_hosts`, `[ssh] allowed_hosts`), parsed once when a
+//! plugin is loaded.
 //!
-//! The syntax follows Spin's `allowed_outbound_hosts`:
+//! The syntax follows Spin's `allowed_outbound_hosts`. For outbound HTTP:
 //!
 //! | rule | allows |
 //! | --- | --- |
@@ -12,6 +13,10 @@
 //! | `*://api.example.com` | http on 80 and https on 443 |
 //! | `https://*` | https on 443 to any host |
 //! | `https://10.0.0.0/8:*` | https to any address of that range, any port |
+//!
+//! For SSH the scheme is `ssh` (written or not) and the default port 22:
+//! `login.example.com`, `login.example.com:2222`, `*.hpc.example.com`,
+//! `ssh://10.0.0.0/8:*`.
 //!
 //! Rules admit a request by its name; the address a name resolves to is
 //! judged too (see `address`): an internal address (loopback, private,
@@ -28,7 +33,38 @@ use ipnet::IpNet;
 enum SchemeRule {
     Https,
     Http,
+    /// http or https.
     Any,
+    Ssh,
+}
+
+/// What a list of rules admits connections for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `allowed_hosts`: http and https.
+    Http,
+    /// `[ssh] allowed_hosts`.
+    Ssh,
+}
+
+impl Protocol {
+    /// The manifest key its rules are written under.
+    pub fn rules_key(self) -> &'static str {
+        match self {
+            Self::Http => "allowed_hosts",
+            Self::Ssh => "ssh.allowed_hosts",
+        }
+    }
+
+    fn examples(self) -> &'static str {
+        match self {
+            Self::Http => {
+                "`api.example.com`, `https://*.example.com`, `http://127.0.0.1:8080` or \
+                 `https://api.example.com:*`"
+            }
+            Self::Ssh => "`login.example.com`, `login.example.com:2222` or `*.hpc.example.com`",
+        }
+    }
 }
 
 /// Which hosts a rule allows.
@@ -49,13 +85,13 @@ enum HostPattern {
 /// Which ports a rule allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PortRule {
-    /// The scheme's default: 443 for https, 80 for http.
+    /// The scheme's default: 443 for https, 80 for http, 22 for ssh.
     Default,
     Exact(u16),
     Any,
 }
 
-/// One parsed `allowed_hosts` rule.
+/// One parsed host rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRule {
     text: String,
@@ -67,6 +103,8 @@ pub struct HostRule {
 /// A rule that cannot be parsed, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidRule {
+    /// What the rule was for.
+    pub protocol: Protocol,
     /// The rule as written.
     pub rule: String,
     /// What is wrong with it.
@@ -77,17 +115,25 @@ impl fmt::Display for InvalidRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "allowed_hosts entry {:?} is invalid: {} (write e.g. `api.example.com`, \
-             `https://*.example.com`, `http://127.0.0.1:8080` or `https://api.example.com:*`)",
-            self.rule, self.reason
+            "{} entry {:?} is invalid: {} (write e.g. {})",
+            self.protocol.rules_key(),
+            self.rule,
+            self.reason,
+            self.protocol.examples()
         )
     }
 }
 
 impl HostRule {
-    /// Parses one rule.
+    /// Parses one rule of `allowed_hosts` (outbound HTTP).
     pub fn parse(text: &str) -> Result<Self, InvalidRule> {
+        Self::parse_for(Protocol::Http, text)
+    }
+
+    /// Parses one rule of `protocol`'s list.
+    pub fn parse_for(protocol: Protocol, text: &str) -> Result<Self, InvalidRule> {
         let invalid = |reason: &str| InvalidRule {
+            protocol,
             rule: text.to_owned(),
             reason: reason.to_owned(),
         };
@@ -95,8 +141,8 @@ impl HostRule {
         if trimmed.is_empty() {
             return Err(invalid("it is empty"));
         }
-        let (scheme, rest) = match trimmed.split_once("://") {
-            Some((scheme, rest)) => {
+        let (scheme, rest) = match (protocol, trimmed.split_once("://")) {
+            (Protocol::Http, Some((scheme, rest))) => {
                 let scheme = match scheme.to_ascii_lowercase().as_str() {
                     "https" => SchemeRule::Https,
                     "http" => SchemeRule::Http,
@@ -105,7 +151,14 @@ impl HostRule {
                 };
                 (scheme, rest)
             }
-            None => (SchemeRule::Https, trimmed),
+            (Protocol::Http, None) => (SchemeRule::Https, trimmed),
+            (Protocol::Ssh, Some((scheme, rest))) => {
+                if !scheme.eq_ignore_ascii_case("ssh") {
+                    return Err(invalid("the scheme, if any, must be ssh"));
+                }
+                (SchemeRule::Ssh, rest)
+            }
+            (Protocol::Ssh, None) => (SchemeRule::Ssh, trimmed),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let only_host_and_port = || invalid("only a host and a port may follow the scheme");
@@ -157,8 +210,9 @@ impl HostRule {
         })
     }
 
-    /// Whether a request to `scheme://host:port` is allowed by this rule.
-    /// `scheme` is `http` or `https`, `host` lowercase without a trailing dot.
+    /// Whether a connection to `scheme://host:port` is allowed by this rule.
+    /// `scheme` is `http`, `https` or `ssh`, `host` lowercase without a
+    /// trailing dot.
     pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
         self.allows_endpoint(scheme, port)
             && match &self.host {
@@ -198,13 +252,14 @@ impl HostRule {
 
     /// Whether the scheme and port are this rule's.
     fn allows_endpoint(&self, scheme: &str, port: u16) -> bool {
-        let https = match (self.scheme, scheme) {
-            (SchemeRule::Https | SchemeRule::Any, "https") => true,
-            (SchemeRule::Http | SchemeRule::Any, "http") => false,
+        let default_port = match (self.scheme, scheme) {
+            (SchemeRule::Https | SchemeRule::Any, "https") => 443,
+            (SchemeRule::Http | SchemeRule::Any, "http") => 80,
+            (SchemeRule::Ssh, "ssh") => 22,
             _ => return false,
         };
         match self.port {
-            PortRule::Default => port == if https { 443 } else { 80 },
+            PortRule::Default => port == default_port,
             PortRule::Exact(allowed) => port == allowed,
             PortRule::Any => true,
         }
@@ -342,5 +397,32 @@ mod tests {
             assert_eq!(err.rule, bad);
             assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
         }
+    }
+
+    fn ssh(text: &str) -> HostRule {
+        HostRule::parse_for(Protocol::Ssh, text).expect("an ssh rule")
+    }
+
+    #[test]
+    fn ssh_rules_mean_port_22_and_admit_ssh_only() {
+        let login = ssh("login.example.com");
+        assert!(login.allows("ssh", "login.example.com", 22));
+        assert!(!login.allows("ssh", "login.example.com", 2222));
+        assert!(!login.allows("https", "login.example.com", 443));
+        assert!(login.names_host("ssh", "login.example.com", 22));
+        assert!(ssh("ssh://login.example.com:2222").allows("ssh", "login.example.com", 2222));
+        let cluster = ssh("*.hpc.example.com:*");
+        assert!(cluster.allows("ssh", "node1.hpc.example.com", 2200));
+        assert!(!cluster.allows("ssh", "hpc.example.com", 22));
+        assert!(ssh("10.0.0.0/8:*").allows_address("ssh", "10.1.2.3".parse().expect("ip"), 22));
+        // An http rule admits no SSH, and the other way round.
+        assert!(!rule("https://*:*").allows("ssh", "login.example.com", 22));
+        let err =
+            HostRule::parse_for(Protocol::Ssh, "https://login.example.com").expect_err("scheme");
+        assert!(
+            err.to_string()
+                .starts_with("ssh.allowed_hosts entry \"https://login.example.com\""),
+            "{err}"
+        );
     }
 }
