@@ -114,10 +114,11 @@ export FLYTE_CONNECT_FAKE_SERVICES := $(abspath $(TARGET_DIR)/release/fake-servi
 test: lint test-rust test-python
 
 # What the end-to-end tests need of Debian: `unshare` (util-linux) and `ip`
-# (iproute2) put the server in a network namespace of its own; sshd
+# (iproute2) put the server in a network namespace of its own; curl signs the
+# reads of what the storage tests wrote to moto (an S3-compatible server); sshd
 # (openssh-server), slurmctld and slurmd (slurm-wlm) and munged (munge) are
 # the real SSH server and Slurm cluster on loopback (tests/cluster).
-SYSTEM_TOOLS := unshare:util-linux ip:iproute2 ssh-keygen:openssh-client \
+SYSTEM_TOOLS := unshare:util-linux ip:iproute2 curl:curl ssh-keygen:openssh-client \
 	/usr/sbin/sshd:openssh-server /usr/sbin/slurmctld:slurm-wlm /usr/sbin/munged:munge
 system-tools:
 	@missing=$$(for tool in $(SYSTEM_TOOLS); do \
@@ -128,7 +129,7 @@ system-tools:
 
 # Connector crates build for the host too, so their unit tests run natively.
 RUST_TEST_ARGS := --release --workspace --exclude flyte-connector-sdk
-test-rust: build test-components $(WHEELHOUSE)/.downloaded system-tools
+test-rust: build test-components $(WHEELHOUSE)/.downloaded $(VENV)/.installed system-tools
 	$(CARGO) test $(RUST_TEST_ARGS)
 	$(CARGO) test --release -p flyte-connector-sdk --all-features
 

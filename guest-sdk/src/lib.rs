@@ -104,7 +104,8 @@
 //!
 //! [`ssh`] runs commands and reads and writes files on hosts the manifest's
 //! `[ssh]` section allows, host keys verified, connections pooled by the
-//! host across calls.
+//! host across calls. [`storage`] moves files from such a host into the
+//! task's output prefix, host side, and says whether objects exist there.
 //!
 //! [Flyte]: https://flyte.org
 
@@ -121,6 +122,7 @@ pub mod python;
 mod request;
 mod response;
 pub mod ssh;
+pub mod storage;
 mod time;
 
 #[doc(hidden)]

@@ -275,6 +275,11 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
+    /// The session the bindings know.
+    pub(crate) fn handle(&self) -> &wit::Session {
+        &self.0
+    }
+
     /// Connects (or takes a pooled connection of the same identity),
     /// verifying the host key and authenticating.
     pub fn connect(to: &Destination) -> Result<Self, SshError> {

@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterator
 
 import flyte
 import pytest
-from flyte.io import File
+from flyte.io import Dir, File
 from flyteidl2.connector import connector_pb2
 from flyteidl2.core import execution_pb2, identifier_pb2, security_pb2
 from flyteplugins.slurm import Slurm, SlurmScriptTask
@@ -248,3 +248,42 @@ def test_metas_are_the_python_connectors_both_ways(slurm, cluster):
         assert time.monotonic() < deadline, resource.message
         time.sleep(0.5)
         resource = get(slurm, cluster, meta, "slurm_script")
+
+
+def test_declared_outputs_get_the_python_connectors_script_and_meta(slurm, cluster):
+    working_dir = f"{cluster['jobs_dir']}/py-outputs-{os.getpid()}"
+    task = SlurmScriptTask(
+        name="produces",
+        script='#!/bin/bash\n#SBATCH --time=1:00\necho m > "$FLYTE_OUTPUT_MODEL"\nmkdir -p "$FLYTE_OUTPUT_SHARDS"\n',
+        plugin_config=Slurm(partition="debug"),
+        outputs={"model": File, "shards": Dir},
+        output_upload="connector",
+    )
+    flyte.TaskEnvironment.from_task("producers", task)
+    template = with_cluster(plugin_template(task), cluster, working_dir)
+    meta = create(slurm, cluster, template)
+    try:
+        script, job_name = ours(meta)
+        recorder = Recorder()
+        connector = SlurmConnector()
+        connector._transport = lambda *args, **kwargs: recorder
+        theirs = asyncio.run(
+            connector.create(
+                template, OUTPUT_PREFIX, inputs={}, task_execution_metadata=execution(), ssh_private_key="unused"
+            )
+        )
+        # The `mkdir` of the outputs folder goes before the user's script,
+        # which then hoists none of its directives: as the Python connector does.
+        assert script == recorder.script.replace(theirs.job_name, job_name)
+        assert f"\nmkdir -p {working_dir}/{job_name}.outputs\n#!/bin/bash\n#SBATCH --time=1:00\n" in script
+        expected = json.loads(theirs.encode().decode().replace(theirs.job_name, job_name))
+        ours_meta = json.loads(meta)
+        assert ours_meta["declared_outputs"] == expected["declared_outputs"]
+        assert ours_meta["declared_outputs"]["model"] == {
+            "uri": f"{OUTPUT_PREFIX}/model",
+            "kind": "file",
+            "upload": "connector",
+            "written_to": f"{working_dir}/{job_name}.outputs/model",
+        }
+    finally:
+        delete(slurm, cluster, meta)

@@ -19,6 +19,7 @@ pub mod literals;
 pub mod native;
 pub mod pki;
 pub mod proxy;
+pub mod s3;
 
 use std::{
     io::{BufRead, BufReader},

@@ -20,6 +20,7 @@
 
 mod custom;
 mod login;
+mod outputs;
 pub mod script;
 mod shell;
 pub mod status;
@@ -36,6 +37,7 @@ use serde_json::{Map, Value};
 use crate::{
     custom::{ContainerSettings, Custom},
     login::Login,
+    outputs::Collected,
     script::{ContainerJob, JobFiles, Preamble},
     shell::{quote, string_repr},
     status::{JobState, parse_sacct, parse_scontrol, parse_squeue},
@@ -209,13 +211,14 @@ fn python_type_name(literal_type: &Value) -> &'static str {
 }
 
 impl Slurm {
-    /// The script of `task`, in `working_dir`.
+    /// The script of `task`, whose files are `files`, and its declared
+    /// outputs.
     fn render(
         task: &TaskRequest,
         custom: &Custom,
         job_name: &str,
         files: &JobFiles,
-    ) -> Result<String, Error> {
+    ) -> Result<(String, BTreeMap<String, DeclaredOutput>), Error> {
         let container: TemplateContainer = template_field(task, "container")?;
         let empty = Map::new();
         let sbatch = custom.sbatch.as_ref().unwrap_or(&empty);
@@ -231,21 +234,28 @@ impl Slurm {
                     .filter(|s| !s.is_empty())
                     .ok_or_else(|| Error::invalid_request("slurm_script task has no script"))?;
                 env.extend(input_env(task)?);
-                if let Some(outputs) = custom.outputs.as_ref().filter(|o| !o.is_empty()) {
-                    let names: Vec<&str> = outputs.keys().map(String::as_str).collect();
-                    return Err(Error::invalid_request(format!(
-                        "this Slurm connector does not collect a script's declared outputs yet \
-                         ({}): declare none and have the script upload its results, or serve \
-                         this task with the Python connector",
-                        names.join(", ")
-                    )));
-                }
+                let empty_outputs = Map::new();
+                let declared = outputs::declare(
+                    custom.outputs.as_ref().unwrap_or(&empty_outputs),
+                    custom.output_upload.as_deref(),
+                    task.output_prefix(),
+                    &files.outputs,
+                )?;
+                env.extend(declared.env);
+                let declared = declared.outputs;
+                // Where the connector moves outputs from, made by the job
+                // (before the script, as the Python connector does).
+                let prelude = declared
+                    .values()
+                    .any(|o| o.upload == "connector")
+                    .then(|| format!("mkdir -p {}", quote(&files.outputs)));
                 let preamble = Preamble {
                     directives,
                     modules: script::module_lines(&modules)?,
                     exports: script::export_lines(&env)?,
                 };
-                Ok(script::user_script(&preamble, body, None))
+                let script = script::user_script(&preamble, body, prelude.as_deref());
+                Ok((script, declared))
             }
             _ => {
                 let settings = custom.container.as_ref();
@@ -278,7 +288,7 @@ impl Slurm {
                     modules: script::module_lines(&modules)?,
                     exports: script::export_lines(&env)?,
                 };
-                Ok(script::container_script(&preamble, &srun))
+                Ok((script::container_script(&preamble, &srun), BTreeMap::new()))
             }
         }
     }
@@ -371,6 +381,8 @@ impl Connector for Slurm {
 
     fn create(task: TaskRequest) -> Result<SlurmJobMetadata, Error> {
         let custom: Custom = task.custom::<Option<Custom>>()?.unwrap_or_default();
+        // A malformed ceiling fails now, not when the job is done.
+        outputs::upload_max()?;
         let target = custom.target()?;
         if custom.asks_to_skip_host_keys() {
             eprintln!(
@@ -392,7 +404,7 @@ impl Connector for Slurm {
             working_dir = script::path_join(home.trim(), &working_dir);
         }
         let files = JobFiles::new(&working_dir, &job_name);
-        let script = Self::render(&task, &custom, &job_name, &files)?;
+        let (script, declared_outputs) = Self::render(&task, &custom, &job_name, &files)?;
         login.run_checked(&format!("mkdir -p {}", quote(dirname(&files.script))))?;
         login.write(&files.script, &script, 0o700)?;
         let submitted =
@@ -412,7 +424,7 @@ impl Connector for Slurm {
             stderr_path: files.stderr,
             known_hosts: target.known_hosts,
             skip_host_key_verification: false,
-            declared_outputs: BTreeMap::new(),
+            declared_outputs,
         })
     }
 
@@ -428,13 +440,29 @@ impl Connector for Slurm {
             meta.stdout_path,
             meta.stderr_path
         );
+        let mut collected_outputs = None;
+        let mut final_phase = phase;
+        if phase == Phase::Succeeded && !meta.declared_outputs.is_empty() {
+            let (collected_phase, detail, outputs) =
+                match outputs::collect(login.session(), &meta.job_id, &meta.declared_outputs)? {
+                    Collected::Done(outputs) => (Phase::Succeeded, None, Some(outputs)),
+                    Collected::Moving(detail) => (Phase::Running, Some(detail), None),
+                    Collected::Failed(detail) => (Phase::Failed, Some(detail), None),
+                };
+            final_phase = collected_phase;
+            if let Some(detail) = detail {
+                message.push('\n');
+                message.push_str(&detail);
+            }
+            collected_outputs = outputs;
+        }
         if phase == Phase::Running {
             message.push_str(&format!(
                 "\nAttach to the running job: ssh {}@{} 'srun --jobid={} --overlap --pty bash'",
                 meta.username, meta.host, meta.job_id
             ));
         }
-        if matches!(phase, Phase::Failed | Phase::RetryableFailed) {
+        if matches!(final_phase, Phase::Failed | Phase::RetryableFailed) {
             let tail = login.tail(&meta.stderr_path, 30)?;
             if !tail.trim().is_empty() {
                 message.push_str(&format!(
@@ -443,7 +471,11 @@ impl Connector for Slurm {
                 ));
             }
         }
-        Ok(Resource::new(phase).message(message))
+        let answer = Resource::new(final_phase).message(message);
+        Ok(match collected_outputs {
+            Some(outputs) => answer.outputs(outputs),
+            None => answer,
+        })
     }
 
     fn delete(meta: SlurmJobMetadata, ctx: &Context) -> Result<(), Error> {

@@ -55,6 +55,11 @@ impl Login {
         })
     }
 
+    /// The session, for the host's transfers from it.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
     /// The host's name, for messages.
     pub fn host(&self) -> &str {
         &self.host

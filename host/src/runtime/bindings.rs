@@ -16,7 +16,10 @@ wasmtime::component::bindgen!({
     world: "flyte:connector/plugin",
     exports: { default: async },
     // The imports are the capabilities', bound where each is.
-    with: { "flyte:connector/ssh": super::capabilities::ssh_interface },
+    with: {
+        "flyte:connector/ssh": super::capabilities::ssh_interface,
+        "flyte:connector/storage": super::capabilities::storage_interface,
+    },
 });
 
 pub(super) use flyte::connector::types as wit;
@@ -88,9 +91,18 @@ pub(super) fn logs_request(request: connector::LogsRequest) -> wit::LogsRequest 
 }
 
 /// The bytes a request holds in host memory while its call waits and runs,
-/// as the memory budget charges them.
-pub(super) trait HeldBytes {
+/// as the memory budget charges them, and where its task's outputs go.
+pub(super) trait CallRequest {
     fn held_bytes(&self) -> u64;
+
+    /// The request's output prefix, when it has a non-empty one.
+    fn output_prefix(&self) -> Option<std::sync::Arc<str>> {
+        None
+    }
+}
+
+fn prefix_of(prefix: &str) -> Option<std::sync::Arc<str>> {
+    (!prefix.is_empty()).then(|| std::sync::Arc::from(prefix))
 }
 
 fn strings<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
@@ -105,7 +117,11 @@ fn connection_bytes(connection: &[(String, String)]) -> u64 {
     )
 }
 
-impl HeldBytes for wit::CreateRequest {
+impl CallRequest for wit::CreateRequest {
+    fn output_prefix(&self) -> Option<std::sync::Arc<str>> {
+        prefix_of(&self.output_prefix)
+    }
+
     fn held_bytes(&self) -> u64 {
         strings([
             self.inputs.as_str(),
@@ -117,7 +133,11 @@ impl HeldBytes for wit::CreateRequest {
     }
 }
 
-impl HeldBytes for wit::GetRequest {
+impl CallRequest for wit::GetRequest {
+    fn output_prefix(&self) -> Option<std::sync::Arc<str>> {
+        prefix_of(&self.output_prefix)
+    }
+
     fn held_bytes(&self) -> u64 {
         self.resource_meta.len() as u64
             + strings([self.output_prefix.as_str()])
@@ -125,13 +145,13 @@ impl HeldBytes for wit::GetRequest {
     }
 }
 
-impl HeldBytes for wit::DeleteRequest {
+impl CallRequest for wit::DeleteRequest {
     fn held_bytes(&self) -> u64 {
         self.resource_meta.len() as u64 + connection_bytes(&self.connection)
     }
 }
 
-impl HeldBytes for wit::MetricsRequest {
+impl CallRequest for wit::MetricsRequest {
     fn held_bytes(&self) -> u64 {
         self.resource_meta.len() as u64
             + strings(self.queries.iter().map(String::as_str))
@@ -139,7 +159,7 @@ impl HeldBytes for wit::MetricsRequest {
     }
 }
 
-impl HeldBytes for wit::LogsRequest {
+impl CallRequest for wit::LogsRequest {
     fn held_bytes(&self) -> u64 {
         self.resource_meta.len() as u64
             + strings([self.token.as_str()])

@@ -32,14 +32,15 @@ pub struct WasmConnector {
 macro_rules! call_guest {
     ($self:ident, $operation:expr, $deadline:ident, $tenant:expr, $function:ident, $request:expr) => {{
         let request = $request;
-        let held = bindings::HeldBytes::held_bytes(&request);
+        let held = bindings::CallRequest::held_bytes(&request);
+        let output_prefix = bindings::CallRequest::output_prefix(&request);
         $self
             .caller
             .call(
                 $operation.guest_function(),
                 $deadline,
                 $tenant,
-                held,
+                (held, output_prefix),
                 Box::new(move |store, plugin| {
                     Box::pin(async move {
                         let result = plugin

@@ -289,7 +289,7 @@ async fn ask_metadata(
             "metadata",
             Deadline::NONE,
             None,
-            0,
+            (0, None),
             Box::new(|store, plugin| {
                 Box::pin(async move {
                     let metadata = plugin

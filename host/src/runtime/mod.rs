@@ -37,7 +37,7 @@ pub use self::{
     call::{IdleLimit, ReuseLimits},
     capabilities::{
         CapabilityArgs, CapabilityConfig, ConfigError, CredentialArgs, CredentialRoots, GrantError,
-        HttpArgs, HttpConfig, Refusal, SshArgs, SshConfig,
+        HttpArgs, HttpConfig, Refusal, SshArgs, SshConfig, StorageArgs, StorageConfig,
     },
     component::WasmConnector,
     config::RuntimeConfig,

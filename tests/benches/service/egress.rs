@@ -56,7 +56,7 @@ use tonic::transport::Channel;
 use super::{
     Baseline, WARM_UP,
     load::{LoadReport, MAX_CONNECTIONS, connect},
-    servers::{self, Target},
+    servers::{self, Target, cpu_time},
 };
 
 /// Concurrent clients of each level.
@@ -121,21 +121,6 @@ impl Row {
     fn at(&self, clients: usize) -> Option<&Level> {
         self.levels.iter().find(|l| l.load.clients == clients)
     }
-}
-
-/// CPU time (user and system, all threads) process `pid` has used.
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 2, the command, is in parentheses and may hold spaces; proc(5)
-    // numbers the fields after it from 3, so utime (14) and stime (15) are
-    // the 12th and 13th.
-    let rest = stat.get(stat.rfind(')')? + 1..)?;
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (ticks > 0).then(|| Duration::from_secs_f64((utime + stime) as f64 / ticks as f64))
 }
 
 /// Creates the row's one task through the server at `addr`, for workspace

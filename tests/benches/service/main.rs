@@ -13,9 +13,11 @@
 //! Also: peak memory (RSS) of each server, and how long each takes to serve
 //! its first call; for flyte-connect with five components, from a cold and
 //! from a warm compile cache. And what one poll (GetTask) of the service
-//! connectors costs against loopback fakes, signing included (`polls`).
+//! connectors costs against loopback fakes, signing included (`polls`), and
+//! a running Slurm job's poll over SSH beside `flyteplugins-slurm` under the
+//! Python server (`slurm`).
 //!
-//! `-- --polls` runs only the poll costs. `BENCH_SECONDS` sets the seconds
+//! `-- --polls` runs only the poll costs, `-- --slurm` only the Slurm polls. `BENCH_SECONDS` sets the seconds
 //! per load level (default 5);
 //! `BENCH_PYTHON_VENV` the venv holding the `flyte` package (default `.venv`).
 //!
@@ -30,6 +32,7 @@ mod load;
 mod polls;
 mod python_guest;
 mod servers;
+mod slurm;
 
 use std::{
     path::{Path, PathBuf},
@@ -447,6 +450,15 @@ fn main() {
     }
     let seconds = bench_seconds();
     let venv = python_venv();
+    if args.iter().any(|a| a == "--slurm") {
+        // `--slurm`: only the Slurm polls, against the harness's cluster.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        slurm::report(&runtime.block_on(slurm::measure(seconds, &venv)), seconds);
+        return;
+    }
     if args.iter().any(|a| a == "--egress") {
         // `--egress`: only the Databricks polls over pooled loopback HTTPS.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -510,5 +522,6 @@ fn main() {
         python_guest::report(&python_guest);
         polls::report(&polls::measure().await);
         egress::report(&egress::measure(seconds, &venv).await, seconds);
+        slurm::report(&slurm::measure(seconds, &venv).await, seconds);
     });
 }

@@ -121,16 +121,19 @@ impl Instance {
     }
 
     /// Installs a call's scope: its deadline counts from now (see
-    /// [`arm_deadline`]), and the capabilities learn when it is. Returns
+    /// [`arm_deadline`]), and the capabilities learn when it is and where
+    /// its outputs go. Returns
     /// the store and the exports to call.
     pub(in crate::runtime) fn begin_call(
         &mut self,
         deadline: Duration,
+        output_prefix: Option<Arc<str>>,
     ) -> (&mut Store<HostState>, &Plugin) {
         self.calls = self.calls.saturating_add(1);
         arm_deadline(&mut self.store, deadline);
         let scope = CallScope {
             deadline: Instant::now().checked_add(deadline),
+            output_prefix,
         };
         let (capabilities, _) = self.store.data_mut().capabilities_and_table();
         capabilities.begin_call(&scope);

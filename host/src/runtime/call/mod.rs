@@ -128,13 +128,14 @@ impl Caller {
     /// served the same tenant if one is idle, and the instance is kept for
     /// the tenant's next call after; else in a fresh instance once the pool
     /// admits the call, and that instance serves no other call. `function`
-    /// names the call in logs.
+    /// names the call in logs; `output_prefix` is where its task's outputs
+    /// go, when the request says.
     pub(in crate::runtime) async fn call<T: Send + 'static>(
         &self,
         function: &'static str,
         deadline: Deadline,
         key: Option<TenantKey>,
-        request_bytes: u64,
+        (request_bytes, output_prefix): (u64, Option<Arc<str>>),
         body: CallBody<T>,
     ) -> Result<T, ConnectorError> {
         // The request is in memory already: charged from now to the end.
@@ -177,7 +178,9 @@ impl Caller {
         // I/O (an HTTP request that never answers); the epoch deadline
         // (`arm_deadline`) stops guest code that never returns to the host.
         // Past it the instance is dropped with the future.
-        let outcome = tokio::time::timeout(timeout, self.run(function, start, key, body)).await;
+        let outcome =
+            tokio::time::timeout(timeout, self.run(function, start, key, output_prefix, body))
+                .await;
         drop(running);
         match outcome {
             Ok((Ok(answer), _)) => answer,
@@ -197,6 +200,7 @@ impl Caller {
         function: &'static str,
         start: Start,
         key: Option<TenantKey>,
+        output_prefix: Option<Arc<str>>,
         body: CallBody<T>,
     ) -> (wasmtime::Result<Result<T, ConnectorError>>, Vec<String>) {
         let started = Instant::now();
@@ -216,7 +220,7 @@ impl Caller {
             }
         };
         let instantiated = started.elapsed();
-        let (store, plugin) = instance.begin_call(self.limits.timeout);
+        let (store, plugin) = instance.begin_call(self.limits.timeout, output_prefix);
         let answer = body(store, plugin).await;
         let called = started.elapsed();
         let memory = instance.memory_in_use();

@@ -60,7 +60,7 @@ pub trait Capability: Sized + Send + Sync + 'static {
     /// Shapes a call's arguments before the guest is called.
     fn shape_call(_grant: &Self::Grant, _call: &mut CallArgs<'_>) {}
 
-    /// Keeps what it needs of a call (its deadline) in the instance's
+    /// Keeps what it needs of a call (its deadline, its output prefix) in the instance's
     /// state as the call begins; each call of an instance replaces the last.
     fn begin_call(_state: &mut Self::State, _call: &CallScope) {}
 
@@ -95,10 +95,13 @@ pub struct InstanceScope {
 }
 
 /// What capabilities may know of a call as it begins.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CallScope {
     /// When the call's time is up, if it has a limit.
     pub deadline: Option<std::time::Instant>,
+    /// Where the task's outputs go (`s3://bucket/run/a0`), when the
+    /// request names it (create and get); what the call may write to.
+    pub output_prefix: Option<Arc<str>>,
 }
 
 /// A call's arguments as capabilities may shape them.

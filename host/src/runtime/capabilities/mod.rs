@@ -26,6 +26,7 @@ mod egress;
 mod outbound_http;
 mod pod_credentials;
 mod ssh;
+mod storage;
 
 use wasmtime::component::Linker;
 
@@ -33,14 +34,18 @@ pub(in crate::runtime) use self::capability::{
     CallArgs, CallScope, CapabilityView, HasState, InstanceScope, LoadScope,
 };
 pub use self::ssh::wit_interface as ssh_interface;
+pub use self::storage::wit_interface as storage_interface;
 pub use self::{
     capability::{Capability, GrantError},
     config_error::ConfigError,
     credential_roots::{CredentialArgs, CredentialRoots, Refusal},
     outbound_http::{HttpArgs, HttpConfig},
     ssh::{SshArgs, SshConfig},
+    storage::{StorageArgs, StorageConfig},
 };
-use self::{outbound_http::OutboundHttp, pod_credentials::PodCredentials, ssh::Ssh};
+use self::{
+    outbound_http::OutboundHttp, pod_credentials::PodCredentials, ssh::Ssh, storage::Storage,
+};
 use super::store::InstanceState;
 use crate::{file_stamp::FileRead, manifest::Manifest};
 
@@ -191,6 +196,8 @@ capabilities! {
     credentials: PodCredentials,
     /// SSH.
     ssh: Ssh,
+    /// Object storage.
+    storage: Storage,
 }
 
 /// The data of an instance's store, with every capability's state.

@@ -77,6 +77,9 @@ fn internal_v6(ip: Ipv6Addr) -> Option<&'static str> {
 #[derive(Debug, Clone)]
 pub(in crate::runtime::capabilities) struct AddressPolicy {
     rules: Arc<[HostRule]>,
+    /// Every address is reachable: for connections to endpoints only the
+    /// operator names (object stores).
+    any: bool,
 }
 
 /// An address a target resolved to that may not be reached, and why.
@@ -124,16 +127,26 @@ pub(in crate::runtime::capabilities) enum Resolved {
 
 impl AddressPolicy {
     pub(in crate::runtime::capabilities) fn new(rules: Arc<[HostRule]>) -> Self {
-        Self { rules }
+        Self { rules, any: false }
+    }
+
+    /// A policy that reaches every address: for the host's own connections
+    /// to endpoints the operator configured, which no request chooses.
+    pub(in crate::runtime::capabilities) fn any() -> Self {
+        Self {
+            rules: Arc::new([]),
+            any: true,
+        }
     }
 
     /// Whether `target` is judged by its addresses: not when a rule names
     /// its host exactly.
     pub(in crate::runtime::capabilities) fn checks(&self, target: &impl Endpoint) -> bool {
-        !self
-            .rules
-            .iter()
-            .any(|rule| rule.names_host(target.scheme(), target.host(), target.port()))
+        !self.any
+            && !self
+                .rules
+                .iter()
+                .any(|rule| rule.names_host(target.scheme(), target.host(), target.port()))
     }
 
     /// Whether `target` may reach `ip`: a public address, or one a rule names.

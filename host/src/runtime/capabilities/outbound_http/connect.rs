@@ -94,7 +94,7 @@ impl ConnectProgress {
 /// Why a new connection failed: what the guest is told. Cloneable, so the
 /// pool's error can hand it on.
 #[derive(Debug, Clone, thiserror::Error)]
-pub(super) enum ConnectError {
+pub(in crate::runtime::capabilities) enum ConnectError {
     #[error("cannot resolve {0}")]
     Dns(String),
     #[error("connection refused")]
@@ -131,7 +131,7 @@ impl ConnectError {
 
 /// Makes a plugin's new connections.
 #[derive(Clone)]
-pub(super) struct Connector(Arc<Shared>);
+pub(in crate::runtime::capabilities) struct Connector(Arc<Shared>);
 
 struct Shared {
     tls: TlsProfile,
@@ -419,7 +419,7 @@ async fn tunnel(tcp: &mut TcpStream, proxy: &Proxy, authority: &str) -> Result<(
 
 /// A connection: plain TCP (to the target, or to a proxy that takes http
 /// requests in absolute form) or TLS.
-pub(super) enum Stream {
+pub(in crate::runtime::capabilities) enum Stream {
     Plain { tcp: TcpStream, proxied: bool },
     Tls(Box<TlsStream<TcpStream>>),
 }

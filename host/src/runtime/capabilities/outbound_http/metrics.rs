@@ -24,9 +24,21 @@ pub(super) struct OutboundMetrics {
 impl OutboundMetrics {
     /// The counters, registered in `registry`.
     pub(super) fn register(registry: &Registry) -> prometheus::Result<Self> {
+        Self::build(Some(registry))
+    }
+
+    /// Counters no registry exports: for connections no plugin's request
+    /// makes (the host's own, to object stores), which count elsewhere.
+    pub(super) fn unexported() -> prometheus::Result<Self> {
+        Self::build(None)
+    }
+
+    fn build(registry: Option<&Registry>) -> prometheus::Result<Self> {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(counter.clone()))?;
+            if let Some(registry) = registry {
+                registry.register(Box::new(counter.clone()))?;
+            }
             Ok::<_, prometheus::Error>(counter)
         };
         Ok(Self {

@@ -41,13 +41,11 @@ use wasmtime_wasi_http::{
 
 use self::policy::InstanceHooks;
 use self::{
-    client::PooledClient,
-    connect::Connector,
-    labels::HostLabels,
-    metrics::OutboundMetrics,
-    policy::OutboundPolicy,
-    proxy::ProxySettings,
-    trust::{PlatformRoots, TlsProfile},
+    client::PooledClient, labels::HostLabels, metrics::OutboundMetrics, policy::OutboundPolicy,
+    trust::TlsProfile,
+};
+pub(in crate::runtime::capabilities) use self::{
+    connect::Connector, proxy::ProxySettings, trust::PlatformRoots,
 };
 use super::capability::{Capability, GrantError, HasState, InstanceScope, LoadScope};
 use super::config_error::ConfigError;
@@ -185,6 +183,29 @@ pub struct HttpConfig {
     /// More CA certificates (PEM) every plugin's outbound TLS trusts,
     /// beside the system's; relative to where the server started.
     pub ca_file: Option<PathBuf>,
+}
+
+/// The connections the host makes on a plugin's behalf to endpoints the
+/// operator configured (object stores): the platform's CA roots and
+/// `ca_file`'s (manifest key `key`), the proxies of the server's
+/// environment, every address reachable, counted by their own user.
+pub(in crate::runtime::capabilities) fn operator_endpoints(
+    platform: &PlatformRoots,
+    proxy: Arc<ProxySettings>,
+    key: &str,
+    ca_file: Option<&std::path::Path>,
+    load: &mut LoadScope<'_>,
+) -> Result<Connector, GrantError> {
+    let tls = TlsProfile::with_ca_file(platform, key, ca_file, load)?;
+    let metrics = OutboundMetrics::unexported()
+        .map_err(|err| GrantError::invalid(key, format!("counters: {err}")))?;
+    Ok(Connector::new(
+        tls,
+        proxy,
+        AddressPolicy::any(),
+        Arc::default(),
+        metrics,
+    ))
 }
 
 /// Outbound HTTP, the capability: what it reads of the platform once.

@@ -182,6 +182,28 @@ impl TlsProfile {
         })
     }
 
+    /// The platform's roots and those of `ca_file` (named by manifest key
+    /// `key`, read through `load`), for every host.
+    pub(super) fn with_ca_file(
+        platform: &PlatformRoots,
+        key: &str,
+        ca_file: Option<&Path>,
+        load: &mut LoadScope<'_>,
+    ) -> Result<Self, GrantError> {
+        let mut base = (*platform.store).clone();
+        if let Some(path) = ca_file {
+            let pem = load.read_file(key, path)?;
+            add_roots(&mut base, key, path, &pem)?;
+        }
+        let default = trusting(base)
+            .map_err(|err| GrantError::invalid("TLS", err.to_string()))?
+            .with_no_client_auth();
+        Ok(Self {
+            entries: Vec::new(),
+            default: with_alpn(default),
+        })
+    }
+
     /// Whether `path` holds CA certificates `platform`'s roots can take:
     /// `--ca-file`, checked once at start.
     pub(super) fn check_ca_file(platform: &PlatformRoots, path: &Path) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@
 
 /// Why an SSH operation failed; each kind is one case of the WIT `error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum SshError {
+pub(in crate::runtime::capabilities) enum SshError {
     /// The manifest does not allow the host, port or address.
     #[error("{0}")]
     NotAllowed(String),

@@ -10,6 +10,7 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use super::{
     InstanceSsh, Ssh, SshGranted,
     error::SshError,
+    files::RemoteFiles,
     known_hosts::KnownHosts,
     metrics::Operation,
     operations::{self, FileInfo},
@@ -33,6 +34,19 @@ use self::interface as wit;
 /// the rules admit; connections are leased per operation.
 pub struct Session {
     destination: Destination,
+    granted: Arc<SshGranted>,
+    connector: Arc<str>,
+}
+
+impl Session {
+    /// Its host's files, for another capability to read outside the call.
+    pub(in crate::runtime::capabilities) fn files(&self) -> RemoteFiles {
+        RemoteFiles {
+            destination: self.destination.clone(),
+            granted: Arc::clone(&self.granted),
+            connector: Arc::clone(&self.connector),
+        }
+    }
 }
 
 /// The view the host functions work on: the instance's SSH state and the
@@ -102,6 +116,7 @@ impl SshView<'_> {
         let far = Instant::now() + std::time::Duration::from_secs(crate::manifest::MAX_SECONDS);
         self.state
             .call
+            .as_ref()
             .and_then(|call| call.deadline)
             .map_or(far, |deadline| deadline.min(far))
     }
@@ -233,7 +248,11 @@ impl wit::Host for SshView<'_> {
         {
             return Ok(Err(err.into()));
         }
-        Ok(Ok(self.table.push(Session { destination })?))
+        Ok(Ok(self.table.push(Session {
+            destination,
+            granted,
+            connector: Arc::clone(&self.state.connector),
+        })?))
     }
 }
 

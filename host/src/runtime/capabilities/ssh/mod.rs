@@ -24,6 +24,7 @@
 //! - [`guest`] is the interface the guest imports.
 
 mod error;
+mod files;
 mod guest;
 mod known_hosts;
 mod metrics;
@@ -41,7 +42,11 @@ use super::config_error::ConfigError;
 use super::egress::{AddressPolicy, HostRule, Protocol};
 use crate::manifest;
 
-pub use self::guest::interface as wit_interface;
+pub use self::guest::{Session, interface as wit_interface};
+pub(in crate::runtime::capabilities) use self::{
+    error::SshError,
+    files::{Found, RemoteFiles},
+};
 
 /// How long an unused pooled connection stays open, by default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -272,6 +277,6 @@ impl Capability for Ssh {
     }
 
     fn begin_call(state: &mut Self::State, call: &CallScope) {
-        state.call = Some(*call);
+        state.call = Some(call.clone());
     }
 }

@@ -321,6 +321,26 @@ pub(super) async fn list_directory(
     .await
 }
 
+/// `path`, opened for reading from its start.
+pub(super) async fn open(
+    connection: &Connection,
+    shown: &str,
+    path: &str,
+    deadline: Instant,
+) -> Result<russh_sftp::client::fs::File, SshError> {
+    by(
+        deadline,
+        || format!("opening {path} on {shown} timed out"),
+        async {
+            let sftp = sftp(connection, shown).await?;
+            sftp.open_with_flags(sftp_path(path), OpenFlags::READ)
+                .await
+                .map_err(|err| sftp_error(shown, path, err))
+        },
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

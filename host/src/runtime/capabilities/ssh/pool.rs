@@ -36,6 +36,7 @@ use crate::runtime::capabilities::egress::{Endpoint, Protocol, Resolved, authori
 pub(super) const CHANNELS_PER_CONNECTION: usize = 8;
 
 /// Whom a call reaches, and as whom: a WIT `destination`, checked.
+#[derive(Clone)]
 pub(super) struct Destination {
     /// Lower case, without brackets or a trailing dot.
     pub(super) host: String,

@@ -25,6 +25,8 @@ use tokio::sync::RwLock;
 use tokio_stream::StreamExt as _;
 use tonic::Code;
 
+mod outputs;
+
 /// Held shared by every test here, and exclusively by the one that stops
 /// the controller.
 static CONTROLLER: RwLock<()> = RwLock::const_new(());
@@ -32,11 +34,18 @@ static CONTROLLER: RwLock<()> = RwLock::const_new(());
 /// The Slurm connector allowed to reach the cluster's sshd; tasks bring
 /// the key and the host's known_hosts line in their connection.
 fn serve(cluster: &Cluster) -> HostedConnector {
+    serve_with(cluster, "", &[])
+}
+
+/// Like [`serve`], with more of the manifest and the server's environment.
+fn serve_with(cluster: &Cluster, more: &str, env: &[(&str, &str)]) -> HostedConnector {
     let manifest = format!(
-        "[ssh]\nallowed_hosts = [\"{}:{}\"]\n",
+        "[ssh]\nallowed_hosts = [\"{}:{}\"]\n{more}",
         cluster.host, cluster.ssh_port
     );
-    HostedConnector::start("slurm", "slurm", &manifest)
+    let mut env = env.to_vec();
+    env.push(("RUST_LOG", "debug"));
+    HostedConnector::start_with_env("slurm", "slurm", &manifest, &env)
 }
 
 /// The Slurm connector as a deployment configures it: the cluster named
@@ -461,19 +470,24 @@ async fn bad_tasks_are_refused_with_what_to_fix() {
         "{status:?}"
     );
 
-    let outputs = task(
+    let upload = task(
         cluster,
         "slurm_script",
         "t",
         custom(
             cluster,
-            json!({"script": "true", "outputs": {"model": "file"}}),
+            json!({"script": "true", "outputs": {"model": "file"}, "output_upload": "both"}),
         ),
         &TypedInputs(vec![]),
     );
-    let status = refused(outputs).await;
+    let status = refused(upload).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("(model)"), "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("output_upload must be 'connector' or 'job', not 'both'"),
+        "{status:?}"
+    );
 
     // A known_hosts line for another key: the host is refused, named with
     // the key it showed.
@@ -490,6 +504,107 @@ async fn bad_tasks_are_refused_with_what_to_fix() {
     assert!(
         status.message().contains(&cluster.host_key_fingerprint),
         "{status:?}"
+    );
+
+    // No known_hosts line at all: unknown, named with the key it showed.
+    let mut unknown = script_task(cluster, "t", "true\n");
+    unknown.connection = Some(connection(&[("ssh_private_key", &cluster.private_key)]));
+    let status = refused(unknown).await;
+    assert!(
+        status.message().contains(&format!(
+            "the host key of {}:{} is not known",
+            cluster.host, cluster.ssh_port
+        )) && status.message().contains(&cluster.host_key_fingerprint),
+        "{status:?}"
+    );
+
+    // A port the manifest does not name.
+    let outside = task(
+        cluster,
+        "slurm_script",
+        "t",
+        custom(
+            cluster,
+            json!({"script": "true", "connection": {"host": cluster.host, "username": cluster.user, "port": 2.0}}),
+        ),
+        &TypedInputs(vec![]),
+    );
+    let status = refused(outside).await;
+    assert!(
+        status
+            .message()
+            .contains(&format!("SSH to {}:2 is not allowed", cluster.host)),
+        "{status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_time_limit_fails() {
+    let _shared = CONTROLLER.read().await;
+    let cluster = cluster();
+    let slurm = serve(cluster);
+    let request = task(
+        cluster,
+        "slurm_script",
+        "overruns",
+        custom(
+            cluster,
+            json!({"script": "sleep 600", "sbatch": {"partition": "debug", "time_limit": "1"}}),
+        ),
+        &TypedInputs(vec![]),
+    );
+    let meta = slurm.create(request).await.expect("CreateTask");
+    // Slurm ends it a minute in, at its next check of time limits.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let done = loop {
+        let resource = slurm.get(&meta, &keys(cluster)).await;
+        if !matches!(resource.phase(), Phase::Queued | Phase::Running) {
+            break resource;
+        }
+        assert!(Instant::now() < deadline, "{}", resource.message);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    assert_eq!(done.phase(), Phase::Failed, "{}", done.message);
+    let job_id = field(&meta_json(&meta), "job_id").to_owned();
+    assert!(
+        done.message
+            .starts_with(&format!("Slurm job {job_id} is TIMEOUT")),
+        "{}",
+        done.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_polls_share_one_ssh_connection() {
+    let _shared = CONTROLLER.read().await;
+    let cluster = cluster();
+    let slurm = serve(cluster);
+    let meta = slurm
+        .create(script_task(cluster, "polled", "sleep 300\n"))
+        .await
+        .expect("CreateTask");
+    for _ in 0..100 {
+        let resource = slurm.get(&meta, &keys(cluster)).await;
+        assert!(
+            matches!(resource.phase(), Phase::Queued | Phase::Running),
+            "{}",
+            resource.message
+        );
+    }
+    slurm
+        .delete(&meta, &keys(cluster))
+        .await
+        .expect("DeleteTask");
+    let opened: f64 = slurm
+        .server
+        .metrics_text()
+        .lines()
+        .filter(|line| line.starts_with("flyte_connector_ssh_connections_total{"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        opened, 1.0,
+        "create, 100 polls and delete over one connection"
     );
 }
 
