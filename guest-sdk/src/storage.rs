@@ -117,7 +117,10 @@ pub fn copy_from_ssh(
     let options = wit::TransferOptions { max_bytes };
     Ok(
         match wit::copy_from_ssh(session.handle(), path, uri, options)? {
-            wit::TransferState::Moving((moved, total)) => Transfer::Moving { moved, total },
+            wit::TransferState::Moving(progress) => Transfer::Moving {
+                moved: progress.moved,
+                total: progress.total,
+            },
             wit::TransferState::Done(bytes) => Transfer::Done(bytes),
             wit::TransferState::Missing => Transfer::Missing,
             wit::TransferState::TooLarge(bytes) => Transfer::TooLarge(bytes),

@@ -459,11 +459,18 @@ async fn hosts_the_manifest_does_not_allow_are_denied_before_any_request(compone
             0,
             "{rules:?}: the fake was reached"
         );
-        let output = setup.server().output.text();
-        let warnings = output
-            .lines()
-            .filter(|l| l.contains("WARN") && l.contains("outbound HTTP refused"))
-            .count();
+        let refusals = |output: &str| {
+            output
+                .lines()
+                .filter(|l| l.contains("WARN") && l.contains("outbound HTTP refused"))
+                .count()
+        };
+        let output = setup
+            .server()
+            .output
+            .once("the refusal", |text| refusals(text) > 0)
+            .await;
+        let warnings = refusals(&output);
         assert_eq!(warnings, 1, "{rules:?}: logged once per host:\n{output}");
         let labels = [
             ("connector", component.name),

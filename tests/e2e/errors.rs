@@ -10,7 +10,7 @@ use flyte_connect::proto::{
     task::{Inputs, NamedLiteral},
 };
 use flyte_connect_e2e::{
-    Server, Workspace, eventually,
+    Server, Workspace,
     literals::{self, TypedInputs, category, int, simple, template},
 };
 use std::time::Duration;
@@ -219,16 +219,12 @@ async fn panicking_connector_fails_only_that_call_and_the_server_keeps_serving()
         .create_task(literals::create_request("echo", &inputs))
         .await;
     assert!(created.is_ok(), "echo after panics: {created:?}");
-    // The server logs the panic before it answers; the line reaches this
-    // process through a pipe a thread reads, so wait for it.
-    let output = server.output.clone();
-    eventually(Duration::from_secs(10), "the guest's panic logged", || {
-        let logged = output
-            .text()
-            .contains("faulty connector panicked on purpose");
-        async move { logged }
-    })
-    .await;
+    server
+        .output
+        .once("the guest's panic", |text| {
+            text.contains("faulty connector panicked on purpose")
+        })
+        .await;
 }
 
 #[tokio::test]

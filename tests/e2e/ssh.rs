@@ -497,3 +497,157 @@ async fn many_calls_share_one_connection_until_it_idles_out() {
     let leaked: Vec<&str> = output.lines().filter(|l| l.contains(host_key)).collect();
     assert!(leaked.is_empty(), "the known hosts were logged: {leaked:?}");
 }
+
+/// A storage operation of the faulty component with output prefix
+/// `prefix`: `op` (`exists` or `copy`) with `inputs`.
+async fn storage(
+    server: &Server,
+    cluster: &Cluster,
+    prefix: &str,
+    op: &str,
+    inputs: &[(&'static str, Value)],
+) -> Value {
+    let mut request = ssh_request(cluster, op, inputs, &credentials(cluster));
+    request.output_prefix = prefix.to_owned();
+    run(server, request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_reaches_only_the_tasks_output_prefix_under_the_manifests_roots() {
+    let cluster = cluster();
+    let root = cluster.scratch("storage-rules");
+    let (_plugins, without) = serve(&allowing(cluster, ""), &[], &[]);
+    let prefix = format!("file://{root}/run/a0");
+    let answer = storage(
+        &without,
+        cluster,
+        &prefix,
+        "exists",
+        &[("uri", json!(format!("{prefix}/x")))],
+    )
+    .await;
+    assert!(
+        error(&answer, "not_allowed").contains("its manifest has no [storage] section"),
+        "{answer}"
+    );
+
+    let (_plugins, server) = serve(
+        &allowing(cluster, &format!("[storage]\nlocal_roots = [\"{root}\"]\n")),
+        &[],
+        &[],
+    );
+    let exists = |uri: String| {
+        let server = &server;
+        let prefix = prefix.clone();
+        async move { storage(server, cluster, &prefix, "exists", &[("uri", json!(uri))]).await }
+    };
+    assert_eq!(ok(&exists(format!("{prefix}/model")).await), &json!(false));
+    std::fs::create_dir_all(format!("{root}/run/a0/shards")).expect("a folder");
+    std::fs::write(format!("{root}/run/a0/shards/one"), b"1").expect("a file");
+    assert_eq!(
+        ok(&exists(format!("{prefix}/shards")).await),
+        &json!(true),
+        "a folder of objects"
+    );
+    assert_eq!(
+        ok(&exists(format!("{prefix}/shards/one")).await),
+        &json!(true)
+    );
+    for (uri, why) in [
+        (
+            format!("file://{root}/run/a01/x"),
+            "is not under the task's output prefix",
+        ),
+        (
+            format!("file://{root}/other"),
+            "is not under the task's output prefix",
+        ),
+        (
+            "s3://bucket/run/a0/x".to_owned(),
+            "is not under the task's output prefix",
+        ),
+    ] {
+        let answer = exists(uri.clone()).await;
+        assert!(
+            error(&answer, "not_allowed").contains(why),
+            "{uri}: {answer}"
+        );
+    }
+    let answer = exists(format!("{prefix}/../escape")).await;
+    assert!(
+        error(&answer, "invalid").contains("`.` or `..`"),
+        "{answer}"
+    );
+    // A prefix outside the manifest's roots reaches nothing either.
+    let answer = storage(
+        &server,
+        cluster,
+        "file:///etc",
+        "exists",
+        &[("uri", json!("file:///etc/passwd"))],
+    )
+    .await;
+    assert!(
+        error(&answer, "not_allowed").contains("outside the plugin's [storage] local_roots"),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_is_joined_then_done_and_a_complete_destination_is_not_moved_again() {
+    let cluster = cluster();
+    let root = cluster.scratch("storage-copy");
+    let source = format!("{}/source.bin", cluster.scratch("storage-source"));
+    std::fs::write(&source, vec![7u8; 6 << 20]).expect("the source");
+    let (_plugins, server) = serve(
+        &allowing(cluster, &format!("[storage]\nlocal_roots = [\"{root}\"]\n")),
+        &[],
+        &[],
+    );
+    let prefix = format!("file://{root}/run/a0");
+    let uri = format!("{prefix}/model");
+    let copy = |path: &str, max: Option<i64>| {
+        let mut inputs = vec![("path", json!(path)), ("uri", json!(uri.clone()))];
+        if let Some(max) = max {
+            inputs.push(("max_bytes", json!(max)));
+        }
+        let server = &server;
+        let prefix = prefix.clone();
+        async move { storage(server, cluster, &prefix, "copy", &inputs).await }
+    };
+    assert_eq!(ok(&copy("/nowhere/at/all", None).await), &json!("missing"));
+    assert_eq!(
+        ok(&copy(&source, Some(1 << 20)).await),
+        &json!({"too_large": 6 << 20})
+    );
+    let first = copy(&source, None).await;
+    assert!(
+        ok(&first).get("moving").is_some(),
+        "the first call starts it: {first}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let state = copy(&source, None).await;
+        if ok(&state) == &json!({"done": 6 << 20}) {
+            break;
+        }
+        assert!(ok(&state).get("moving").is_some(), "{state}");
+        assert!(std::time::Instant::now() < deadline, "not done: {state}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let moved = std::fs::read(format!("{root}/run/a0/model")).expect("the object");
+    assert!(
+        moved == vec![7u8; 6 << 20],
+        "the object is the source, byte for byte"
+    );
+    // Complete already: done at once, nothing moved again.
+    assert_eq!(ok(&copy(&source, None).await), &json!({"done": 6 << 20}));
+    assert_eq!(
+        total(
+            &server,
+            "flyte_connector_storage_transfers_total",
+            &[("event", "started")]
+        ),
+        1.0
+    );
+}

@@ -192,6 +192,21 @@ impl Output {
         self.0.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
+    /// Everything printed once `check` holds of it, waiting up to 10 s:
+    /// what the server logs before it answers reaches this process through
+    /// a pipe a thread reads, after the answer may have.
+    pub async fn once(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.text();
+            if check(&text) || Instant::now() >= deadline {
+                assert!(check(&text), "{what}: not logged within 10s:\n{text}");
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn push(&self, line: &str) {
         if let Ok(mut text) = self.0.lock() {
             text.push_str(line);

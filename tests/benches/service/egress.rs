@@ -32,7 +32,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::http::Version;
@@ -51,11 +51,10 @@ use flyte_connect_e2e::{
     literals::category,
     pki::TestPki,
 };
-use tonic::transport::Channel;
 
 use super::{
     Baseline, WARM_UP,
-    load::{LoadReport, MAX_CONNECTIONS, connect},
+    load::{LoadReport, MAX_CONNECTIONS, connect, polls},
     servers::{self, Target, cpu_time},
 };
 
@@ -67,8 +66,6 @@ const WARM_UP_CLIENTS: usize = 16;
 const TOKEN: &str = "dapi-bench-egress-0123456789";
 /// The task type every row serves.
 const TASK_TYPE: &str = "databricks";
-/// A GetTask taking longer than this counts as an error.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 const RUST_HTTPS: &str = "(1) flyte-connect, databricks.wasm, HTTPS";
 const PYTHON_GUEST_HTTPS: &str = "(2) flyte-connect, databricks-py.wasm, HTTPS";
@@ -140,27 +137,6 @@ async fn create(addr: SocketAddr, instance: &str) -> Result<Vec<u8>, tonic::Stat
     Ok(answer.into_inner().resource_meta)
 }
 
-/// One GetTask, which must answer SUCCEEDED; else the kind of failure (a
-/// gRPC code or the phase) and its message.
-async fn poll(
-    client: &mut AsyncConnectorServiceClient<Channel>,
-    request: &GetTaskRequest,
-) -> Result<(), (String, String)> {
-    let mut call = tonic::Request::new(request.clone());
-    call.set_timeout(CALL_TIMEOUT);
-    let resource = client
-        .get_task(call)
-        .await
-        .map_err(|status| (format!("{:?}", status.code()), status.message().to_owned()))?
-        .into_inner()
-        .resource
-        .unwrap_or_default();
-    match resource.phase() {
-        Phase::Succeeded => Ok(()),
-        phase => Err((format!("phase {phase:?}"), resource.message)),
-    }
-}
-
 /// `clients` clients polling `meta` on `target` for `duration`, with the
 /// server's CPU time and the fake `fake`'s new connections around them.
 async fn level(
@@ -170,11 +146,6 @@ async fn level(
     clients: usize,
     duration: Duration,
 ) -> Level {
-    let connections = clients.clamp(1, MAX_CONNECTIONS);
-    let mut channels = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        channels.push(connect(target.addr).await);
-    }
     let request = GetTaskRequest {
         task_category: category(target.task_type),
         resource_meta: meta.to_vec(),
@@ -183,58 +154,21 @@ async fn level(
     };
     let accepted_before = fake.connections_accepted();
     let cpu_before = cpu_time(target.pid());
-    let started = Instant::now();
-    let until = started + duration;
-    let mut workers = Vec::with_capacity(clients);
-    for i in 0..clients {
-        let mut client = AsyncConnectorServiceClient::new(channels[i % connections].clone());
-        let request = request.clone();
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-            let mut messages = BTreeMap::new();
-            while Instant::now() < until {
-                let began = Instant::now();
-                match poll(&mut client, &request).await {
-                    Ok(()) => latencies.push(began.elapsed()),
-                    Err((kind, message)) => {
-                        *errors.entry(kind.clone()).or_default() += 1;
-                        messages.entry(kind).or_insert(message);
-                    }
-                }
-            }
-            (latencies, errors, messages)
-        }));
-    }
-    let mut load = LoadReport {
+    let (load, messages) = polls(
+        target.addr,
+        &request,
+        |phase| phase == Phase::Succeeded,
         clients,
-        cycles: 0,
-        errors: BTreeMap::new(),
-        elapsed: Duration::ZERO,
-        latencies: Vec::new(),
-    };
-    let mut messages = BTreeMap::new();
-    for worker in workers {
-        let (latencies, errors, first) = worker.await.expect("a load client panicked");
-        load.latencies.extend(latencies);
-        for (kind, n) in errors {
-            *load.errors.entry(kind).or_default() += n;
-        }
-        for (kind, message) in first {
-            messages.entry(kind).or_insert(message);
-        }
-    }
-    load.elapsed = started.elapsed();
+        duration,
+    )
+    .await;
     let cpu = cpu_time(target.pid())
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
-    let connections = fake.connections_accepted() - accepted_before;
-    load.cycles = load.latencies.len() as u64;
-    load.latencies.sort();
     Level {
         load,
         cpu,
-        connections,
+        connections: fake.connections_accepted() - accepted_before,
         messages,
     }
 }

@@ -13,7 +13,7 @@ use flyte_connect::proto::{
         DeleteTaskRequest, GetTaskRequest,
         async_connector_service_client::AsyncConnectorServiceClient,
     },
-    core::SimpleType,
+    core::{SimpleType, task_execution::Phase},
 };
 use flyte_connect_e2e::literals::{self, TypedInputs, category, int, simple};
 use tonic::transport::{Channel, Endpoint};
@@ -154,4 +154,93 @@ pub async fn run(
     report.cycles = report.latencies.len() as u64;
     report.latencies.sort();
     report
+}
+
+/// How long one GetTask of [`polls`] may take.
+const POLL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One GetTask, whose answer's phase must be `expected`; else the kind of
+/// failure (a gRPC code or the phase) and its message.
+async fn poll(
+    client: &mut AsyncConnectorServiceClient<Channel>,
+    request: &GetTaskRequest,
+    expected: fn(Phase) -> bool,
+) -> Result<(), (String, String)> {
+    let mut call = tonic::Request::new(request.clone());
+    call.set_timeout(POLL_TIMEOUT);
+    let resource = client
+        .get_task(call)
+        .await
+        .map_err(|status| (format!("{:?}", status.code()), status.message().to_owned()))?
+        .into_inner()
+        .resource
+        .unwrap_or_default();
+    if expected(resource.phase()) {
+        Ok(())
+    } else {
+        Err((format!("phase {:?}", resource.phase()), resource.message))
+    }
+}
+
+/// `clients` clients polling the server at `addr` with GetTask `request`
+/// for `duration` over up to [`MAX_CONNECTIONS`] connections, each answer's
+/// phase judged by `expected`: the calls as a report (a "cycle" is one
+/// GetTask), and the first message of each kind of failure.
+pub async fn polls(
+    addr: SocketAddr,
+    request: &GetTaskRequest,
+    expected: fn(Phase) -> bool,
+    clients: usize,
+    duration: Duration,
+) -> (LoadReport, BTreeMap<String, String>) {
+    let connections = clients.clamp(1, MAX_CONNECTIONS);
+    let mut channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        channels.push(connect(addr).await);
+    }
+    let started = Instant::now();
+    let until = started + duration;
+    let mut workers = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let mut client = AsyncConnectorServiceClient::new(channels[i % connections].clone());
+        let request = request.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let mut messages = BTreeMap::new();
+            while Instant::now() < until {
+                let began = Instant::now();
+                match poll(&mut client, &request, expected).await {
+                    Ok(()) => latencies.push(began.elapsed()),
+                    Err((kind, message)) => {
+                        *errors.entry(kind.clone()).or_default() += 1;
+                        messages.entry(kind).or_insert(message);
+                    }
+                }
+            }
+            (latencies, errors, messages)
+        }));
+    }
+    let mut load = LoadReport {
+        clients,
+        cycles: 0,
+        errors: BTreeMap::new(),
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
+    let mut messages = BTreeMap::new();
+    for worker in workers {
+        let (latencies, errors, first) = worker.await.expect("a load client panicked");
+        load.latencies.extend(latencies);
+        for (kind, n) in errors {
+            *load.errors.entry(kind).or_default() += n;
+        }
+        for (kind, message) in first {
+            messages.entry(kind).or_insert(message);
+        }
+    }
+    load.elapsed = started.elapsed();
+    load.cycles = load.latencies.len() as u64;
+    load.latencies.sort();
+    (load, messages)
 }

@@ -13,12 +13,7 @@
 //! accepted per 100 calls (from its log). `-- --slurm` runs only these
 //! rows.
 
-use std::{
-    collections::BTreeMap,
-    path::Path,
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, path::Path, process::Stdio, time::Duration};
 
 use flyte_connect::proto::{
     connector::{
@@ -34,15 +29,13 @@ use flyte_connect_e2e::{
     literals::category,
 };
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::{
-    load::{LoadReport, MAX_CONNECTIONS, connect},
+    load::{LoadReport, MAX_CONNECTIONS, connect, polls},
     servers::{self, Target, cpu_time},
 };
 
 const LEVELS: [usize; 3] = [1, 16, 64];
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const WARM_UP: Duration = Duration::from_secs(2);
 
 /// What one level measured.
@@ -119,26 +112,8 @@ fn long_job(cluster: &Cluster) -> CreateTaskRequest {
     }
 }
 
-/// One GetTask, which must answer QUEUED or RUNNING.
-async fn poll(
-    client: &mut AsyncConnectorServiceClient<Channel>,
-    request: &GetTaskRequest,
-) -> Result<(), (String, String)> {
-    let mut call = tonic::Request::new(request.clone());
-    call.set_timeout(CALL_TIMEOUT);
-    let resource = client
-        .get_task(call)
-        .await
-        .map_err(|status| (format!("{:?}", status.code()), status.message().to_owned()))?
-        .into_inner()
-        .resource
-        .unwrap_or_default();
-    match resource.phase() {
-        Phase::Running | Phase::Queued => Ok(()),
-        phase => Err((format!("phase {phase:?}"), resource.message)),
-    }
-}
-
+/// `clients` clients polling `meta` on `target` for `duration`, with the
+/// server's CPU time and sshd's new connections around them.
 async fn level(
     target: &Target,
     cluster: &Cluster,
@@ -146,11 +121,6 @@ async fn level(
     clients: usize,
     duration: Duration,
 ) -> Level {
-    let connections = clients.clamp(1, MAX_CONNECTIONS);
-    let mut channels = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        channels.push(connect(target.addr).await);
-    }
     let request = GetTaskRequest {
         task_category: category(target.task_type),
         resource_meta: meta.to_vec(),
@@ -159,53 +129,17 @@ async fn level(
     };
     let accepted_before = accepted(cluster);
     let cpu_before = cpu_time(target.pid());
-    let started = Instant::now();
-    let until = started + duration;
-    let mut workers = Vec::with_capacity(clients);
-    for i in 0..clients {
-        let mut client = AsyncConnectorServiceClient::new(channels[i % connections].clone());
-        let request = request.clone();
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-            let mut messages = BTreeMap::new();
-            while Instant::now() < until {
-                let began = Instant::now();
-                match poll(&mut client, &request).await {
-                    Ok(()) => latencies.push(began.elapsed()),
-                    Err((kind, message)) => {
-                        *errors.entry(kind.clone()).or_default() += 1;
-                        messages.entry(kind).or_insert(message);
-                    }
-                }
-            }
-            (latencies, errors, messages)
-        }));
-    }
-    let mut load = LoadReport {
+    let (load, messages) = polls(
+        target.addr,
+        &request,
+        |phase| matches!(phase, Phase::Running | Phase::Queued),
         clients,
-        cycles: 0,
-        errors: BTreeMap::new(),
-        elapsed: Duration::ZERO,
-        latencies: Vec::new(),
-    };
-    let mut messages = BTreeMap::new();
-    for worker in workers {
-        let (latencies, errors, first) = worker.await.expect("a load client panicked");
-        load.latencies.extend(latencies);
-        for (kind, n) in errors {
-            *load.errors.entry(kind).or_default() += n;
-        }
-        for (kind, message) in first {
-            messages.entry(kind).or_insert(message);
-        }
-    }
-    load.elapsed = started.elapsed();
+        duration,
+    )
+    .await;
     let cpu = cpu_time(target.pid())
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
-    load.cycles = load.latencies.len() as u64;
-    load.latencies.sort();
     Level {
         load,
         cpu,

@@ -591,21 +591,36 @@ async fn a_hundred_polls_share_one_ssh_connection() {
             resource.message
         );
     }
+    let opened = || -> f64 {
+        slurm
+            .server
+            .metrics_text()
+            .lines()
+            .filter(|line| line.starts_with("flyte_connector_ssh_connections_total{"))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(opened(), 1.0, "create and 100 polls over one connection");
+    // Sixteen at once need two connections' channels (eight each): the
+    // calls that find the first busy wait for the one being opened rather
+    // than each opening their own.
+    let connection = keys(cluster);
+    let burst = (0..16).map(|_| slurm.get(&meta, &connection));
+    for resource in futures_util::future::join_all(burst).await {
+        assert!(
+            matches!(resource.phase(), Phase::Queued | Phase::Running),
+            "{}",
+            resource.message
+        );
+    }
+    assert!(
+        opened() <= 2.0,
+        "a burst of 16 polls opens one more connection at most"
+    );
     slurm
         .delete(&meta, &keys(cluster))
         .await
         .expect("DeleteTask");
-    let opened: f64 = slurm
-        .server
-        .metrics_text()
-        .lines()
-        .filter(|line| line.starts_with("flyte_connector_ssh_connections_total{"))
-        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
-    assert_eq!(
-        opened, 1.0,
-        "create, 100 polls and delete over one connection"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,6 +86,19 @@ pub struct CapabilityView<'a, S> {
     pub table: &'a mut ResourceTable,
 }
 
+/// The `HasData` of a capability whose host functions work on its
+/// [`CapabilityView`] (add them with [`view_of`] as the getter).
+pub struct ViewOf<C>(std::marker::PhantomData<C>);
+
+impl<C: Capability> wasmtime::component::HasData for ViewOf<C> {
+    type Data<'a> = CapabilityView<'a, C::State>;
+}
+
+/// `C`'s view of a store's data: the getter bindings' `add_to_linker` takes.
+pub fn view_of<C: Capability, T: HasState<C>>(host: &mut T) -> CapabilityView<'_, C::State> {
+    host.view()
+}
+
 /// What an instance is, as capabilities see it.
 #[derive(Debug, Clone)]
 pub struct InstanceScope {

@@ -31,7 +31,7 @@ mod storage;
 use wasmtime::component::Linker;
 
 pub(in crate::runtime) use self::capability::{
-    CallArgs, CallScope, CapabilityView, HasState, InstanceScope, LoadScope,
+    CallArgs, CallScope, CapabilityView, HasState, InstanceScope, LoadScope, ViewOf, view_of,
 };
 pub use self::ssh::wit_interface as ssh_interface;
 pub use self::storage::wit_interface as storage_interface;

@@ -17,7 +17,7 @@
 //! | `inspect` | succeeds, keeping everything it was given (template, inputs, connection, env, ...) in its meta |
 //! | `remember` | reports what earlier calls left in its memory, writes input `marker` there (see [`residue`]), waits `ms` |
 //! | `tally` | reports what this instance saw before (see [`Tally`]); keeps input `keep_kib` KiB more for good, waits `ms` |
-//! | `ssh` | runs one SSH operation (see [`ssh`]); keeps its result or its error's kind and message |
+//! | `ssh` | runs one SSH or storage operation (see [`ssh`]); keeps its result or its error's kind and message |
 //!
 //! `get` succeeds with no outputs, reporting the meta as `custom_info`, and
 //! `delete` succeeds, for any task type and any JSON resource meta. Metrics
@@ -101,13 +101,37 @@ fn fetch(task: &TaskRequest) -> Result<Value, Error> {
     }))
 }
 
+/// A storage error's kind and message, as [`ssh`] reports errors.
+fn storage_error(err: &flyte_connector_sdk::storage::StorageError) -> Value {
+    use flyte_connector_sdk::storage::StorageError;
+    let kind = match err {
+        StorageError::NotAllowed(_) => "not_allowed",
+        StorageError::Unavailable(_) => "unavailable",
+        StorageError::Invalid(_) => "invalid",
+    };
+    serde_json::json!({ "error": kind, "message": err.to_string() })
+}
+
 /// An `ssh` call: one SSH operation (input `op`: `exec`, `write`, `read`,
 /// `tail`, `stat`, `list` or `connect`) on the destination of inputs
 /// `host`, `port` and `user`, with the connection's `ssh_private_key` and
-/// `known_hosts_data`; its result as JSON, or the error's kind and message
-/// (`{"error": KIND, "message"}`) so a test can tell the kinds apart.
+/// `known_hosts_data`; or a storage one: `exists` (input `uri`) and `copy`
+/// (input `path` on the destination to input `uri`, refusing input
+/// `max_bytes` or more). Its result as JSON, or the error's kind and
+/// message (`{"error": KIND, "message"}`) so a test can tell the kinds
+/// apart.
 fn ssh(task: &TaskRequest) -> Result<Value, Error> {
-    use flyte_connector_sdk::ssh::{Destination, Exec, Session, SshError};
+    use flyte_connector_sdk::{
+        ssh::{Destination, Exec, Session, SshError},
+        storage::{self, Transfer},
+    };
+    let op: String = task.input("op")?;
+    if op == "exists" {
+        return Ok(match storage::exists(&task.input::<String>("uri")?) {
+            Ok(found) => serde_json::json!({ "ok": found }),
+            Err(err) => storage_error(&err),
+        });
+    }
     let connection = task.connection();
     let key = connection.get("ssh_private_key").unwrap_or_default();
     let mut to = Destination::new(
@@ -120,8 +144,29 @@ fn ssh(task: &TaskRequest) -> Result<Value, Error> {
     if let Some(passphrase) = connection.get("ssh_passphrase") {
         to = to.passphrase(passphrase);
     }
-    let op: String = task.input("op")?;
     let path = || task.input::<String>("path");
+    if op == "copy" {
+        let session = match Session::connect(&to) {
+            Ok(session) => session,
+            Err(err) => {
+                return Ok(serde_json::json!({ "error": "ssh", "message": err.to_string() }));
+            }
+        };
+        let uri: String = task.input("uri")?;
+        let max = task.input::<u64>("max_bytes").ok();
+        return Ok(
+            match storage::copy_from_ssh(&session, &path()?, &uri, max) {
+                Ok(state) => serde_json::json!({ "ok": match state {
+                    Transfer::Moving { moved, total } => serde_json::json!({"moving": [moved, total]}),
+                    Transfer::Done(bytes) => serde_json::json!({"done": bytes}),
+                    Transfer::Missing => serde_json::json!("missing"),
+                    Transfer::TooLarge(bytes) => serde_json::json!({"too_large": bytes}),
+                    Transfer::Failed(why) => serde_json::json!({"failed": why}),
+                }}),
+                Err(err) => storage_error(&err),
+            },
+        );
+    }
     let run =
         || -> Result<Result<Value, SshError>, Error> {
             let session = match Session::connect(&to) {

@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{Linker, Resource};
 
 use super::{
     InstanceSsh, Ssh, SshGranted,
@@ -16,7 +16,7 @@ use super::{
     operations::{self, FileInfo},
     pool::{Destination, Identity, Lease},
 };
-use crate::runtime::capabilities::HasState;
+use crate::runtime::capabilities::{CapabilityView, HasState, ViewOf, view_of};
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -49,30 +49,9 @@ impl Session {
     }
 }
 
-/// The view the host functions work on: the instance's SSH state and the
-/// resource table.
-pub(super) struct SshView<'a> {
-    state: &'a mut InstanceSsh,
-    table: &'a mut ResourceTable,
-}
-
-struct SshData;
-
-impl HasData for SshData {
-    type Data<'a> = SshView<'a>;
-}
-
-fn view<T: HasState<Ssh>>(host: &mut T) -> SshView<'_> {
-    let view = host.view();
-    SshView {
-        state: view.state,
-        table: view.table,
-    }
-}
-
 /// Adds the interface's imports to `linker`.
 pub(super) fn add_to_linker<T: HasState<Ssh>>(linker: &mut Linker<T>) -> anyhow::Result<()> {
-    wit::add_to_linker::<T, SshData>(linker, view::<T>)?;
+    wit::add_to_linker::<T, ViewOf<Ssh>>(linker, view_of::<Ssh, T>)?;
     Ok(())
 }
 
@@ -101,7 +80,7 @@ impl From<FileInfo> for wit::FileInfo {
     }
 }
 
-impl SshView<'_> {
+impl CapabilityView<'_, InstanceSsh> {
     /// The plugin's grant, or why there is none.
     fn granted(&self) -> Result<Arc<SshGranted>, SshError> {
         self.state.grant.0.clone().ok_or_else(|| {
@@ -226,7 +205,7 @@ fn key_error(err: &russh::keys::Error) -> String {
     }
 }
 
-impl wit::Host for SshView<'_> {
+impl wit::Host for CapabilityView<'_, InstanceSsh> {
     async fn connect(
         &mut self,
         to: wit::Destination,
@@ -256,7 +235,7 @@ impl wit::Host for SshView<'_> {
     }
 }
 
-impl wit::HostSession for SshView<'_> {
+impl wit::HostSession for CapabilityView<'_, InstanceSsh> {
     async fn exec(
         &mut self,
         session: Resource<Session>,

@@ -8,8 +8,11 @@
 //! at once, below OpenSSH's default `MaxSessions` of 10, the SFTP session
 //! taking one more); past that a second connection is opened, up to the
 //! manifest's `[ssh] max_connections` for the plugin, beyond which calls
-//! wait for a channel. A connection that broke is replaced at its next
-//! use, and one unused for the idle timeout is closed.
+//! wait for a channel. Calls that arrive while a connection of their
+//! identity is being opened wait for it, as many as its channels, rather
+//! than each opening one (a burst of calls opens as many connections as
+//! it needs channels, not one per call). A connection that broke is
+//! replaced at its next use, and one unused for the idle timeout is closed.
 
 use std::{
     net::SocketAddr,
@@ -23,7 +26,7 @@ use russh::{
     keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate},
 };
 use russh_sftp::client::SftpSession;
-use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use super::{
     SshGranted,
@@ -181,16 +184,28 @@ pub(super) struct Pool {
 struct PoolState {
     open: Vec<Arc<Connection>>,
     /// Connections being opened, counted against the maximum.
-    opening: usize,
+    opening: Vec<Opening>,
     /// Whether the reaper of idle connections runs.
     reaping: bool,
+}
+
+/// A connection being opened, and the calls that wait for it.
+struct Opening {
+    identity: Identity,
+    /// Channels of it taken: the opener's and the waiters'.
+    claimed: usize,
+    /// Woken when it is open (or failed).
+    done: Arc<Notify>,
 }
 
 /// What [`Pool::lease`] found.
 enum Found {
     Lease(Lease),
-    /// Room to open a connection (counted in `opening`).
-    Open,
+    /// Room to open a connection: the opener wakes `done`'s waiters.
+    Open(Arc<Notify>),
+    /// A connection of the identity is being opened: wait for it, then
+    /// look again.
+    Opening(tokio::sync::futures::OwnedNotified),
     /// A connection of the identity to wait on.
     Wait(Arc<Connection>),
     Full,
@@ -214,12 +229,47 @@ impl Pool {
         destination: &Destination,
         deadline: Instant,
     ) -> Result<Lease, SshError> {
-        match self.find(destination.identity) {
+        loop {
+            let found = self.find(destination.identity);
+            if let Found::Opening(opened) = found {
+                if tokio::time::timeout_at(deadline.into(), opened)
+                    .await
+                    .is_err()
+                {
+                    return Err(SshError::Timeout(format!(
+                        "connecting to {} took until the call's deadline",
+                        destination.shown()
+                    )));
+                }
+                continue;
+            }
+            return self
+                .take(found, grant, connector, destination, deadline)
+                .await;
+        }
+    }
+
+    /// A channel as `found` says.
+    async fn take(
+        self: &Arc<Self>,
+        found: Found,
+        grant: &SshGranted,
+        connector: &Arc<str>,
+        destination: &Destination,
+        deadline: Instant,
+    ) -> Result<Lease, SshError> {
+        match found {
             Found::Lease(lease) => Ok(lease),
-            Found::Open => {
+            Found::Opening(_) => Err(SshError::Unreachable(
+                "a connection being opened was taken for one".into(),
+            )),
+            Found::Open(done) => {
                 let opened = open(grant, connector, destination, deadline).await;
                 let mut state = self.lock();
-                state.opening -= 1;
+                state.opening.retain(|o| !Arc::ptr_eq(&o.done, &done));
+                // Its waiters look again: at the new connection, or, if it
+                // failed, for room to open one themselves.
+                done.notify_waiters();
                 let connection = Arc::new(opened?);
                 let channel = Arc::clone(&connection.channels)
                     .try_acquire_owned()
@@ -269,8 +319,7 @@ impl Pool {
     fn find(&self, identity: Identity) -> Found {
         let mut state = self.lock();
         state.open.retain(|c| !c.handle.is_closed());
-        let mine = || state.open.iter().filter(|c| c.identity == identity);
-        for connection in mine() {
+        for connection in state.open.iter().filter(|c| c.identity == identity) {
             if let Ok(channel) = Arc::clone(&connection.channels).try_acquire_owned() {
                 connection.touch();
                 return Found::Lease(Lease {
@@ -279,24 +328,36 @@ impl Pool {
                 });
             }
         }
-        if state.open.len() + state.opening < self.max_connections {
-            state.opening += 1;
-            return Found::Open;
-        }
-        // Make room by closing another identity's idle connection.
-        if let Some(at) = state
-            .open
-            .iter()
-            .position(|c| c.identity != identity && c.idle_since().is_some())
+        if let Some(opening) = state
+            .opening
+            .iter_mut()
+            .find(|o| o.identity == identity && o.claimed < CHANNELS_PER_CONNECTION)
         {
+            opening.claimed += 1;
+            return Found::Opening(Arc::clone(&opening.done).notified_owned());
+        }
+        let room = state.open.len() + state.opening.len() < self.max_connections;
+        if !room {
+            // Make room by closing another identity's idle connection.
+            let Some(at) = state
+                .open
+                .iter()
+                .position(|c| c.identity != identity && c.idle_since().is_some())
+            else {
+                return match state.open.iter().find(|c| c.identity == identity) {
+                    Some(connection) => Found::Wait(Arc::clone(connection)),
+                    None => Found::Full,
+                };
+            };
             state.open.swap_remove(at).close();
-            state.opening += 1;
-            return Found::Open;
         }
-        match mine().next() {
-            Some(connection) => Found::Wait(Arc::clone(connection)),
-            None => Found::Full,
-        }
+        let done = Arc::new(Notify::new());
+        state.opening.push(Opening {
+            identity,
+            claimed: 1,
+            done: Arc::clone(&done),
+        });
+        Found::Open(done)
     }
 
     /// Closes connections idle for the idle timeout, while any are open.
@@ -315,7 +376,7 @@ impl Pool {
                                 .is_some_and(|since| since.elapsed() >= pool.idle_timeout)
                     });
                 state.open = keep;
-                let done = state.open.is_empty() && state.opening == 0;
+                let done = state.open.is_empty() && state.opening.is_empty();
                 if done {
                     state.reaping = false;
                 }

@@ -4,14 +4,14 @@
 
 use std::{sync::Arc, time::Instant};
 
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{Linker, Resource};
 
 use super::{
     InstanceStorage, Storage, StorageError, StorageGranted,
     transfer::{self, Move, TransferState},
     uri::ObjectUri,
 };
-use crate::runtime::capabilities::{HasState, ssh::Session};
+use crate::runtime::capabilities::{CapabilityView, HasState, ViewOf, ssh::Session, view_of};
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -25,30 +25,9 @@ mod generated {
 pub use self::generated::flyte::connector::storage as interface;
 use self::interface as wit;
 
-/// The view the host functions work on: the instance's storage state and
-/// the resource table (which holds the SSH sessions a transfer reads).
-pub(super) struct StorageView<'a> {
-    state: &'a mut InstanceStorage,
-    table: &'a mut ResourceTable,
-}
-
-struct StorageData;
-
-impl HasData for StorageData {
-    type Data<'a> = StorageView<'a>;
-}
-
-fn view<T: HasState<Storage>>(host: &mut T) -> StorageView<'_> {
-    let view = host.view();
-    StorageView {
-        state: view.state,
-        table: view.table,
-    }
-}
-
 /// Adds the interface's imports to `linker`.
 pub(super) fn add_to_linker<T: HasState<Storage>>(linker: &mut Linker<T>) -> anyhow::Result<()> {
-    wit::add_to_linker::<T, StorageData>(linker, view::<T>)?;
+    wit::add_to_linker::<T, ViewOf<Storage>>(linker, view_of::<Storage, T>)?;
     Ok(())
 }
 
@@ -65,7 +44,9 @@ impl From<StorageError> for wit::Error {
 impl From<TransferState> for wit::TransferState {
     fn from(state: TransferState) -> Self {
         match state {
-            TransferState::Moving { moved, total } => Self::Moving((moved, total)),
+            TransferState::Moving { moved, total } => {
+                Self::Moving(wit::TransferProgress { moved, total })
+            }
             TransferState::Done(bytes) => Self::Done(bytes),
             TransferState::Missing => Self::Missing,
             TransferState::TooLarge(bytes) => Self::TooLarge(bytes),
@@ -74,7 +55,7 @@ impl From<TransferState> for wit::TransferState {
     }
 }
 
-impl StorageView<'_> {
+impl CapabilityView<'_, InstanceStorage> {
     /// The grant, and `uri` parsed, if it is under the call's output prefix.
     fn admit(&self, uri: &str) -> Result<(Arc<StorageGranted>, ObjectUri), StorageError> {
         let granted = self.state.grant.0.clone().ok_or_else(|| {
@@ -116,7 +97,7 @@ impl StorageView<'_> {
     }
 }
 
-impl wit::Host for StorageView<'_> {
+impl wit::Host for CapabilityView<'_, InstanceStorage> {
     async fn exists(&mut self, uri: String) -> wasmtime::Result<Result<bool, wit::Error>> {
         let deadline = self.deadline();
         let admitted = self.admit(&uri);
