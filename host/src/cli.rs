@@ -41,7 +41,27 @@ pub enum Command {
     Run(Box<RunArgs>),
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colored on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, target, message, the
+    /// event's fields, and the call's (`span`), as log pipelines take them.
+    Json,
+}
+
 impl Command {
+    /// How the command's log lines are written: as asked when serving;
+    /// text for a local run, which a person reads.
+    pub fn log_format(&self) -> LogFormat {
+        match self {
+            Command::Serve(cli) => cli.log_format,
+            Command::Run(_) => LogFormat::Text,
+        }
+    }
+
     /// Parses the process arguments: `run` selects the local run loop,
     /// anything else is the server's command line.
     pub fn parse_args<I, T>(args: I) -> Result<Self, clap::Error>
@@ -309,6 +329,10 @@ pub struct Cli {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// How log lines are written: `text`, or `json` (one object per line).
+    #[arg(long, env = "FLYTE_CONNECT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// What the capabilities manifests may grant read of the platform.
     #[command(flatten)]
     pub capabilities: CapabilityArgs,
@@ -354,6 +378,7 @@ impl Cli {
             reload_interval: (!self.no_reload).then_some(reload_interval),
             max_message_bytes: self.max_message_size.0,
             runtime,
+            connector_table: self.log_format == LogFormat::Text,
         })
     }
 

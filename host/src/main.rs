@@ -4,7 +4,7 @@ use std::{io::IsTerminal, process::ExitCode};
 
 use flyte_connect::{
     ConnectorService,
-    cli::{Command, RunArgs},
+    cli::{Command, LogFormat, RunArgs},
     local_run::{self, Outcome},
 };
 use tracing_subscriber::EnvFilter;
@@ -29,11 +29,18 @@ fn main() -> ExitCode {
         Ok(command) => command,
         Err(err) => err.exit(),
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(log_filter())
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match command.log_format() {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     let cli = match command {
         Command::Serve(cli) => cli,
         Command::Run(args) => return run(*args),

@@ -16,7 +16,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::server::TcpIncoming;
 
 use crate::{
-    connector::SharedConnector,
+    connector::{SharedConnector, TaskCategory},
     loading::{
         self,
         reload::{Reloader, Trigger},
@@ -60,6 +60,10 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Runtime sizing and limits.
     pub runtime: RuntimeConfig,
+    /// Print the connector table on standard output at start-up, as the
+    /// Python server does; when false (JSON logs, which a pipeline reads
+    /// line by line) each connector is logged instead.
+    pub connector_table: bool,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +79,7 @@ impl Default for ServerConfig {
             reload_interval: Some(Duration::from_secs(1)),
             max_message_bytes: 4 << 20,
             runtime: RuntimeConfig::default(),
+            connector_table: true,
         }
     }
 }
@@ -138,7 +143,13 @@ impl ConnectorService {
         let (reloader, registry_view) =
             load_connectors(&config, self.in_process, &runtime, &metrics).await?;
         let registry = Arc::clone(&registry_view.borrow());
-        println!("{}", connector_table(&registry));
+        if config.connector_table {
+            println!("{}", connector_table(&registry));
+        } else {
+            for (name, categories) in registry.connectors() {
+                tracing::info!(connector = %name, task_types = %task_type_list(&categories), "serving");
+            }
+        }
         if registry.is_empty() {
             tracing::warn!(
                 "no connectors loaded: pass --modules or put components in a plugin folder"
@@ -355,20 +366,23 @@ async fn serve_metrics(
         .await
 }
 
+/// A connector's task types as the start-up table shows them:
+/// `name (version)`, space-separated.
+fn task_type_list(categories: &[TaskCategory]) -> String {
+    categories
+        .iter()
+        .map(|c| format!("{} ({})", c.name, c.version))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The start-up table: each connector and the task types it serves.
 fn connector_table(registry: &Registry) -> String {
     const TITLE: &str = "Connector Metadata";
     let rows: Vec<(String, String)> = registry
         .connectors()
         .into_iter()
-        .map(|(name, categories)| {
-            let types = categories
-                .iter()
-                .map(|c| format!("{} ({})", c.name, c.version))
-                .collect::<Vec<_>>()
-                .join(" ");
-            (name, types)
-        })
+        .map(|(name, categories)| (name, task_type_list(&categories)))
         .collect();
     let header = (
         "Connector Name".to_owned(),

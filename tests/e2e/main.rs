@@ -12,6 +12,7 @@ mod errors;
 mod isolation;
 mod lifecycle;
 mod limits;
+mod logs;
 mod memory;
 mod observability;
 mod outbound;

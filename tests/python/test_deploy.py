@@ -7,6 +7,7 @@ the real binary with the plugin folder its init container assembles.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tomllib
@@ -206,6 +207,14 @@ def test_the_rendered_container_serves_the_plugin_folder_its_init_container_asse
     finally:
         process.terminate()
         assert process.wait(timeout=30) == 0, tail(log.read_text())
+    # What the pod writes is what a log pipeline parses: one JSON object
+    # per line, the connectors among them.
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {r.get("connector") for r in records if r["message"] == "serving"} == {
+        "Databricks Connector",
+        "Echo Connector",
+        "Snowflake Connector",
+    }
 
 
 def test_the_image_runs_flytes_command_as_a_non_root_user():

@@ -302,7 +302,9 @@ pub fn spawn_wrapped(
 
 fn address_after(line: &str, marker: &str) -> Option<SocketAddr> {
     let rest = &line[line.find(marker)? + marker.len()..];
-    rest.split(|c: char| c.is_whitespace() || c == '/')
+    // The address ends at a space or a path, or at the closing quote of a
+    // JSON log line's message.
+    rest.split(|c: char| c.is_whitespace() || c == '/' || c == '"')
         .next()?
         .parse()
         .ok()

@@ -5,12 +5,13 @@
 //! records the metrics, and turns a failure into a status
 //! ([`ServiceError`]).
 
-use std::{pin::Pin, time::Instant};
+use std::{pin::Pin, sync::Arc, time::Instant};
 
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
-use super::{RegistryView, ServiceError, mapping, rpc::Rpc};
+use super::{RegistryView, ServiceError, log_limit::LogLimiter, mapping, rpc::Rpc};
 use crate::{
     connector::{ConnectorError, Deadline},
     metrics::Metrics,
@@ -28,6 +29,7 @@ pub struct AsyncConnector {
     registry: RegistryView,
     metrics: Metrics,
     max_response_bytes: usize,
+    logged: Arc<LogLimiter>,
 }
 
 impl AsyncConnector {
@@ -38,14 +40,17 @@ impl AsyncConnector {
             registry,
             metrics,
             max_response_bytes,
+            logged: Arc::default(),
         }
     }
 
     /// Runs one RPC: finds its connector in one snapshot of the registry
     /// (which also decides its metrics label), decodes the message and calls
     /// the connector, times it, records the request metrics (for create, get
-    /// and delete, as the Python server), logs a failure once, and turns it
-    /// into a status.
+    /// and delete, as the Python server), logs a failure (at most once per
+    /// interval per cause: [`LogLimiter`]), and turns it into a status.
+    /// Everything logged on the way is in an `rpc` span naming the task
+    /// type and the operation.
     async fn serve<R: Rpc>(
         &self,
         message: R,
@@ -58,8 +63,16 @@ impl AsyncConnector {
         if let Some(bytes) = message.input_bytes() {
             self.metrics.record_input_bytes(label, bytes);
         }
-        let result = self.answer(&registry, message, deadline).await;
         let operation = R::OPERATION;
+        let span = tracing::info_span!(
+            "rpc",
+            task_type = %task_type,
+            operation = operation.label()
+        );
+        let result = self
+            .answer(&registry, message, deadline)
+            .instrument(span.clone())
+            .await;
         let elapsed = started.elapsed();
         let recorded = operation.has_request_metrics();
         match result {
@@ -77,12 +90,12 @@ impl AsyncConnector {
                 if error.is_guest_crash() {
                     self.metrics.guest_crashes.inc();
                 }
-                tracing::warn!(
-                    task_type,
-                    operation = operation.label(),
-                    code = ?error.code(),
-                    "{error}"
-                );
+                let cause = (operation.label(), label.to_owned(), error.code());
+                if let Some(repeated) = self.logged.admit(cause) {
+                    span.in_scope(|| {
+                        tracing::warn!(code = ?error.code(), repeated, "{error}");
+                    });
+                }
                 Err(error.into())
             }
         }

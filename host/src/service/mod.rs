@@ -6,6 +6,7 @@
 
 mod connector_service;
 mod error;
+mod log_limit;
 pub(crate) mod mapping;
 mod metadata_service;
 mod rpc;
