@@ -117,9 +117,11 @@ test: lint test-rust test-python
 # (iproute2) put the server in a network namespace of its own; curl signs the
 # reads of what the storage tests wrote to moto (an S3-compatible server); sshd
 # (openssh-server), slurmctld and slurmd (slurm-wlm) and munged (munge) are
-# the real SSH server and Slurm cluster on loopback (tests/cluster).
+# the real SSH server and Slurm cluster on loopback (tests/cluster); promtool
+# (prometheus) checks and unit-tests the alerting rules under deploy/.
 SYSTEM_TOOLS := unshare:util-linux ip:iproute2 curl:curl ssh-keygen:openssh-client \
-	/usr/sbin/sshd:openssh-server /usr/sbin/slurmctld:slurm-wlm /usr/sbin/munged:munge
+	/usr/sbin/sshd:openssh-server /usr/sbin/slurmctld:slurm-wlm /usr/sbin/munged:munge \
+	promtool:prometheus
 system-tools:
 	@missing=$$(for tool in $(SYSTEM_TOOLS); do \
 		command -v $${tool%%:*} >/dev/null || echo $${tool#*:}; done); \
@@ -135,7 +137,7 @@ test-rust: build test-components $(WHEELHOUSE)/.downloaded $(VENV)/.installed sy
 
 # `--no-run` builds the harness's fake-services binary exactly as test-rust
 # builds it, so after test-rust this is a no-op.
-test-python: build test-components $(VENV)/.installed
+test-python: build test-components $(VENV)/.installed system-tools
 	$(CARGO) test $(RUST_TEST_ARGS) --no-run
 	$(VENV)/bin/python -m pytest -q tests/python
 	$(VENV)/bin/python -m pytest -q guest-sdk/python

@@ -2,14 +2,16 @@
 //! server so existing dashboards keep working, plus a few of our own, all
 //! under the `flyte_connector_` prefix.
 
+mod registry;
 mod summary;
 
 use std::time::Duration;
 
 use prometheus::{
-    CounterVec, Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    CounterVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
 };
 
+pub use self::registry::MetricRegistry;
 use self::summary::SummaryVec;
 use crate::connector::Operation;
 
@@ -62,8 +64,14 @@ pub struct InstanceCounters {
     pub reused: IntCounter,
 }
 
+/// Upper bounds of the request-duration histogram's buckets, in seconds:
+/// from a millisecond call to one at the default call timeout.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
 /// Registers metrics in a registry as they are made.
-struct Add<'a>(&'a Registry);
+struct Add<'a>(&'a MetricRegistry);
 
 impl Add<'_> {
     /// `metric`, registered.
@@ -71,7 +79,7 @@ impl Add<'_> {
         &self,
         metric: M,
     ) -> prometheus::Result<M> {
-        self.0.register(Box::new(metric.clone()))?;
+        self.0.register(&metric)?;
         Ok(metric)
     }
 
@@ -92,15 +100,20 @@ impl Add<'_> {
 /// The service's metrics and the registry they are exported from.
 #[derive(Clone)]
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricRegistry,
     success: CounterVec,
     failure: CounterVec,
     latency: SummaryVec,
+    duration: HistogramVec,
     input_bytes: SummaryVec,
     /// Guest calls in flight.
     pub calls_in_flight: IntGauge,
     /// Calls waiting for a call slot.
     pub calls_queued: IntGauge,
+    /// Calls that may wait for a slot (`--max-queued-calls`).
+    pub queue_capacity: IntGauge,
+    /// Call slots (`--max-concurrent-calls`).
+    pub call_slots: IntGauge,
     /// Call slots taken, by running calls and idle instances.
     pub call_slots_in_use: IntGauge,
     /// Instances kept idle for later calls of the same tenant.
@@ -123,7 +136,7 @@ pub struct Metrics {
 impl Metrics {
     /// Creates the metrics in a registry of their own.
     pub fn new() -> prometheus::Result<Self> {
-        let registry = Registry::new();
+        let registry = MetricRegistry::default();
         let add = Add(&registry);
         Ok(Self {
             success: add.metric(CounterVec::new(
@@ -145,6 +158,15 @@ impl Metrics {
                 "Time spent processing connector request",
                 &["task_type", "operation"],
             )?)?,
+            duration: add.metric(HistogramVec::new(
+                HistogramOpts::new(
+                    "flyte_connector_request_duration_seconds",
+                    "Time a request took in the server, queue wait included, in buckets for \
+                     quantiles",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["task_type", "operation"],
+            )?)?,
             input_bytes: add.metric(SummaryVec::new(
                 "flyte_connector_input_literal_bytes",
                 "Size of input literal",
@@ -157,6 +179,15 @@ impl Metrics {
             calls_queued: add.gauge(
                 "flyte_connector_calls_queued",
                 "Connector calls waiting for a free call slot",
+            )?,
+            queue_capacity: add.gauge(
+                "flyte_connector_calls_queue_capacity",
+                "Connector calls that may wait for a call slot (--max-queued-calls); one more is \
+                 refused with RESOURCE_EXHAUSTED",
+            )?,
+            call_slots: add.gauge(
+                "flyte_connector_call_slots",
+                "Call slots of the instance pool (--max-concurrent-calls)",
             )?,
             call_slots_in_use: add.gauge(
                 "flyte_connector_call_slots_in_use",
@@ -205,7 +236,7 @@ impl Metrics {
 
     /// The registry the metrics are exported from, where the capabilities
     /// register theirs.
-    pub fn registry(&self) -> &Registry {
+    pub fn registry(&self) -> &MetricRegistry {
         &self.registry
     }
 
@@ -214,8 +245,7 @@ impl Metrics {
         self.success
             .with_label_values(&[task_type, operation.label()])
             .inc();
-        self.latency
-            .observe(&[task_type, operation.label()], elapsed.as_secs_f64());
+        self.record_duration(task_type, operation, elapsed);
     }
 
     /// Records a request that failed with an HTTP-style `error_code` ("404", "500", ...).
@@ -229,8 +259,17 @@ impl Metrics {
         self.failure
             .with_label_values(&[task_type, operation.label(), error_code])
             .inc();
-        self.latency
-            .observe(&[task_type, operation.label()], elapsed.as_secs_f64());
+        self.record_duration(task_type, operation, elapsed);
+    }
+
+    /// Records how long a request took: the Python server's summary and
+    /// our histogram.
+    fn record_duration(&self, task_type: &str, operation: Operation, elapsed: Duration) {
+        let labels = [task_type, operation.label()];
+        self.latency.observe(&labels, elapsed.as_secs_f64());
+        self.duration
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Records what a hot reload did to one plugin file.
@@ -245,11 +284,7 @@ impl Metrics {
 
     /// The metrics in the Prometheus text format.
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
-            tracing::error!("cannot encode metrics: {err}");
-        }
-        String::from_utf8_lossy(&buffer).into_owned()
+        self.registry.render()
     }
 }
 
@@ -277,6 +312,13 @@ mod tests {
             text.contains(
                 r#"flyte_connector_requests_success_total{operation="create",task_type="echo"} 1"#
             ),
+            "{text}"
+        );
+        assert!(text.contains(r#"flyte_connector_request_duration_seconds_bucket{operation="create",task_type="echo",le="0.25"} 1"#), "{text}");
+        assert!(text.contains(r#"flyte_connector_request_duration_seconds_bucket{operation="create",task_type="echo",le="0.1"} 0"#), "{text}");
+        // Failures never recorded are described all the same.
+        assert!(
+            text.contains("# TYPE flyte_connector_requests_failure_total counter"),
             "{text}"
         );
     }

@@ -44,6 +44,12 @@ impl Runtime {
     pub fn new(config: RuntimeConfig, metrics: Metrics) -> anyhow::Result<Self> {
         let capabilities = Capabilities::new(&config.capabilities, metrics.registry())?;
         let call_slots = config.call_slots.max(1);
+        metrics
+            .call_slots
+            .set(i64::try_from(call_slots).unwrap_or(i64::MAX));
+        metrics
+            .queue_capacity
+            .set(i64::try_from(config.max_queued_calls).unwrap_or(i64::MAX));
         let engine = engine::build(&engine::EngineSettings {
             slots: u32::try_from(call_slots).unwrap_or(u32::MAX),
             budget: config.slot_budget,

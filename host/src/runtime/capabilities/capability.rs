@@ -43,7 +43,8 @@ pub trait Capability: Sized + Send + Sync + 'static {
     fn configure(args: Self::Args) -> Result<Self::Config, ConfigError>;
 
     /// The capability with its settings, its metrics registered in `metrics`.
-    fn new(config: &Self::Config, metrics: &prometheus::Registry) -> anyhow::Result<Self>;
+    fn new(config: &Self::Config, metrics: &crate::metrics::MetricRegistry)
+    -> anyhow::Result<Self>;
 
     /// Parses the plugin's sections into its grant.
     fn grant(&self, load: &mut LoadScope<'_>) -> Result<Self::Grant, GrantError>;

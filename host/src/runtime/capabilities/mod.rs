@@ -121,7 +121,7 @@ macro_rules! capabilities {
             /// in `metrics`.
             pub(in crate::runtime) fn new(
                 config: &CapabilityConfig,
-                metrics: &prometheus::Registry,
+                metrics: &crate::metrics::MetricRegistry,
             ) -> anyhow::Result<Self> {
                 Ok(Self {
                     $($field: <$capability as Capability>::new(&config.$field, metrics)?,)*

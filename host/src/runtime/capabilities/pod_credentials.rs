@@ -75,7 +75,10 @@ impl Capability for PodCredentials {
         Ok(PodCredentialsConfig {})
     }
 
-    fn new(_config: &Self::Config, _metrics: &prometheus::Registry) -> anyhow::Result<Self> {
+    fn new(
+        _config: &Self::Config,
+        _metrics: &crate::metrics::MetricRegistry,
+    ) -> anyhow::Result<Self> {
         Ok(Self)
     }
 

@@ -1,7 +1,9 @@
 //! The outbound-HTTP metrics, registered in the server's registry when the
 //! capability is made. Their `host` labels are bounded (see `labels`).
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Opts};
+
+use crate::metrics::MetricRegistry;
 
 /// Outbound HTTP counters; the policy and the connector record into them.
 #[derive(Clone)]
@@ -23,7 +25,7 @@ pub(super) struct OutboundMetrics {
 
 impl OutboundMetrics {
     /// The counters, registered in `registry`.
-    pub(super) fn register(registry: &Registry) -> prometheus::Result<Self> {
+    pub(super) fn register(registry: &MetricRegistry) -> prometheus::Result<Self> {
         Self::build(Some(registry))
     }
 
@@ -33,11 +35,11 @@ impl OutboundMetrics {
         Self::build(None)
     }
 
-    fn build(registry: Option<&Registry>) -> prometheus::Result<Self> {
+    fn build(registry: Option<&MetricRegistry>) -> prometheus::Result<Self> {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
             if let Some(registry) = registry {
-                registry.register(Box::new(counter.clone()))?;
+                registry.register(&counter)?;
             }
             Ok::<_, prometheus::Error>(counter)
         };

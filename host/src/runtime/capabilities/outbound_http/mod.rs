@@ -307,7 +307,10 @@ impl Capability for OutboundHttp {
     /// Reads the platform's CA roots and the proxies of the server's
     /// environment; an unreadable `ca_file` or an invalid proxy URL stops
     /// start-up rather than every load.
-    fn new(config: &Self::Config, registry: &prometheus::Registry) -> anyhow::Result<Self> {
+    fn new(
+        config: &Self::Config,
+        registry: &crate::metrics::MetricRegistry,
+    ) -> anyhow::Result<Self> {
         let proxy = ProxySettings::from_env().map_err(anyhow::Error::msg)?;
         if let Some(summary) = proxy.summary() {
             tracing::info!("{summary}");
@@ -450,7 +453,8 @@ mod tests {
             roots: PlatformRoots::webpki(),
             ca_file: None,
             proxy: Arc::new(ProxySettings::none()),
-            metrics: OutboundMetrics::register(&prometheus::Registry::new()).expect("metrics"),
+            metrics: OutboundMetrics::register(&crate::metrics::MetricRegistry::default())
+                .expect("metrics"),
             labels: Arc::default(),
         }
     }

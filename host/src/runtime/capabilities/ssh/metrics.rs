@@ -11,7 +11,9 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Opts};
+
+use crate::metrics::MetricRegistry;
 
 /// Distinct destinations per connector named in metric labels.
 const MAX_NAMED_HOSTS: usize = 64;
@@ -56,10 +58,10 @@ impl Operation {
 
 impl SshMetrics {
     /// The counters, registered in `registry`.
-    pub(super) fn register(registry: &Registry) -> prometheus::Result<Self> {
+    pub(super) fn register(registry: &MetricRegistry) -> prometheus::Result<Self> {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(counter.clone()))?;
+            registry.register(&counter)?;
             Ok::<_, prometheus::Error>(counter)
         };
         Ok(Self {

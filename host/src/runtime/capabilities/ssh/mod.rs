@@ -214,7 +214,10 @@ impl Capability for Ssh {
         Ok(SshConfig { idle_timeout })
     }
 
-    fn new(config: &Self::Config, metrics: &prometheus::Registry) -> anyhow::Result<Self> {
+    fn new(
+        config: &Self::Config,
+        metrics: &crate::metrics::MetricRegistry,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             idle_timeout: config.idle_timeout,
             metrics: SshMetrics::register(metrics)?,

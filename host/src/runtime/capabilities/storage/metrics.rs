@@ -1,6 +1,8 @@
 //! What the storage capability counts.
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Opts};
+
+use crate::metrics::MetricRegistry;
 
 /// The counters of object-storage transfers.
 #[derive(Clone)]
@@ -10,7 +12,7 @@ pub(super) struct StorageMetrics {
 }
 
 impl StorageMetrics {
-    pub(super) fn register(registry: &Registry) -> prometheus::Result<Self> {
+    pub(super) fn register(registry: &MetricRegistry) -> prometheus::Result<Self> {
         let transfers = IntCounterVec::new(
             Opts::new(
                 "flyte_connector_storage_transfers_total",
@@ -26,8 +28,8 @@ impl StorageMetrics {
             ),
             &["connector"],
         )?;
-        registry.register(Box::new(transfers.clone()))?;
-        registry.register(Box::new(bytes.clone()))?;
+        registry.register(&transfers)?;
+        registry.register(&bytes)?;
         Ok(Self { transfers, bytes })
     }
 

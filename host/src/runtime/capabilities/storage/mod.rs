@@ -119,7 +119,10 @@ impl Capability for Storage {
 
     /// Reads the platform's CA roots and the proxies of the server's
     /// environment, as outbound HTTP does.
-    fn new(_config: &Self::Config, metrics: &prometheus::Registry) -> anyhow::Result<Self> {
+    fn new(
+        _config: &Self::Config,
+        metrics: &crate::metrics::MetricRegistry,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             roots: PlatformRoots::load(),
             proxy: Arc::new(ProxySettings::from_env().map_err(anyhow::Error::msg)?),
