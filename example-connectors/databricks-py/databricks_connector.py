@@ -18,6 +18,7 @@ meta is flyte's `DatabricksJobMetadata`, byte for byte, so runs move
 between flyte's server, the Rust connector and this one.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -68,6 +69,20 @@ class DatabricksError(ConnectorError):
 
 
 # -- the run to submit ---------------------------------------------------------
+
+
+def idempotency_token(task_execution_metadata: Any) -> Optional[str]:
+    """The run's `idempotency_token`: SHA-256 (hex) of the task execution's
+    id as compact JSON with sorted keys, as the Rust connector makes it, so
+    every attempt of one task execution sends the same token."""
+    if task_execution_metadata is None:
+        return None
+    task_execution_id = task_execution_metadata.to_dict().get("taskExecutionId")
+    if not task_execution_id:
+        return None
+    text = json.dumps(task_execution_id, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
 
 
 def _custom_fields(custom: Dict[str, Any]) -> Tuple[Optional[Dict[str, Any]], Optional[str], Dict[str, Any]]:
@@ -270,9 +285,17 @@ class DatabricksConnector(AsyncConnector):
             )
         env = {var.key: var.value for var in container.env}
         spec = run_spec(conf, spark_conf, container.image, container.args, env)
+        if spec.get("idempotency_token") is None:
+            idempotency = idempotency_token(task_execution_metadata)
+            if idempotency is not None:
+                spec["idempotency_token"] = idempotency
         token = _token(kwargs)
         url = f"{base_url(instance)}/api/2.1/jobs/runs/submit"
-        response = await http.post(url, json=spec, headers=_headers(token))
+        # With a token Databricks returns the run a first submit started, so
+        # a throttled submit may be repeated.
+        response = await http.post(
+            url, json=spec, headers=_headers(token), idempotent=spec.get("idempotency_token") is not None
+        )
         submitted = _json_object(_checked(response, instance, "submit the run"), "a submitted run")
         if "run_id" not in submitted:
             raise DatabricksError(f"cannot read the answer to POST {response.url} as a submitted run: no run_id")

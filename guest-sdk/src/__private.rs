@@ -47,6 +47,7 @@ impl<C: Connector> guest::Guest for Adapter<C> {
     }
 
     fn create(request: wit::CreateRequest) -> Result<Vec<u8>, wit::Error> {
+        http::begin_call();
         let task = TaskRequest::from_parts(
             &request.inputs,
             &request.input_types,
@@ -61,6 +62,7 @@ impl<C: Connector> guest::Guest for Adapter<C> {
     }
 
     fn get(request: wit::GetRequest) -> Result<wit::Resource, wit::Error> {
+        http::begin_call();
         let meta = decode_meta::<C::Meta>(&request.resource_meta).map_err(error_to_wit)?;
         let ctx = Context::from_parts(
             category_from_wit(request.task_category),
@@ -73,6 +75,7 @@ impl<C: Connector> guest::Guest for Adapter<C> {
     }
 
     fn delete(request: wit::DeleteRequest) -> Result<(), wit::Error> {
+        http::begin_call();
         let meta = decode_meta::<C::Meta>(&request.resource_meta).map_err(error_to_wit)?;
         let ctx = Context::from_parts(
             category_from_wit(request.task_category),
@@ -83,6 +86,7 @@ impl<C: Connector> guest::Guest for Adapter<C> {
     }
 
     fn get_metrics(request: wit::MetricsRequest) -> Result<Vec<wit::MetricResult>, wit::Error> {
+        http::begin_call();
         let meta = decode_meta::<C::Meta>(&request.resource_meta).map_err(error_to_wit)?;
         let query = MetricsQuery {
             task_category: category_from_wit(request.task_category),
@@ -98,6 +102,7 @@ impl<C: Connector> guest::Guest for Adapter<C> {
     }
 
     fn get_logs(request: wit::LogsRequest) -> Result<wit::LogsPage, wit::Error> {
+        http::begin_call();
         let meta = decode_meta::<C::Meta>(&request.resource_meta).map_err(error_to_wit)?;
         let query = LogsQuery {
             task_category: category_from_wit(request.task_category),

@@ -42,6 +42,12 @@
 //!   otherwise.
 //! - **timeout** ([`Request::timeout`]) bounds the whole exchange, from
 //!   connecting to the last byte of the body.
+//! - **retries**: a request safe to repeat is repeated when the service
+//!   throttles it or is unavailable (429, 502, 503, 504) or the connection
+//!   failed before anything was sent, after `Retry-After` or a jittered
+//!   exponential backoff, within the call's deadline: see [`crate::retry`].
+//!   [`Request::retry`] tunes it, [`Request::no_retry`] turns it off, and
+//!   [`Request::idempotent`] lets a POST be repeated.
 //!
 //! A failure's message names the URL (without its query) and the wasi:http
 //! `error-code` by its WIT case name, with its payload
@@ -71,7 +77,11 @@ use wstd::{
     runtime::AsyncPollable,
 };
 
-use crate::Error;
+pub use crate::retry::Retry;
+use crate::{
+    __private::bindings::flyte::connector::{call, http_retries},
+    Error, retry,
+};
 
 /// Headers whose values never appear in `Debug` output or error messages.
 const SENSITIVE_HEADERS: [&str; 6] = [
@@ -98,6 +108,8 @@ pub fn request(method: &str, url: impl Into<String>) -> Request {
         method: method.to_ascii_uppercase(),
         url: url.into(),
         headers: Vec::new(),
+        retry: Retry::default(),
+        idempotent: false,
         body: Vec::new(),
         timeout: None,
     }
@@ -158,6 +170,8 @@ pub struct Request {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     timeout: Option<Duration>,
+    retry: Retry,
+    idempotent: bool,
 }
 
 impl Request {
@@ -196,29 +210,103 @@ impl Request {
         self
     }
 
-    /// Sends the request and reads the whole response. A response with an
-    /// error status is still a response: see [`Response::error_for_status`].
+    /// Sets how the request is repeated when throttled or unavailable
+    /// (see [`crate::retry`]); [`Retry::default`] unless set.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Never repeats the request: the first attempt's answer is the
+    /// request's.
+    pub fn no_retry(self) -> Self {
+        self.retry(Retry::none())
+    }
+
+    /// Marks the request safe to repeat whatever its method: a POST the
+    /// service deduplicates (by a request id or an idempotency token it
+    /// carries), which is then retried as a GET is.
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
+    /// Sends the request and reads the whole response, repeating it as
+    /// [`crate::retry`] says. A response with an error status is still a
+    /// response: see [`Response::error_for_status`].
     pub fn send(self) -> Result<Response, HttpError> {
         let shown = Shown::of(&self.method, &self.url);
-        let request = self.outgoing(&shown)?;
+        let repeatable = retry::repeatable(&self.method, self.idempotent);
+        let reserve = time_left().map_or(Duration::ZERO, retry::reserve);
+        let mut attempt = 0;
+        loop {
+            let outcome = self.attempt(&shown, reserve);
+            let (reason, asked) = match &outcome {
+                Ok(response) if retry::retried_status(response.status) => (
+                    response.status.to_string(),
+                    response
+                        .header("retry-after")
+                        .and_then(|value| retry::retry_after(value, wall_clock_seconds())),
+                ),
+                Err(Failure {
+                    case: Some(case), ..
+                }) if retry::retried_code(case) => ((*case).to_owned(), None),
+                _ => return outcome.map_err(|failure| failure.error),
+            };
+            if !repeatable || attempt >= self.retry.retries() {
+                return outcome.map_err(|failure| failure.error);
+            }
+            attempt += 1;
+            let wait = asked.unwrap_or_else(|| {
+                self.retry
+                    .wait(attempt, wasip2::random::random::get_random_u64())
+            });
+            let in_time =
+                time_left().is_none_or(|left| wait + retry::MIN_ATTEMPT + reserve <= left);
+            if !in_time || !take_call_retry() {
+                return outcome.map_err(|failure| failure.error);
+            }
+            http_retries::retrying(&shown.origin(), attempt, &reason);
+            // The timer is made inside the runtime, which it registers with.
+            wstd::runtime::block_on(async {
+                wstd::task::sleep(wstd::time::Duration::from(wait)).await;
+            });
+        }
+    }
+
+    /// One attempt, its timeout ending `reserve` before the call's deadline.
+    fn attempt(&self, shown: &Shown, reserve: Duration) -> Result<Response, Failure> {
+        let request = self.outgoing(shown).map_err(Failure::from)?;
+        let timeout = match (self.timeout, time_left()) {
+            (timeout, None) => timeout,
+            (None, Some(left)) => Some(left.saturating_sub(reserve)),
+            (Some(timeout), Some(left)) => Some(timeout.min(left.saturating_sub(reserve))),
+        };
         // The host's own timeouts, none longer than the whole: a stalled
         // connect or body then fails with the host's error code, which names
         // the stage. The deadline below bounds the sum.
-        let options = self.timeout.map(host_timeouts);
+        let options = timeout.map(host_timeouts);
         let answer = wstd::runtime::block_on(async {
             let exchange = exchange(request, options, &self.body);
-            match self.timeout {
+            match timeout {
                 Some(timeout) => exchange
                     .timeout(wstd::time::Duration::from(timeout))
                     .await
-                    .map_err(|_| deadline_passed(&shown, timeout)),
+                    .map_err(|_| deadline_passed(shown, timeout)),
                 None => Ok(exchange.await),
             }
+        })
+        .map_err(Failure::from)?;
+        let (status, headers, body) = answer.map_err(|err| Failure {
+            case: err
+                .chain()
+                .find_map(|cause| cause.downcast_ref::<ErrorCode>())
+                .map(case_name),
+            error: classify(&err, shown),
         })?;
-        let (status, headers, body) = answer.map_err(|err| classify(&err, &shown))?;
         Ok(Response {
-            method: shown.method,
-            url: shown.url,
+            method: shown.method.clone(),
+            url: shown.url.clone(),
             status,
             headers,
             body,
@@ -288,8 +376,56 @@ impl fmt::Debug for Request {
             .field("headers", &shown_headers(&self.headers))
             .field("body_bytes", &self.body.len())
             .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("idempotent", &self.idempotent)
             .finish()
     }
+}
+
+/// An attempt's failure: the error, and the wasi:http error code's case
+/// name when the host gave one (what [`retry`] judges).
+struct Failure {
+    error: HttpError,
+    case: Option<&'static str>,
+}
+
+impl From<HttpError> for Failure {
+    fn from(error: HttpError) -> Self {
+        Self { error, case: None }
+    }
+}
+
+/// The time left before the call's deadline; `None` when it has none.
+fn time_left() -> Option<Duration> {
+    match call::time_left() {
+        u64::MAX => None,
+        nanos => Some(Duration::from_nanos(nanos)),
+    }
+}
+
+/// The wall clock, in seconds since the Unix epoch (for HTTP dates).
+fn wall_clock_seconds() -> u64 {
+    wasip2::clocks::wall_clock::now().seconds
+}
+
+thread_local! {
+    /// Retries the running call has made, across its requests.
+    static CALL_RETRIES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Starts a call's retry budget afresh: an instance may serve several calls.
+pub(crate) fn begin_call() {
+    CALL_RETRIES.with(|retries| retries.set(0));
+}
+
+/// Takes one retry of the call's budget ([`retry::CALL_BUDGET`]), if any
+/// is left.
+fn take_call_retry() -> bool {
+    CALL_RETRIES.with(|retries| {
+        let made = retries.get();
+        retries.set(made.saturating_add(1));
+        made < retry::CALL_BUDGET
+    })
 }
 
 /// What an exchange gives back: status, headers and the whole body.
@@ -509,6 +645,16 @@ impl Shown {
             .next()
             .unwrap_or_default()
             .to_owned()
+    }
+
+    /// `scheme://host[:port]` of the URL (https when it names no scheme),
+    /// as the host counts retries by.
+    fn origin(&self) -> String {
+        let scheme = self
+            .url
+            .split_once("://")
+            .map_or("https", |(scheme, _)| scheme);
+        format!("{scheme}://{}", self.host())
     }
 }
 

@@ -121,6 +121,7 @@ mod phase;
 pub mod python;
 mod request;
 mod response;
+pub mod retry;
 pub mod ssh;
 pub mod storage;
 mod time;

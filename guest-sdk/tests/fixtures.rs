@@ -288,3 +288,71 @@ fn the_timeout_bounds_the_whole_exchange_and_is_retryable() {
         .expect("message_contains");
     assert!(error.to_string().contains(contains), "{error}");
 }
+
+#[test]
+fn retries_follow_the_fixture() {
+    use flyte_connector_sdk::retry::{self, Retry};
+    let fixture = fixture("http.json");
+    let rules = &fixture["retry"];
+    let ms = |value: &Value| Duration::from_millis(value.as_u64().expect("milliseconds"));
+    for case in rules["methods"].as_array().expect("methods") {
+        let method = case["method"].as_str().expect("method");
+        assert_eq!(
+            retry::repeatable(method, false),
+            case["repeated"],
+            "{method}"
+        );
+        assert_eq!(
+            retry::repeatable(method, true),
+            case["idempotent"],
+            "{method} idempotent"
+        );
+    }
+    for case in rules["statuses"].as_array().expect("statuses") {
+        let status = case["status"].as_u64().expect("status") as u16;
+        assert_eq!(retry::retried_status(status), case["retried"], "{status}");
+    }
+    for case in rules["error_codes"].as_array().expect("error codes") {
+        let code = case["case"].as_str().expect("case");
+        assert_eq!(retry::retried_code(code), case["retried"], "{code}");
+    }
+    let defaults = &rules["defaults"];
+    assert_eq!(u64::from(retry::CALL_BUDGET), defaults["call_budget"]);
+    let policy = Retry::default();
+    assert_eq!(
+        Retry::default(),
+        Retry::none()
+            .max_retries(defaults["max_retries"].as_u64().expect("max") as u32)
+            .backoff(
+                ms(&defaults["base_delay_ms"]),
+                ms(&defaults["max_delay_ms"])
+            )
+    );
+    for (index, bounds) in rules["backoff_ms"]
+        .as_array()
+        .expect("backoff")
+        .iter()
+        .enumerate()
+    {
+        let attempt = index as u32 + 1;
+        assert_eq!(
+            policy.backoff_bounds(attempt),
+            (ms(&bounds[0]), ms(&bounds[1])),
+            "retry {attempt}"
+        );
+    }
+    let now = rules["retry_after"]["now"].as_u64().expect("now");
+    for case in rules["retry_after"]["cases"].as_array().expect("cases") {
+        let value = case["value"].as_str().expect("value");
+        let expected = case["wait_ms"].as_u64().map(Duration::from_millis);
+        assert_eq!(
+            retry::retry_after(value, now),
+            expected,
+            "Retry-After: {value:?}"
+        );
+    }
+    for pair in rules["reserve_ms"].as_array().expect("reserve") {
+        assert_eq!(retry::reserve(ms(&pair[0])), ms(&pair[1]), "{pair}");
+    }
+    assert_eq!(retry::MIN_ATTEMPT, ms(&rules["min_attempt_ms"]));
+}

@@ -6,9 +6,17 @@
 //! The token never reaches the log. Every test runs against both builds
 //! (`databricks::rust::*`, `databricks::python::*`).
 
+use std::time::{Duration, Instant};
+
 use flyte_connect::proto::{
-    connector::{CreateTaskRequest, ListConnectorsRequest, Resource},
-    core::{TaskTemplate, task_execution::Phase, task_log::LinkType},
+    connector::{
+        CreateTaskRequest, GetTaskRequest, ListConnectorsRequest, Resource, TaskCategory,
+        TaskExecutionMetadata,
+    },
+    core::{
+        NodeExecutionIdentifier, TaskExecutionIdentifier, TaskTemplate, task_execution::Phase,
+        task_log::LinkType,
+    },
 };
 use flyte_connect_e2e::{
     Server,
@@ -72,6 +80,7 @@ for_both_components!(
     a_meta_written_by_the_python_connector_is_polled_and_cancelled,
     a_refused_token_names_the_workspace_never_the_token,
     transient_failures_are_retryable,
+    throttling_is_absorbed_within_the_calls_deadline,
     a_template_the_connector_cannot_run_is_invalid_argument,
     the_workspace_comes_from_the_manifest_when_the_task_names_none,
     hosts_the_manifest_does_not_allow_are_denied_before_any_request,
@@ -307,6 +316,8 @@ async fn a_refused_token_names_the_workspace_never_the_token(component: Componen
 
 async fn transient_failures_are_retryable(component: Component) {
     let setup = Setup::allowed(component).await;
+    // A submit without an idempotency token is never repeated: UNAVAILABLE
+    // at once, so Flyte's executor retries the create.
     for run_name in ["throttled", "broken"] {
         let status = setup.create(run_name).await.expect_err(run_name);
         assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
@@ -318,26 +329,10 @@ async fn transient_failures_are_retryable(component: Component) {
             status.message()
         );
     }
-    // A poll answered 503 is UNAVAILABLE, so Flyte's executor polls again;
-    // never a terminal phase, which would end the attempt and submit a new
-    // run while this one may still be running.
-    let submitted = setup.fake.calls().submit;
+    assert_eq!(setup.fake.calls().submit, 2, "neither submit was repeated");
+    // A poll answered 503 is repeated within the call: GetTask answers the
+    // run, and the executor never sees the failure it would count.
     let meta = setup.create("flaky-poll").await.expect("create");
-    let status = setup
-        .hosted
-        .try_get(&meta, &connection(&[(SECRET, TOKEN)]))
-        .await
-        .expect_err("the workspace answered 503");
-    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
-    assert!(
-        status
-            .message()
-            .starts_with("failed to get databricks task with error:\n")
-            && status.message().contains("503"),
-        "{}",
-        status.message()
-    );
-    // The task is still there: the next poll follows the run from its start.
     let resource = setup.get(&meta).await;
     assert_eq!(
         resource.phase(),
@@ -347,8 +342,100 @@ async fn transient_failures_are_retryable(component: Component) {
     );
     assert_eq!(
         setup.fake.calls().submit,
-        submitted + 1,
+        3,
         "one run was submitted, and no second"
+    );
+    let metrics = setup.server().metrics_text();
+    let host = format!("http://{}", setup.fake.addr());
+    let retries = metric_value(
+        &metrics,
+        "flyte_connector_outbound_retries_total",
+        &[("connector", component.name), ("host", &host)],
+    );
+    assert_eq!(retries, Some(1.0), "{metrics}");
+}
+
+/// Throttled polls wait for the workspace's `Retry-After`; a workspace that
+/// never recovers is given up inside the client's deadline, as UNAVAILABLE;
+/// a throttled submit carrying its idempotency token is repeated and starts
+/// one run.
+async fn throttling_is_absorbed_within_the_calls_deadline(component: Component) {
+    let setup = Setup::allowed(component).await;
+    let meta = setup.create("throttled-polls").await.expect("create");
+    let started = Instant::now();
+    let resource = setup.get(&meta).await;
+    assert_eq!(
+        resource.phase(),
+        Phase::Initializing,
+        "{}",
+        resource.message
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "two polls answered Retry-After: 1, yet GetTask took {:?}",
+        started.elapsed()
+    );
+
+    let meta = setup.create("unavailable").await.expect("create");
+    let deadline = Duration::from_secs(3);
+    let mut request = tonic::Request::new(GetTaskRequest {
+        task_category: Some(TaskCategory {
+            name: "databricks".into(),
+            version: 0,
+        }),
+        resource_meta: meta,
+        connection: Some(connection(&[(SECRET, TOKEN)])),
+        ..Default::default()
+    });
+    request.set_timeout(deadline);
+    let started = Instant::now();
+    let status = setup
+        .server()
+        .tasks()
+        .await
+        .get_task(request)
+        .await
+        .expect_err("the workspace never recovers");
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(status.message().contains("503"), "{}", status.message());
+    assert!(
+        took < deadline,
+        "answered after {took:?}, past the deadline"
+    );
+    assert!(
+        setup.fake.calls().get >= 3,
+        "the poll was repeated: {:?}",
+        setup.fake.calls()
+    );
+
+    let mut request = setup.create_request("throttled-once", TOKEN);
+    request.task_execution_metadata = Some(TaskExecutionMetadata {
+        task_execution_id: Some(TaskExecutionIdentifier {
+            node_execution_id: Some(NodeExecutionIdentifier {
+                node_id: "n0".into(),
+                ..Default::default()
+            }),
+            retry_attempt: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let submits = setup.fake.calls().submit;
+    setup
+        .hosted
+        .create(request)
+        .await
+        .expect("a repeated submit");
+    assert_eq!(setup.fake.calls().submit, submits + 2);
+    let bodies = setup.fake.submitted();
+    let tokens: Vec<&Value> = bodies[bodies.len() - 2..]
+        .iter()
+        .map(|body| &body["idempotency_token"])
+        .collect();
+    assert!(
+        tokens[0].as_str().is_some_and(|t| t.len() == 64) && tokens[0] == tokens[1],
+        "{tokens:?}"
     );
 }
 
@@ -631,13 +718,7 @@ async fn answers(component: Component) -> Answers {
             .expect_err("delete"),
     ));
     let flaky = setup.create("flaky-poll").await.expect("flaky");
-    answers.push(status(
-        setup
-            .hosted
-            .try_get(&flaky, &connection(&[(SECRET, TOKEN)]))
-            .await
-            .expect_err("a 503 poll"),
-    ));
+    answers.push(resource(setup.get(&flaky).await));
     answers.push(resource(setup.get(&flaky).await));
     let unknown = format!(
         r#"{{"databricks_instance": "{}", "run_id": "999"}}"#,

@@ -11,6 +11,7 @@ Resource metas are compared with what the Python connector itself writes
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from typing import Iterator, List
 
@@ -134,30 +135,37 @@ def test_a_failed_run_fails_and_a_cancel_reaches_databricks(stub, fake_databrick
     assert poll(stub, running.resource_meta, 1)[0].phase == Phase.FAILED
 
 
-def test_a_poll_the_workspace_answers_503_is_unavailable_and_the_task_stays_pollable(stub, fake_databricks):
-    created = stub.CreateTask(
-        connector_pb2.CreateTaskRequest(
-            template=databricks_template(fake_databricks, "flaky-poll"), connection=connection()
-        ),
-        timeout=RPC_TIMEOUT_S,
-    )
+def test_a_poll_answered_503_is_retried_and_a_workspace_that_never_recovers_is_unavailable(stub, fake_databricks):
+    def created(run_name: str) -> bytes:
+        return stub.CreateTask(
+            connector_pb2.CreateTaskRequest(
+                template=databricks_template(fake_databricks, run_name), connection=connection()
+            ),
+            timeout=RPC_TIMEOUT_S,
+        ).resource_meta
+
+    # The workspace answers the first poll 503: the connector repeats it
+    # within the call, so Flyte's executor never counts a failed poll.
+    flaky = created("flaky-poll")
+    phases = [r.phase for r in poll(stub, flaky, 3)]
+    assert phases == [Phase.INITIALIZING, Phase.RUNNING, Phase.SUCCEEDED]
+    # A workspace that answers 503 to every poll: GetTask fails with
+    # UNAVAILABLE inside the executor's deadline (10 s by default), naming
+    # the call that failed, and the executor polls again. A RETRYABLE_FAILED
+    # phase would end the attempt instead.
     request = connector_pb2.GetTaskRequest(
-        task_category=category(), resource_meta=created.resource_meta, connection=connection()
+        task_category=category(), resource_meta=created("unavailable"), connection=connection()
     )
-    # The workspace answers the first poll 503: that GetTask fails with
-    # UNAVAILABLE, naming the call that failed, and Flyte's executor polls
-    # again. A RETRYABLE_FAILED phase would end the attempt instead.
+    started = time.monotonic()
     with pytest.raises(grpc.RpcError) as raised:
-        stub.GetTask(request, timeout=RPC_TIMEOUT_S)
+        stub.GetTask(request, timeout=10)
     error = raised.value
     assert error.code() == grpc.StatusCode.UNAVAILABLE, f"{error.code()}: {error.details()}"
+    assert time.monotonic() - started < 10
     assert error.details().startswith("failed to get databricks task with error:\n GET "), error.details()
     assert "/api/2.1/jobs/runs/get answered 503: " in error.details(), error.details()
     assert "TEMPORARILY_UNAVAILABLE" in error.details(), error.details()
     assert TOKEN not in error.details()
-    # The same task, polled again, runs on to success.
-    phases = [r.phase for r in poll(stub, created.resource_meta, 3)]
-    assert phases == [Phase.INITIALIZING, Phase.RUNNING, Phase.SUCCEEDED]
 
 
 def test_a_task_started_by_the_python_connector_is_polled_by_ours(stub, fake_databricks):

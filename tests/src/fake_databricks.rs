@@ -18,10 +18,15 @@
 //! | `internal-error` | PENDING, INTERNAL_ERROR |
 //! | `queued` | QUEUED, BLOCKED, WAITING_FOR_RETRY, RUNNING, TERMINATED/SUCCESS |
 //! | `flaky-poll` | the first poll answers 503, then as the default |
+//! | `throttled-polls` | the first two polls answer 429 with `Retry-After: 1`, then as the default |
+//! | `unavailable` | every poll answers 503 |
 //! | `throttled` | the submit answers 429 |
+//! | `throttled-once` | the first submit answers 429, then as the default |
 //! | `broken` | the submit answers 500 |
 //!
-//! A cancelled run is TERMINATED/CANCELED from then on.
+//! A cancelled run is TERMINATED/CANCELED from then on. A submit whose
+//! `idempotency_token` an earlier submit carried answers that submit's run
+//! id and starts nothing, as Databricks does.
 
 use std::{
     collections::BTreeMap,
@@ -140,22 +145,37 @@ struct Run {
     script: &'static [Step],
     polls: usize,
     cancelled: bool,
-    /// Polls still to answer 503.
+    /// Polls still to fail, and how they fail.
     failing_polls: usize,
+    failure: PollFailure,
 }
 
 impl Run {
     /// Run `run_id` of `script`, not polled yet, the first `failing_polls`
-    /// polls answering 503.
-    fn new(run_id: u64, script: &'static [Step], failing_polls: usize) -> Self {
+    /// polls failing as `failure` says.
+    fn new(
+        run_id: u64,
+        script: &'static [Step],
+        (failing_polls, failure): (usize, PollFailure),
+    ) -> Self {
         Self {
             job_id: run_id + 1000,
             script,
             polls: 0,
             cancelled: false,
             failing_polls,
+            failure,
         }
     }
+}
+
+/// How a failing poll fails.
+#[derive(Clone, Copy)]
+enum PollFailure {
+    /// 503, as a workspace under maintenance answers.
+    Unavailable,
+    /// 429 with `Retry-After: 1`, as the rate limit answers.
+    Throttled,
 }
 
 /// The fake workspace as its handlers share it: the token it accepts, its
@@ -164,7 +184,16 @@ impl Run {
 pub struct Fake {
     token: Arc<str>,
     runs: Arc<Mutex<BTreeMap<u64, Run>>>,
+    /// The run each `idempotency_token` started, and the `throttled-once`
+    /// submits already refused.
+    submits: Arc<Mutex<Submits>>,
     ledger: Ledger<Calls>,
+}
+
+#[derive(Default)]
+struct Submits {
+    by_token: BTreeMap<String, u64>,
+    throttled_once: usize,
 }
 
 impl Fake {
@@ -211,6 +240,7 @@ impl FakeDatabricks {
         let fake = Fake {
             token: Arc::from(token),
             runs: Arc::default(),
+            submits: Arc::default(),
             ledger: Ledger::default(),
         };
         Self::serve("Databricks", routes, |_| fake).await
@@ -231,9 +261,10 @@ impl FakeDatabricks {
 
     /// Registers run `run_id` as if submitted earlier (by another server).
     pub fn add_run(&self, run_id: u64) {
-        self.fake()
-            .runs()
-            .insert(run_id, Run::new(run_id, SUCCESS, 0));
+        self.fake().runs().insert(
+            run_id,
+            Run::new(run_id, SUCCESS, (0, PollFailure::Unavailable)),
+        );
     }
 }
 
@@ -264,8 +295,27 @@ async fn submit(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<V
         return *denied;
     }
     let run_name = body["run_name"].as_str().unwrap_or_default().to_owned();
+    let idempotency_token = body["idempotency_token"].as_str().map(str::to_owned);
     fake.ledger.record(body, &headers);
+    let mut submits = fake_http::lock(&fake.submits);
+    if let Some(run_id) = idempotency_token
+        .as_ref()
+        .and_then(|token| submits.by_token.get(token))
+    {
+        return Json(json!({ "run_id": run_id })).into_response();
+    }
+    let throttle = |submits: &mut Submits| {
+        submits.throttled_once += 1;
+        submits.throttled_once == 1
+    };
     let script = match run_name.as_str() {
+        "throttled-once" if throttle(&mut submits) => {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "REQUEST_LIMIT_EXCEEDED",
+                "Too many requests",
+            );
+        }
         "throttled" => {
             return error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -287,8 +337,16 @@ async fn submit(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<V
     };
     let mut runs = fake.runs();
     let run_id = 1000 + runs.len() as u64;
-    let failing_polls = usize::from(run_name == "flaky-poll");
-    runs.insert(run_id, Run::new(run_id, script, failing_polls));
+    let failing = match run_name.as_str() {
+        "flaky-poll" => (1, PollFailure::Unavailable),
+        "throttled-polls" => (2, PollFailure::Throttled),
+        "unavailable" => (usize::MAX, PollFailure::Unavailable),
+        _ => (0, PollFailure::Unavailable),
+    };
+    runs.insert(run_id, Run::new(run_id, script, failing));
+    if let Some(token) = idempotency_token {
+        submits.by_token.insert(token, run_id);
+    }
     Json(json!({ "run_id": run_id })).into_response()
 }
 
@@ -309,11 +367,24 @@ async fn get_run(
     };
     if run.failing_polls > 0 {
         run.failing_polls -= 1;
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "TEMPORARILY_UNAVAILABLE",
-            "Try again later",
-        );
+        return match run.failure {
+            PollFailure::Unavailable => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TEMPORARILY_UNAVAILABLE",
+                "Try again later",
+            ),
+            PollFailure::Throttled => {
+                let mut answer = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "REQUEST_LIMIT_EXCEEDED",
+                    "Too many requests",
+                );
+                answer
+                    .headers_mut()
+                    .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+                answer
+            }
+        };
     }
     let (life_cycle, result, message) = if run.cancelled {
         CANCELED

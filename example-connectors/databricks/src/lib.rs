@@ -7,6 +7,10 @@
 //!   completes it (cluster image, Spark conf and environment from the
 //!   template, Flyte's Databricks entrypoint run from git with the
 //!   container's arguments).
+//!   The submit carries an `idempotency_token` made from the task
+//!   execution's id (unless the configuration sets one), so the SDK may
+//!   repeat it when Databricks throttles it: a repeat returns the run the
+//!   first one started instead of starting another.
 //! - `get` polls it (`GET /api/2.1/jobs/runs/get`) and maps its state to a
 //!   Flyte phase, with a link to the run in the Databricks console.
 //! - `delete` cancels it (`POST /api/2.1/jobs/runs/cancel`).
@@ -68,6 +72,38 @@ struct EnvVar {
 }
 
 /// The run spec to submit: `databricksConf`, completed.
+/// The run's `idempotency_token`: the SHA-256 (hex, 64 characters, the
+/// most Databricks takes) of the task execution's id as compact JSON with
+/// sorted keys, so every attempt of one task execution, on any replica and
+/// in either language's connector, sends the same token. None when the
+/// request carries no task execution id.
+fn idempotency_token(execution_metadata: &Value) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let id = execution_metadata.get("taskExecutionId")?;
+    if id.as_object().is_none_or(Map::is_empty) {
+        return None;
+    }
+    let digest = Sha256::digest(sorted(id).to_string().as_bytes());
+    Some(digest.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// `value` with every object's keys in sorted order.
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(object) => {
+            let mut keys: Vec<&String> = object.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|key| (key.clone(), sorted(&object[key])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
 fn run_spec(custom: Custom, container: Container) -> Result<Value, Error> {
     let mut spec = custom.databricks_conf.ok_or_else(|| {
         Error::invalid_request(
@@ -270,10 +306,23 @@ impl Connector for Databricks {
                      or {INSTANCE_ENV} in the connector's manifest"
                 ))
             })?;
-        let spec = run_spec(custom, container)?;
+        let mut spec = run_spec(custom, container)?;
+        let idempotent = match spec.get("idempotency_token") {
+            Some(token) => !token.is_null(),
+            None => match idempotency_token(task.execution_metadata()) {
+                Some(token) => {
+                    spec["idempotency_token"] = Value::String(token);
+                    true
+                }
+                None => false,
+            },
+        };
         let token = task.secret("databricks_token")?;
         let url = format!("{}/api/2.1/jobs/runs/submit", base_url(&instance));
-        let request = http::post(url).bearer_auth(token).json(&spec)?;
+        let mut request = http::post(url).bearer_auth(token).json(&spec)?;
+        if idempotent {
+            request = request.idempotent();
+        }
         let submitted: Submitted = call(request, &instance, "submit the run")?.json()?;
         let run_id = match submitted.run_id {
             Value::Number(n) => n.to_string(),

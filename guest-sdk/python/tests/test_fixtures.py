@@ -177,3 +177,33 @@ def test_error_codes_are_sorted_and_named_as_the_fixture_says(bindings):
         assert case["message_contains"] in message, shown
         for text in contract["messages_never_contain"]:
             assert text not in message, (shown, message)
+
+
+def test_retries_follow_the_fixture():
+    from flyte_connector import retry
+
+    rules = fixture("http.json")["retry"]
+    for case in rules["methods"]:
+        assert retry.repeatable(case["method"], False) == case["repeated"], case
+        assert retry.repeatable(case["method"], True) == case["idempotent"], case
+    for case in rules["statuses"]:
+        assert retry.retried_status(case["status"]) == case["retried"], case
+    for case in rules["error_codes"]:
+        assert retry.retried_code(case["case"]) == case["retried"], case
+    defaults = rules["defaults"]
+    assert retry.CALL_BUDGET == defaults["call_budget"]
+    policy = retry.Retry()
+    assert policy == retry.Retry(
+        max_retries=defaults["max_retries"],
+        base_delay=defaults["base_delay_ms"] / 1000,
+        max_delay=defaults["max_delay_ms"] / 1000,
+    )
+    for attempt, (shortest, longest) in enumerate(rules["backoff_ms"], start=1):
+        assert policy.backoff_bounds(attempt) == (shortest / 1000, longest / 1000), attempt
+    now = rules["retry_after"]["now"]
+    for case in rules["retry_after"]["cases"]:
+        expected = None if case["wait_ms"] is None else case["wait_ms"] / 1000
+        assert retry.retry_after(case["value"], now) == expected, case
+    for left_ms, reserve_ms in rules["reserve_ms"]:
+        assert retry.reserve(left_ms / 1000) == pytest.approx(reserve_ms / 1000), left_ms
+    assert retry.MIN_ATTEMPT == rules["min_attempt_ms"] / 1000

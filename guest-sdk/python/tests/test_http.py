@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
-from flyte_connector import _loop, http
+from flyte_connector import _loop, http, retry
 
 CONTRACT = json.loads(
     (Path(__file__).resolve().parents[3] / "wit" / "fixtures" / "http.json").read_text(encoding="utf-8")
@@ -59,6 +59,23 @@ class World:
         self.violations: List[str] = []
         self.options: Optional[Dict[str, int]] = None  # the timeouts handle was given
         self.sent = b""
+        #: The answers to the attempts, in order: status and headers; the
+        #: last one answers every attempt after it.
+        self.answers: List[Tuple[int, List[Tuple[str, bytes]]]] = [(200, [])]
+        #: When the call's deadline is, on the clock (None: no deadline).
+        self.deadline_ns: Optional[int] = None
+        #: What the guest told the host of its retries.
+        self.retries: List[Tuple[str, int, str]] = []
+        #: The clock at each attempt.
+        self.attempts: List[int] = []
+
+    def answer(self) -> Tuple[int, List[Tuple[str, bytes]]]:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    def time_left(self) -> int:
+        if self.deadline_ns is None:
+            return 2**64 - 1
+        return max(self.deadline_ns - self.clock.now_ns, 0)
 
 
 WORLD: Optional[World] = None
@@ -184,11 +201,15 @@ class FutureIncomingResponse(Resource):
 
 
 class IncomingResponse(Resource):
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = self.world.answer()
+
     def status(self) -> int:
-        return 200
+        return self.answer[0]
 
     def headers(self) -> Fields:
-        return Fields([("content-type", b"text/plain")])
+        return Fields([("content-type", b"text/plain"), *self.answer[1]])
 
     def consume(self) -> "IncomingBody":
         return IncomingBody()
@@ -231,6 +252,7 @@ class InputStream(Resource):
 def handle(request: OutgoingRequest, options: Optional[RequestOptions]) -> FutureIncomingResponse:
     """Takes the request and its options, as wasi:http's `handle` does."""
     assert WORLD is not None
+    WORLD.attempts.append(WORLD.clock.now_ns)
     request.drop()
     if options is not None:
         WORLD.options = dict(options.timeouts)
@@ -252,7 +274,12 @@ def world(bindings, monkeypatch):
     imports.outgoing_handler = types.SimpleNamespace(handle=handle)
     imports.streams = streams
     imports.wasi_http_types = wasi
+    imports.connector_call = types.SimpleNamespace(time_left=lambda: WORLD.time_left())
+    imports.connector_http_retries = types.SimpleNamespace(
+        retrying=lambda origin, attempt, reason: WORLD.retries.append((origin, attempt, reason))
+    )
     monkeypatch.setitem(sys.modules, "wit_world.imports", imports)
+    retry.begin_call()  # each test is a call of its own
 
     def make(answer_at: float, chunks: List[Tuple[float, bytes]]) -> World:
         global WORLD
@@ -330,3 +357,81 @@ def test_without_a_timeout_a_slow_body_is_waited_for(world):
     assert w.options is None
     del response
     dropped_in_order(w)
+
+
+# -- retries (wit/fixtures/http.json, `retry`) ---------------------------------
+
+RULES = CONTRACT["retry"]
+ORIGIN = "https://api.example.com"
+
+
+def backoff_seconds(attempt: int) -> Tuple[float, float]:
+    shortest, longest = RULES["backoff_ms"][attempt - 1]
+    return shortest / 1000, longest / 1000
+
+
+def test_a_throttled_and_unavailable_service_is_retried_until_it_answers(world):
+    w = world(10 * SECOND, [(10 * SECOND, b"ok")])
+    w.answers = [(429, []), (503, []), (200, [])]
+    response = get(w)
+    assert response.status == 200 and response.content == b"ok"
+    assert w.retries == [(ORIGIN, 1, "429"), (ORIGIN, 2, "503")]
+    # Each wait is within the backoff's bounds for its retry.
+    for retry, (before, after) in enumerate(zip(w.attempts, w.attempts[1:]), start=1):
+        shortest, longest = backoff_seconds(retry)
+        assert shortest * SECOND <= after - before <= longest * SECOND, (retry, after - before)
+    dropped_in_order(w)
+
+
+def test_retry_after_is_waited_for_in_seconds_or_as_a_date(world):
+    w = world(10 * SECOND, [(10 * SECOND, b"ok")])
+    w.answers = [(503, [("retry-after", b"3")]), (200, [])]
+    assert get(w).status == 200
+    assert w.attempts[1] - w.attempts[0] == 3 * SECOND
+
+
+def test_a_post_is_repeated_only_when_marked_idempotent(world):
+    w = world(10 * SECOND, [(10 * SECOND, b"")])
+    w.answers = [(503, []), (200, [])]
+    url = CONTRACT["request"]["url"]
+    assert _loop.run(http.post(url), w.clock).status == 503
+    assert w.retries == []
+    w.answers = [(503, []), (200, [])]
+    assert _loop.run(http.post(url, idempotent=True), w.clock).status == 200
+    assert [attempt for _, attempt, _ in w.retries] == [1]
+
+
+def test_no_retry_is_one_attempt_and_other_statuses_are_not_retried(world):
+    w = world(10 * SECOND, [(10 * SECOND, b"")])
+    w.answers = [(503, []), (200, [])]
+    assert get(w, retry=http.NO_RETRY).status == 503
+    w.answers = [(500, []), (200, [])]
+    assert get(w).status == 500
+    assert w.retries == [] and len(w.attempts) == 2
+
+
+def test_a_service_that_never_recovers_is_given_up_inside_the_calls_deadline(world):
+    w = world(10 * SECOND, [(10 * SECOND, b"")])
+    w.answers = [(503, [("retry-after", b"1")])]
+    w.deadline_ns = w.clock.now_ns + 3 * SECOND
+    response = get(w)
+    assert response.status == 503
+    # The answer reserve (a fifth of the 3 s) and a shortest attempt stay
+    # free: two retries a second apart fit, a third does not.
+    assert [attempt for _, attempt, _ in w.retries] == [1, 2]
+    assert w.clock.now_ns < w.deadline_ns
+    # Without a deadline, in a call of its own, the request's own retries
+    # run out.
+    w.deadline_ns = None
+    w.retries.clear()
+    retry.begin_call()
+    get(w)
+    assert len(w.retries) == RULES["defaults"]["max_retries"]
+
+
+def test_a_calls_retries_are_bounded_across_its_requests(world):
+    w = world(10 * SECOND, [(10 * SECOND, b"")])
+    w.answers = [(503, [("retry-after", b"0")])]
+    for _ in range(3):
+        get(w)
+    assert len(w.retries) == RULES["defaults"]["call_budget"]

@@ -19,6 +19,8 @@ wasmtime::component::bindgen!({
     with: {
         "flyte:connector/ssh": super::capabilities::ssh_interface,
         "flyte:connector/storage": super::capabilities::storage_interface,
+        "flyte:connector/call": super::capabilities::call_interface,
+        "flyte:connector/http-retries": super::capabilities::http_retries_interface,
     },
 });
 

@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Tuple, TypeVar
 
 from componentize_py_types import Err
 
-from flyte_connector import _loop, errors, http
+from flyte_connector import _loop, errors, http, retry
 from flyte_connector._version import VERSION
 from flyte_connector.connector import AsyncConnector, ConnectorRegistry, LogsPage
 from flyte_connector.resource import Resource, ResourceMeta
@@ -258,6 +258,7 @@ def _resource(wit: Any, resource: Any) -> Any:
 def _call(wit: Any, start: Callable[[], Awaitable[T]], finish: Callable[[T], Any]) -> Any:
     """Runs the connector's coroutine and converts its outcome; every
     exception becomes the WIT error the client should see."""
+    retry.begin_call()
     try:
         return finish(_loop.run(_coroutine(start)))
     except Err:

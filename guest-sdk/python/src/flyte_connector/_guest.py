@@ -13,7 +13,15 @@ from wit_world.imports import connector_types as wit
 
 # Only modules imported while the component is built exist in it. The event
 # loop and the HTTP client import these when first used, so load them now.
-from wit_world.imports import monotonic_clock, outgoing_handler, poll, streams, wasi_http_types  # noqa: F401
+from wit_world.imports import (  # noqa: F401
+    connector_call,
+    connector_http_retries,
+    monotonic_clock,
+    outgoing_handler,
+    poll,
+    streams,
+    wasi_http_types,
+)
 
 from flyte_connector import _dispatch
 

@@ -31,7 +31,9 @@ WORLD = "python-plugin"
 #: Module names of imported WIT interfaces, fixed so the SDK's imports do not
 #: depend on componentize-py's clash resolution.
 INTERFACE_NAMES = [
-    "flyte:connector/types@1.1.0=connector_types",
+    "flyte:connector/types@1.2.0=connector_types",
+    "flyte:connector/call@1.2.0=connector_call",
+    "flyte:connector/http-retries@1.2.0=connector_http_retries",
     "wasi:http/types@0.2.12=wasi_http_types",
 ]
 APP_MODULE = "flyte_connector_app"

@@ -31,6 +31,12 @@ What answers and failures mean (the Rust SDK keeps the same contract;
   to the last byte of the body; when it passes, `Timeout` is raised. The
   host's connect, first-byte and between-bytes timeouts are set no longer
   than what is left of it.
+- retries: a request safe to repeat is repeated when the service throttles
+  it or is unavailable (429, 502, 503, 504) or the connection failed before
+  anything was sent, after `Retry-After` or a jittered exponential backoff,
+  within the call's deadline (`flyte_connector.retry` has the rules).
+  `retry=Retry(...)` tunes it, `retry=NO_RETRY` turns it off, and
+  `idempotent=True` lets a POST be repeated (one the service deduplicates).
 
 A failure's message names the URL (without its query) and the wasi:http
 `error-code` by its WIT case name, with its payload (`connection-refused`,
@@ -43,20 +49,27 @@ handshake with api.example.com:443 failed: the certificate is not trusted
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json as jsonlib
+import os
+import time
 import urllib.parse
 from typing import Any, Iterator, List, Mapping, Optional, Tuple, Union
 
 from flyte_connector import _loop
+from flyte_connector import retry as _retry
+from flyte_connector.retry import NO_RETRY, Retry
 
 __all__ = [
     "ConnectionFailed",
     "Denied",
     "Headers",
     "HttpError",
+    "NO_RETRY",
     "RequestInvalid",
     "Response",
+    "Retry",
     "StatusError",
     "Timeout",
     "delete",
@@ -86,6 +99,8 @@ class HttpError(Exception):
 
     #: Whether trying again later may succeed.
     retryable: bool = False
+    #: The wasi:http error code's WIT case name, when the host gave one.
+    case: Optional[str] = None
 
 
 class Denied(HttpError):
@@ -237,13 +252,18 @@ async def request(
     json: Any = _MISSING,
     data: Union[bytes, str, None] = None,
     timeout: Optional[float] = None,
+    retry: Retry = Retry(),
+    idempotent: bool = False,
 ) -> Response:
-    """Sends a request and reads the whole answer.
+    """Sends a request and reads the whole answer, repeating it as
+    `flyte_connector.retry` says.
 
     `params` are added to the URL's query; `json` is sent as a JSON body
     (with `Content-Type: application/json` unless given), `data` as is.
-    `timeout` (seconds) bounds the whole exchange, connecting through the
-    last byte of the body (`Timeout`, retryable, when it passes)."""
+    `timeout` (seconds) bounds each attempt, connecting through the last
+    byte of the body (`Timeout`, retryable, when it passes). `retry` tunes
+    the retries (`NO_RETRY`: none); `idempotent=True` lets a POST or PATCH
+    be repeated."""
     method = method.upper()
     pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
     body = b""
@@ -255,7 +275,74 @@ async def request(
         body = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     if params:
         url += ("&" if urllib.parse.urlsplit(url).query else "?") + urllib.parse.urlencode(params)
-    return await _send(method, url, pairs, body, timeout)
+    return await _send_with_retries(method, url, pairs, body, timeout, retry, idempotent)
+
+
+def _time_left() -> Optional[float]:
+    """Seconds left before the call's deadline; None when it has none."""
+    from wit_world.imports import connector_call
+
+    nanos = connector_call.time_left()
+    return None if nanos >= 2**64 - 1 else nanos / _NANOS
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
+
+
+async def _send_with_retries(
+    method: str,
+    url: str,
+    pairs: List[Tuple[str, str]],
+    body: bytes,
+    timeout: Optional[float],
+    policy: Retry,
+    idempotent: bool,
+) -> Response:
+    """Attempts the request until an answer or error that is not retried,
+    or until retries, the call's budget or its time are spent."""
+    from wit_world.imports import connector_http_retries
+
+    repeatable = _retry.repeatable(method, idempotent)
+    first_left = _time_left()
+    reserve = 0.0 if first_left is None else _retry.reserve(first_left)
+    attempt = 0
+    while True:
+        left = _time_left()
+        bound = timeout
+        if left is not None:
+            bound = max(left - reserve, 0.0) if timeout is None else min(timeout, max(left - reserve, 0.0))
+        failure: Optional[HttpError] = None
+        response: Optional[Response] = None
+        try:
+            response = await _send(method, url, pairs, body, bound)
+        except HttpError as error:
+            if error.case is None or not _retry.retried_code(error.case):
+                raise
+            failure, reason, asked = error, error.case, None
+        if response is not None:
+            if not _retry.retried_status(response.status):
+                return response
+            reason = str(response.status)
+            asked = _retry.retry_after(response.headers.get("retry-after"), int(time.time()))
+        if not repeatable or attempt >= policy.max_retries:
+            return _give_up(response, failure)
+        attempt += 1
+        wait = asked if asked is not None else policy.wait(attempt, int.from_bytes(os.urandom(4), "big") / 2**32)
+        left = _time_left()
+        if (left is not None and wait + _retry.MIN_ATTEMPT + reserve > left) or not _retry.take_call_retry():
+            return _give_up(response, failure)
+        connector_http_retries.retrying(_origin(url), attempt, reason)
+        await asyncio.sleep(wait)
+
+
+def _give_up(response: Optional[Response], failure: Optional[HttpError]) -> Response:
+    """The last attempt's outcome, as the request's."""
+    if failure is not None:
+        raise failure
+    assert response is not None
+    return response
 
 
 async def get(url: str, **kwargs: Any) -> Response:
@@ -518,7 +605,14 @@ _TIMEOUTS = frozenset(
 
 def _classify(code: Any, method: str, url: str, host: str) -> HttpError:
     """Sorts a wasi:http error code into what a connector can act on: the
-    kinds `wit/fixtures/http.json` gives each code."""
+    kinds `wit/fixtures/http.json` gives each code; the error keeps the
+    code's case name (what retries are judged by)."""
+    error = _sorted(code, method, url, host)
+    error.case = _case(code)
+    return error
+
+
+def _sorted(code: Any, method: str, url: str, host: str) -> HttpError:
     case = _case(code)
     if case == "HTTP-request-denied":
         return Denied(host)

@@ -16,6 +16,7 @@ use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::{admission::Slots, guest_log::GuestLog};
+use crate::connector::Deadline;
 use crate::runtime::{
     bindings::Plugin,
     capabilities::{CallScope, Grants, HostState, InstanceScope},
@@ -120,19 +121,25 @@ impl Instance {
             .set_running(running);
     }
 
-    /// Installs a call's scope: its deadline counts from now (see
-    /// [`arm_deadline`]), and the capabilities learn when it is and where
-    /// its outputs go. Returns
-    /// the store and the exports to call.
+    /// Installs a call's scope: its `timeout` counts from now (see
+    /// [`arm_deadline`]), and the capabilities learn when its time is up
+    /// (the timeout, or the client's deadline if sooner) and where its
+    /// outputs go. Returns the store and the exports to call.
     pub(in crate::runtime) fn begin_call(
         &mut self,
-        deadline: Duration,
+        timeout: Duration,
+        client: Deadline,
         output_prefix: Option<Arc<str>>,
     ) -> (&mut Store<HostState>, &Plugin) {
         self.calls = self.calls.saturating_add(1);
-        arm_deadline(&mut self.store, deadline);
+        arm_deadline(&mut self.store, timeout);
+        let ends = Instant::now().checked_add(timeout);
+        let deadline = match (ends, client.instant()) {
+            (Some(ends), Some(client)) => Some(ends.min(client)),
+            (ends, client) => ends.or(client),
+        };
         let scope = CallScope {
-            deadline: Instant::now().checked_add(deadline),
+            deadline,
             output_prefix,
         };
         let (capabilities, _) = self.store.data_mut().capabilities_and_table();

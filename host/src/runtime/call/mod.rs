@@ -178,9 +178,11 @@ impl Caller {
         // I/O (an HTTP request that never answers); the epoch deadline
         // (`arm_deadline`) stops guest code that never returns to the host.
         // Past it the instance is dropped with the future.
-        let outcome =
-            tokio::time::timeout(timeout, self.run(function, start, key, output_prefix, body))
-                .await;
+        let outcome = tokio::time::timeout(
+            timeout,
+            self.run(function, start, key, (deadline, output_prefix), body),
+        )
+        .await;
         drop(running);
         match outcome {
             Ok((Ok(answer), _)) => answer,
@@ -200,7 +202,7 @@ impl Caller {
         function: &'static str,
         start: Start,
         key: Option<TenantKey>,
-        output_prefix: Option<Arc<str>>,
+        (deadline, output_prefix): (Deadline, Option<Arc<str>>),
         body: CallBody<T>,
     ) -> (wasmtime::Result<Result<T, ConnectorError>>, Vec<String>) {
         let started = Instant::now();
@@ -220,7 +222,7 @@ impl Caller {
             }
         };
         let instantiated = started.elapsed();
-        let (store, plugin) = instance.begin_call(self.limits.timeout, output_prefix);
+        let (store, plugin) = instance.begin_call(self.limits.timeout, deadline, output_prefix);
         let answer = body(store, plugin).await;
         let called = started.elapsed();
         let memory = instance.memory_in_use();

@@ -7,7 +7,10 @@
 //! - `pod_credentials`: connection values read from the pod's environment
 //!   and files (`[credentials]`);
 //! - `ssh`: commands and files on the hosts of `[ssh]`, over pooled
-//!   connections, host keys verified.
+//!   connections, host keys verified;
+//! - `storage`: files moved into the call's output prefix;
+//! - `call_deadline`: the time left before the call's deadline, granted to
+//!   every plugin.
 //!
 //! Beside them, `credential_roots`: which of the pod's files and variables
 //! any manifest may name, for every capability's [`LoadScope`]; and
@@ -19,6 +22,7 @@
 //! flags ([`CapabilityArgs`]), settings ([`CapabilityConfig`]), grants,
 //! per-instance states and imports into one of each.
 
+mod call_deadline;
 mod capability;
 mod config_error;
 mod credential_roots;
@@ -30,11 +34,17 @@ mod storage;
 
 use wasmtime::component::Linker;
 
+pub use self::call_deadline::wit_interface as call_interface;
 pub(in crate::runtime) use self::capability::{
     CallArgs, CallScope, CapabilityView, HasState, InstanceScope, LoadScope, ViewOf, view_of,
 };
+pub use self::outbound_http::http_retries_interface;
 pub use self::ssh::wit_interface as ssh_interface;
 pub use self::storage::wit_interface as storage_interface;
+use self::{
+    call_deadline::CallDeadline, outbound_http::OutboundHttp, pod_credentials::PodCredentials,
+    ssh::Ssh, storage::Storage,
+};
 pub use self::{
     capability::{Capability, GrantError},
     config_error::ConfigError,
@@ -42,9 +52,6 @@ pub use self::{
     outbound_http::{HttpArgs, HttpConfig},
     ssh::{SshArgs, SshConfig},
     storage::{StorageArgs, StorageConfig},
-};
-use self::{
-    outbound_http::OutboundHttp, pod_credentials::PodCredentials, ssh::Ssh, storage::Storage,
 };
 use super::store::InstanceState;
 use crate::{file_stamp::FileRead, manifest::Manifest};
@@ -198,6 +205,8 @@ capabilities! {
     ssh: Ssh,
     /// Object storage.
     storage: Storage,
+    /// The call's deadline.
+    deadline: CallDeadline,
 }
 
 /// The data of an instance's store, with every capability's state.

@@ -55,6 +55,7 @@ impl Denial {
 enum Kind {
     Sent,
     Denied(Denial),
+    Retried,
 }
 
 /// The named hosts of every connector. One per server, shared by every
@@ -71,6 +72,11 @@ impl HostLabels {
     /// The label of `host` among the hosts `connector` sent requests to.
     pub(super) fn sent(&self, connector: &Arc<str>, host: &str) -> String {
         self.label(connector, Kind::Sent, host).0
+    }
+
+    /// The label of `host` among the hosts `connector` retried requests to.
+    pub(super) fn retried(&self, connector: &Arc<str>, host: &str) -> String {
+        self.label(connector, Kind::Retried, host).0
     }
 
     /// Counts and logs a refusal of `connector`'s request to `host`, as

@@ -15,6 +15,10 @@ pub(super) struct OutboundMetrics {
     pub(super) denied: IntCounterVec,
     /// Requests sent, by connector, host and status class (`2xx`, ..., `error`).
     pub(super) requests: IntCounterVec,
+    /// Requests a connector's SDK repeated after a throttled or failed
+    /// attempt, by connector and host, as the guest tells them
+    /// (`flyte:connector/http-retries`).
+    pub(super) retries: IntCounterVec,
     /// New connections opened, by connector and host: with pooling, far
     /// fewer than requests.
     pub(super) connections: IntCounterVec,
@@ -55,6 +59,12 @@ impl OutboundMetrics {
                 "flyte_connector_outbound_requests_total",
                 "Outbound HTTP requests sent, by the class of their answer's status",
                 &["connector", "host", "status"],
+            )?,
+            retries: counter(
+                "flyte_connector_outbound_retries_total",
+                "Outbound HTTP requests repeated by a connector after a throttled (429), \
+                 unavailable (502, 503, 504) or unconnected attempt",
+                &["connector", "host"],
             )?,
             connections: counter(
                 "flyte_connector_outbound_connections_total",

@@ -14,6 +14,8 @@
 //!   connector's label and the instance's open requests. Nothing in it
 //!   belongs to one call, so an instance may serve several calls of one
 //!   tenant (see `call::warm`).
+//! - [`retries`]: the `http-retries` interface, where a guest SDK tells the
+//!   host it repeats a request, counted per connector and host.
 //! - The allow-list's rules and the addresses a connection would reach are
 //!   judged as for every capability that connects (`egress`); [`labels`]
 //!   bounds the hosts its [`metrics`] name.
@@ -24,7 +26,10 @@ mod labels;
 mod metrics;
 mod policy;
 mod proxy;
+mod retries;
 mod trust;
+
+pub use self::retries::wit_interface as http_retries_interface;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -391,7 +396,7 @@ impl Capability for OutboundHttp {
         );
         linker.allow_shadowing(false);
         defined?;
-        Ok(())
+        retries::add_to_linker(linker)
     }
 
     fn instance_state(grant: &Self::Grant, instance: &InstanceScope) -> Self::State {

@@ -100,6 +100,26 @@ pub(in crate::runtime) struct InstanceHooks {
 }
 
 impl InstanceHooks {
+    /// The connector whose instance this is.
+    pub(super) fn connector(&self) -> &Arc<str> {
+        &self.connector
+    }
+
+    /// The plugin's policy.
+    pub(super) fn policy(&self) -> &OutboundPolicy {
+        &self.policy
+    }
+
+    /// The hosts named in metric labels.
+    pub(super) fn labels(&self) -> &HostLabels {
+        &self.policy.0.labels
+    }
+
+    /// The counters.
+    pub(super) fn metrics(&self) -> &OutboundMetrics {
+        &self.policy.0.metrics
+    }
+
     pub(super) fn new(policy: OutboundPolicy, connector: Arc<str>) -> Self {
         let open_requests = Arc::new(Semaphore::new(policy.limits().max_concurrent_requests));
         Self {

@@ -21,7 +21,7 @@ use crate::runtime::capabilities::{CapabilityView, HasState, ViewOf, view_of};
 mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
-        interfaces: "import flyte:connector/ssh@1.1.0;",
+        interfaces: "import flyte:connector/ssh@1.2.0;",
         imports: { default: async | trappable },
         with: { "flyte:connector/ssh.session": super::Session },
     });
