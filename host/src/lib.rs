@@ -37,5 +37,6 @@ pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod size;
+pub mod telemetry;
 
 pub use server::{ConnectorService, ServerConfig};

@@ -6,8 +6,11 @@ use flyte_connect::{
     ConnectorService,
     cli::{Command, LogFormat, RunArgs},
     local_run::{self, Outcome},
+    telemetry::Traces,
 };
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{
+    EnvFilter, Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+};
 
 /// `RUST_LOG`, else `info`. The SSH library's debug lines (protocol
 /// detail, the hosts' keys) stay off unless `RUST_LOG` names `russh`.
@@ -29,22 +32,47 @@ fn main() -> ExitCode {
         Ok(command) => command,
         Err(err) => err.exit(),
     };
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
-        .with_writer(std::io::stderr);
-    match command.log_format() {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    // Traces only when serving, and only as the OTEL_* variables ask.
+    let traces = match &command {
+        Command::Serve(_) => match Traces::from_env() {
+            Ok(traces) => traces,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                return ExitCode::from(2);
+            }
+        },
+        Command::Run(_) => None,
+    };
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match command.log_format() {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).boxed(),
         LogFormat::Json => logs
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
-    }
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(log_filter())
+        .with(logs.with_filter(tracing_subscriber::filter::filter_fn(
+            flyte_connect::telemetry::logged,
+        )))
+        .with(traces.as_ref().map(Traces::layer))
+        .init();
     let cli = match command {
         Command::Serve(cli) => cli,
         Command::Run(args) => return run(*args),
     };
+    let served = serve(*cli);
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    served
+}
+
+/// Serves until stopped: 0 when it stopped as asked.
+fn serve(cli: flyte_connect::cli::Cli) -> ExitCode {
     let config = match cli.into_config() {
         Ok(config) => config,
         Err(message) => {

@@ -25,4 +25,5 @@ mod slurm;
 mod snowflake;
 mod ssh;
 mod tasks;
+mod traces;
 mod tutorial;

@@ -251,6 +251,16 @@ impl FakeDatabricks {
         self.fake().ledger.bodies()
     }
 
+    /// The `traceparent` each submit carried, in order.
+    pub fn traceparents(&self) -> Vec<Option<String>> {
+        self.fake()
+            .ledger
+            .submitted()
+            .into_iter()
+            .map(|submitted| submitted.traceparent)
+            .collect()
+    }
+
     /// Whether run `run_id` was cancelled.
     pub fn cancelled(&self, run_id: u64) -> bool {
         self.fake()

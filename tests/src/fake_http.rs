@@ -172,6 +172,9 @@ pub struct Submitted {
     pub body: Value,
     /// The request's `User-Agent` (empty when missing).
     pub user_agent: String,
+    /// The request's W3C `traceparent`, when it carried one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 #[derive(Default)]
@@ -206,7 +209,15 @@ impl<C: Copy + Serialize + Send + 'static> Ledger<C> {
     /// Keeps `body`, submitted with `headers`.
     pub fn record(&self, body: Value, headers: &HeaderMap) {
         let user_agent = user_agent(headers);
-        self.books().submitted.push(Submitted { body, user_agent });
+        let traceparent = headers
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        self.books().submitted.push(Submitted {
+            body,
+            user_agent,
+            traceparent,
+        });
     }
 
     /// The submissions, in order.

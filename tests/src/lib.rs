@@ -17,6 +17,7 @@ pub mod isolation;
 pub mod jwt;
 pub mod literals;
 pub mod native;
+pub mod otlp;
 pub mod pki;
 pub mod proxy;
 pub mod s3;

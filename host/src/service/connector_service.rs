@@ -17,6 +17,7 @@ use crate::{
     metrics::Metrics,
     proto::connector as pb,
     registry::Registry,
+    telemetry,
 };
 
 /// The `task_type` label of requests for a task type no connector serves:
@@ -50,13 +51,17 @@ impl AsyncConnector {
     /// and delete, as the Python server), logs a failure (at most once per
     /// interval per cause: [`LogLimiter`]), and turns it into a status.
     /// Everything logged on the way is in an `rpc` span naming the task
-    /// type and the operation.
-    async fn serve<R: Rpc>(
-        &self,
-        message: R,
-        deadline: Deadline,
-    ) -> Result<Response<R::Response>, Status> {
+    /// type and the operation; with traces on, that span is the call's in
+    /// its trace (see [`telemetry`]), and a created task's meta carries the
+    /// trace for its later calls.
+    async fn serve<R: Rpc>(&self, request: Request<R>) -> Result<Response<R::Response>, Status> {
         let started = Instant::now();
+        let deadline = mapping::deadline(request.metadata());
+        let remote_parent = telemetry::remote_parent(request.metadata());
+        let mut message = request.into_inner();
+        // Taken off the resource meta whether or not traces are on: a
+        // connector never sees it.
+        let run_trace = message.take_run_trace();
         let registry = self.registry.borrow().clone();
         let task_type = message.task_type().to_owned();
         let label = metric_label(&registry, &task_type);
@@ -67,8 +72,24 @@ impl AsyncConnector {
         let span = tracing::info_span!(
             "rpc",
             task_type = %task_type,
-            operation = operation.label()
+            operation = operation.label(),
+            trace_id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            rpc.grpc.status_code = tracing::field::Empty,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
+        if telemetry::enabled() {
+            // Named before it starts: a started span keeps its name.
+            span.record("otel.name", R::RPC_NAME);
+            span.record("otel.kind", "server");
+        }
+        telemetry::begin_rpc(&span, remote_parent, run_trace);
+        let trace_id = telemetry::trace_id_of(&span);
+        if let Some(trace_id) = trace_id {
+            span.record("trace_id", tracing::field::display(trace_id));
+        }
         let result = self
             .answer(&registry, message, deadline)
             .instrument(span.clone())
@@ -76,9 +97,14 @@ impl AsyncConnector {
         let elapsed = started.elapsed();
         let recorded = operation.has_request_metrics();
         match result {
-            Ok(response) => {
+            Ok(mut response) => {
                 if recorded {
                     self.metrics.record_success(label, operation, elapsed);
+                }
+                if let Some(trace_id) = trace_id {
+                    span.record("outcome", "ok");
+                    span.record("rpc.grpc.status_code", 0_i64);
+                    R::carry_trace(&mut response, trace_id);
                 }
                 Ok(Response::new(response))
             }
@@ -89,6 +115,11 @@ impl AsyncConnector {
                 }
                 if error.is_guest_crash() {
                     self.metrics.guest_crashes.inc();
+                }
+                if trace_id.is_some() {
+                    span.record("outcome", "error");
+                    span.record("rpc.grpc.status_code", error.code() as i64);
+                    span.record("otel.status_code", "ERROR");
                 }
                 let cause = (operation.label(), label.to_owned(), error.code());
                 if let Some(repeated) = self.logged.admit(cause) {
@@ -161,32 +192,28 @@ impl pb::async_connector_service_server::AsyncConnectorService for AsyncConnecto
         &self,
         request: Request<pb::CreateTaskRequest>,
     ) -> Result<Response<pb::CreateTaskResponse>, Status> {
-        let deadline = mapping::deadline(request.metadata());
-        self.serve(request.into_inner(), deadline).await
+        self.serve(request).await
     }
 
     async fn get_task(
         &self,
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::GetTaskResponse>, Status> {
-        let deadline = mapping::deadline(request.metadata());
-        self.serve(request.into_inner(), deadline).await
+        self.serve(request).await
     }
 
     async fn delete_task(
         &self,
         request: Request<pb::DeleteTaskRequest>,
     ) -> Result<Response<pb::DeleteTaskResponse>, Status> {
-        let deadline = mapping::deadline(request.metadata());
-        self.serve(request.into_inner(), deadline).await
+        self.serve(request).await
     }
 
     async fn get_task_metrics(
         &self,
         request: Request<pb::GetTaskMetricsRequest>,
     ) -> Result<Response<pb::GetTaskMetricsResponse>, Status> {
-        let deadline = mapping::deadline(request.metadata());
-        self.serve(request.into_inner(), deadline).await
+        self.serve(request).await
     }
 
     type GetTaskLogsStream = LogStream;
@@ -195,11 +222,7 @@ impl pb::async_connector_service_server::AsyncConnectorService for AsyncConnecto
         &self,
         request: Request<pb::GetTaskLogsRequest>,
     ) -> Result<Response<Self::GetTaskLogsStream>, Status> {
-        let deadline = mapping::deadline(request.metadata());
-        let parts = self
-            .serve(request.into_inner(), deadline)
-            .await?
-            .into_inner();
+        let parts = self.serve(request).await?.into_inner();
         let stream: LogStream = Box::pin(tokio_stream::iter(parts.into_iter().map(Ok)));
         Ok(Response::new(stream))
     }

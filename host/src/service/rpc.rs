@@ -6,6 +6,7 @@
 
 use std::{future::Future, pin::Pin};
 
+use opentelemetry::trace::TraceId;
 use prost::Message;
 
 use super::{ServiceError, mapping};
@@ -16,6 +17,7 @@ use crate::{
     },
     convert::ConvertError,
     proto::connector as pb,
+    telemetry,
 };
 
 /// A connector call under way.
@@ -25,6 +27,8 @@ pub(super) type Pending<T> = Pin<Box<dyn Future<Output = Result<T, ConnectorErro
 pub(super) trait Rpc: Sized + Send {
     /// What it asks of the connector.
     const OPERATION: Operation;
+    /// The RPC's name, as its trace span is named.
+    const RPC_NAME: &'static str;
     /// The connector request it becomes.
     type Request: Send + 'static;
     /// What the connector answers.
@@ -42,6 +46,16 @@ pub(super) trait Rpc: Sized + Send {
 
     /// The category of the connector it needs.
     fn category(&self) -> Result<TaskCategory, ServiceError>;
+
+    /// The Flyte run's trace it belongs to, if it says: derived from
+    /// CreateTask's task execution metadata, or taken off the resource meta
+    /// where CreateTask left it (see [`telemetry`]).
+    fn take_run_trace(&mut self) -> Option<TraceId> {
+        None
+    }
+
+    /// Leaves `trace_id` in the response for the task's later calls.
+    fn carry_trace(_response: &mut Self::Response, _trace_id: TraceId) {}
 
     /// The connector request, once its connector is known (a request for an
     /// unknown task type is NOT_FOUND before anything is converted).
@@ -75,6 +89,7 @@ fn task_type_of(category: Option<&pb::TaskCategory>) -> &str {
 
 impl Rpc for pb::CreateTaskRequest {
     const OPERATION: Operation = Operation::Create;
+    const RPC_NAME: &'static str = "flyteidl2.connector.AsyncConnectorService/CreateTask";
     type Request = CreateRequest;
     type Answer = Vec<u8>;
     type Response = pb::CreateTaskResponse;
@@ -89,6 +104,14 @@ impl Rpc for pb::CreateTaskRequest {
 
     fn category(&self) -> Result<TaskCategory, ServiceError> {
         mapping::create_category(self)
+    }
+
+    fn take_run_trace(&mut self) -> Option<TraceId> {
+        telemetry::trace_id_for_task(self.task_execution_metadata.as_ref())
+    }
+
+    fn carry_trace(response: &mut pb::CreateTaskResponse, trace_id: TraceId) {
+        telemetry::append_to_meta(&mut response.resource_meta, trace_id);
     }
 
     fn into_request(self) -> Result<CreateRequest, ServiceError> {
@@ -114,6 +137,7 @@ impl Rpc for pb::CreateTaskRequest {
 
 impl Rpc for pb::GetTaskRequest {
     const OPERATION: Operation = Operation::Get;
+    const RPC_NAME: &'static str = "flyteidl2.connector.AsyncConnectorService/GetTask";
     type Request = GetRequest;
     type Answer = Resource;
     type Response = pb::GetTaskResponse;
@@ -124,6 +148,10 @@ impl Rpc for pb::GetTaskRequest {
 
     fn category(&self) -> Result<TaskCategory, ServiceError> {
         category_of(self.task_category.as_ref(), "GetTask")
+    }
+
+    fn take_run_trace(&mut self) -> Option<TraceId> {
+        telemetry::take_from_meta(&mut self.resource_meta)
     }
 
     fn into_request(self) -> Result<GetRequest, ServiceError> {
@@ -152,6 +180,7 @@ impl Rpc for pb::GetTaskRequest {
 
 impl Rpc for pb::DeleteTaskRequest {
     const OPERATION: Operation = Operation::Delete;
+    const RPC_NAME: &'static str = "flyteidl2.connector.AsyncConnectorService/DeleteTask";
     type Request = DeleteRequest;
     type Answer = ();
     type Response = pb::DeleteTaskResponse;
@@ -162,6 +191,10 @@ impl Rpc for pb::DeleteTaskRequest {
 
     fn category(&self) -> Result<TaskCategory, ServiceError> {
         category_of(self.task_category.as_ref(), "DeleteTask")
+    }
+
+    fn take_run_trace(&mut self) -> Option<TraceId> {
+        telemetry::take_from_meta(&mut self.resource_meta)
     }
 
     fn into_request(self) -> Result<DeleteRequest, ServiceError> {
@@ -183,6 +216,7 @@ impl Rpc for pb::DeleteTaskRequest {
 
 impl Rpc for pb::GetTaskMetricsRequest {
     const OPERATION: Operation = Operation::GetMetrics;
+    const RPC_NAME: &'static str = "flyteidl2.connector.AsyncConnectorService/GetTaskMetrics";
     type Request = MetricsRequest;
     type Answer = Vec<MetricResult>;
     type Response = pb::GetTaskMetricsResponse;
@@ -193,6 +227,10 @@ impl Rpc for pb::GetTaskMetricsRequest {
 
     fn category(&self) -> Result<TaskCategory, ServiceError> {
         category_of(self.task_category.as_ref(), "GetTaskMetrics")
+    }
+
+    fn take_run_trace(&mut self) -> Option<TraceId> {
+        telemetry::take_from_meta(&mut self.resource_meta)
     }
 
     fn into_request(self) -> Result<MetricsRequest, ServiceError> {
@@ -218,6 +256,7 @@ impl Rpc for pb::GetTaskMetricsRequest {
 
 impl Rpc for pb::GetTaskLogsRequest {
     const OPERATION: Operation = Operation::GetLogs;
+    const RPC_NAME: &'static str = "flyteidl2.connector.AsyncConnectorService/GetTaskLogs";
     type Request = LogsRequest;
     type Answer = LogsPage;
     /// The parts the page is streamed as.
@@ -229,6 +268,10 @@ impl Rpc for pb::GetTaskLogsRequest {
 
     fn category(&self) -> Result<TaskCategory, ServiceError> {
         category_of(self.task_category.as_ref(), "GetTaskLogs")
+    }
+
+    fn take_run_trace(&mut self) -> Option<TraceId> {
+        telemetry::take_from_meta(&mut self.resource_meta)
     }
 
     fn into_request(self) -> Result<LogsRequest, ServiceError> {

@@ -3,7 +3,8 @@
 //! flyte-connect with `echo.wasm`, the Python server it replaces, the same
 //! echo compiled natively in process, a bare tonic server, flyte-connect
 //! with the Python twin `echo-py.wasm`, and both echoes again with
-//! `instance_reuse = "connection"` — and the ratios between them, so the
+//! `instance_reuse = "connection"`, and (a) again exporting a trace of
+//! every call — and the ratios between them, so the
 //! numbers mean the same on any machine.
 //!
 //! For the Python guest also: its compile and cached load times, each call's
@@ -39,7 +40,7 @@ use std::{
     time::Duration,
 };
 
-use flyte_connect_e2e::{Workspace, status_kib};
+use flyte_connect_e2e::{Workspace, otlp::Collector, status_kib};
 
 use self::{load::LoadReport, servers::Target};
 
@@ -48,6 +49,8 @@ const RUST_ECHO: &str = "(a) flyte-connect, echo.wasm";
 const PYTHON_ECHO: &str = "(e) flyte-connect, echo-py.wasm (Python guest)";
 const PYTHON_ECHO_REUSE: &str = "(f) flyte-connect, echo-py.wasm, instance_reuse = \"connection\"";
 const RUST_ECHO_REUSE: &str = "(g) flyte-connect, echo.wasm, instance_reuse = \"connection\"";
+const RUST_ECHO_TRACED: &str =
+    "(h) flyte-connect, echo.wasm, traces exported (OTLP to a loopback collector, 100% sampled)";
 const BASELINE_RUST_ECHO: &str = "(a′) baseline build, its echo.wasm";
 const BASELINE_PYTHON_ECHO: &str = "(e′) baseline build, its echo-py.wasm";
 /// The manifest line opting a plugin into instance reuse.
@@ -266,7 +269,18 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
     let p = |m: &Measured, c, q| m.at(c).map(|r| r.quantile(q).as_secs_f64());
     let rss = |m: &Measured| m.peak_rss_kib.map(|k| k as f64);
     let rss_after = |m: &Measured| m.rss_after_kib.map(|k| k as f64);
+    let traced = find("(h)");
     let rows = [
+        (
+            "256 clients, throughput, (h) traced / (a) untraced",
+            ratio(traced.and_then(|t| rate(t, 256)), rate(wasm, 256)),
+            "",
+        ),
+        (
+            "1 client, cycle p50, (h) traced / (a) untraced",
+            ratio(traced.and_then(|t| p(t, 1, 0.5)), p(wasm, 1, 0.5)),
+            "",
+        ),
         (
             "1 client, cycle p50, (a) / (d) bare tonic",
             ratio(p(wasm, 1, 0.5), p(bare, 1, 0.5)),
@@ -488,6 +502,24 @@ fn main() {
         )
         .await;
         results.push(measure(wasm, seconds).await);
+        // The same with every call traced and exported.
+        let collector = Collector::start().await;
+        let mut env = collector.env();
+        env.push(("OTEL_TRACES_SAMPLER", "always_on".to_owned()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let traced = servers::flyte_connect_with_env(
+            &flyte_connect_e2e::binary(),
+            RUST_ECHO_TRACED,
+            "echo",
+            plugins.path(),
+            &["--cache-dir", &cache_dir],
+            &env,
+        )
+        .await;
+        results.push(measure(traced, seconds).await);
+        let exported = collector.spans().len();
+        assert!(exported > 0, "(h) exported no spans");
+        println!("(h) exported {exported} spans");
         let baseline = Baseline::from_env();
         if let Some(baseline) = &baseline {
             let (_plugins, target) = baseline.serve(BASELINE_RUST_ECHO, "echo", "echo").await;

@@ -133,11 +133,24 @@ pub async fn flyte_connect_binary(
     plugins: &Path,
     args: &[&str],
 ) -> Target {
+    flyte_connect_with_env(binary, name, task_type, plugins, args, &[]).await
+}
+
+/// Like [`flyte_connect_binary`], with `env` added to the server's
+/// environment ((h): the OpenTelemetry exporter's).
+pub async fn flyte_connect_with_env(
+    binary: &Path,
+    name: &'static str,
+    task_type: &'static str,
+    plugins: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Target {
     let started = Instant::now();
     let dir = plugins.display().to_string();
     let mut all = vec!["--plugin-dir", dir.as_str()];
     all.extend_from_slice(args);
-    let server = Server::start_binary_on(binary, 0, &all, plugins, &[]);
+    let server = Server::start_binary_on(binary, 0, &all, plugins, env);
     let addr = server.grpc_addr;
     let ready_after = wait_ready(addr, started, "flyte-connect", &mut None).await;
     Target {

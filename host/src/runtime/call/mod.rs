@@ -22,6 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tracing::Instrument as _;
 use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap};
 
 pub use self::warm::{IdleLimit, ReuseLimits};
@@ -153,12 +154,18 @@ impl Caller {
                 (Start::Warm(instance), log)
             }
             None => {
-                let slots = self.admit(deadline).await?;
-                let charge = self
-                    .pool
-                    .budget
-                    .reserve(self.memory.reservation(), deadline)
-                    .await?;
+                // Waiting for a call slot and for memory of the budget.
+                let (slots, charge) = async {
+                    let slots = self.admit(deadline).await?;
+                    let charge = self
+                        .pool
+                        .budget
+                        .reserve(self.memory.reservation(), deadline)
+                        .await?;
+                    Ok::<_, ConnectorError>((slots, charge))
+                }
+                .instrument(crate::trace_span!("queue"))
+                .await?;
                 if let Some(counters) = &self.counters {
                     counters.fresh.inc();
                 }
@@ -207,6 +214,10 @@ impl Caller {
     ) -> (wasmtime::Result<Result<T, ConnectorError>>, Vec<String>) {
         let started = Instant::now();
         let reused = matches!(start, Start::Warm(_));
+        let instantiating = crate::trace_span!(
+            "instantiate",
+            start = if reused { "reused" } else { "fresh" }
+        );
         let mut instance = match start {
             Start::Warm(instance) => instance,
             Start::Fresh {
@@ -215,7 +226,7 @@ impl Caller {
                 slots,
             } => {
                 arm_deadline(&mut store, self.limits.timeout);
-                match self.instantiate(&mut store).await {
+                match self.instantiate(&mut store).instrument(instantiating).await {
                     Ok(plugin) => Instance::new(store, plugin, log, slots),
                     Err(err) => return (Err(err), log.finish()),
                 }
@@ -223,7 +234,9 @@ impl Caller {
         };
         let instantiated = started.elapsed();
         let (store, plugin) = instance.begin_call(self.limits.timeout, deadline, output_prefix);
-        let answer = body(store, plugin).await;
+        let answer = body(store, plugin)
+            .instrument(crate::trace_span!("guest_call", function))
+            .await;
         let called = started.elapsed();
         let memory = instance.memory_in_use();
         self.memory.observe(memory);

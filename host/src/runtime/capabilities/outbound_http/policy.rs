@@ -27,6 +27,7 @@ use http::{HeaderName, Method};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument as _;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::metrics::OutboundMetrics;
@@ -97,6 +98,10 @@ pub(in crate::runtime) struct InstanceHooks {
     connector: Arc<str>,
     /// One permit per request open (sent, its response body not done).
     open_requests: Arc<Semaphore>,
+    /// The retry the guest announced last (`http-retries`): its origin as
+    /// [`Target::shown`] writes it and its number, for the next request
+    /// to that origin's span.
+    announced_retry: Option<(String, u32)>,
 }
 
 impl InstanceHooks {
@@ -120,12 +125,19 @@ impl InstanceHooks {
         &self.policy.0.metrics
     }
 
+    /// Notes that the guest's next request to `origin` repeats one, the
+    /// `attempt`th time.
+    pub(super) fn announce_retry(&mut self, origin: String, attempt: u32) {
+        self.announced_retry = Some((origin, attempt));
+    }
+
     pub(super) fn new(policy: OutboundPolicy, connector: Arc<str>) -> Self {
         let open_requests = Arc::new(Semaphore::new(policy.limits().max_concurrent_requests));
         Self {
             policy,
             connector,
             open_requests,
+            announced_retry: None,
         }
     }
 
@@ -201,6 +213,22 @@ impl WasiHttpHooks for InstanceHooks {
             return self.refuse(request, &shown, refusal);
         };
         drop_proxy_headers(&mut request, &self.connector);
+        let span = crate::trace_span!(
+            "http",
+            otel.name = %format_args!("{} {}", request.method(), target.host),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %request.method(),
+            server.address = %target.host,
+            server.port = target.port,
+            http.request.resend_count = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            http.response.body.size = tracing::field::Empty,
+        );
+        if let Some((_, attempt)) = self.announced_retry.take_if(|(origin, _)| *origin == shown) {
+            span.record("http.request.resend_count", attempt);
+        }
+        crate::telemetry::inject_traceparent(&span, request.headers_mut());
         let outgoing = Outgoing {
             shared: Arc::clone(&self.policy.0),
             connector: Arc::clone(&self.connector),
@@ -208,7 +236,7 @@ impl WasiHttpHooks for InstanceHooks {
             target,
             shown,
         };
-        Box::new(outgoing.send(request, permit))
+        Box::new(outgoing.send(request, permit).instrument(span))
     }
 }
 
@@ -310,9 +338,11 @@ impl Outgoing {
             host_label: label.clone(),
             shown: shown.clone(),
         };
+        let span = tracing::Span::current();
         let response = match shared.client.send(request, exchange).await {
             Ok(response) => response,
             Err(err) => {
+                span.record("otel.status_code", "ERROR");
                 count("error");
                 tracing::debug!(connector = %connector, host = %shown, "outbound HTTP failed: {err}");
                 return Err(err);
@@ -325,6 +355,10 @@ impl Outgoing {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        span.record("http.response.status_code", response.status().as_u16());
+        if let Some(bytes) = declared {
+            span.record("http.response.body.size", bytes);
+        }
         if declared.is_some_and(|len| len > max_bytes) {
             return Err(Error::HttpResponseBodySize(Some(max_bytes)));
         }

@@ -49,13 +49,14 @@ fn shown_origin(origin: &str) -> Option<(String, String, u16)> {
 
 impl wit_interface::Host for CapabilityView<'_, InstanceHttp> {
     fn retrying(&mut self, origin: String, attempt: u32, reason: String) {
-        let hooks = &self.state.hooks;
+        let hooks = &mut self.state.hooks;
         let label = match shown_origin(&origin) {
             Some((scheme, host, port)) if hooks.policy().allows(&scheme, &host, port) => {
-                hooks.labels().retried(
-                    hooks.connector(),
-                    &format!("{scheme}://{}", authority(&host, port)),
-                )
+                let shown = format!("{scheme}://{}", authority(&host, port));
+                let label = hooks.labels().retried(hooks.connector(), &shown);
+                // The next request to it is the repeat, which its span says.
+                hooks.announce_retry(shown, attempt);
+                label
             }
             _ => OTHER_HOSTS.to_owned(),
         };

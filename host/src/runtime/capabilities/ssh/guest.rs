@@ -5,6 +5,7 @@
 
 use std::{sync::Arc, time::Instant};
 
+use tracing::Instrument as _;
 use wasmtime::component::{Linker, Resource};
 
 use super::{
@@ -178,6 +179,16 @@ impl CapabilityView<'_, InstanceSsh> {
         let connector = Arc::clone(&self.state.connector);
         let destination = &self.table.get(session)?.destination;
         let shown = destination.shown();
+        // The command's text is not an attribute: it may carry what the
+        // connector passes on its command line.
+        let span = crate::trace_span!(
+            "ssh",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            ssh.operation = operation.label(),
+            server.address = %shown,
+            outcome = tracing::field::Empty,
+        );
         let outcome = async {
             let lease = granted
                 .pool
@@ -185,11 +196,16 @@ impl CapabilityView<'_, InstanceSsh> {
                 .await?;
             run(&lease, &shown, &granted, deadline).await
         }
+        .instrument(span.clone())
         .await;
         let label = match &outcome {
             Ok(_) => "ok",
             Err(err) => err.outcome(),
         };
+        span.record("outcome", label);
+        if outcome.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         granted
             .metrics
             .operation(&connector, &shown, operation, label);
