@@ -107,6 +107,10 @@ impl Rpc for pb::CreateTaskRequest {
     }
 
     fn take_run_trace(&mut self) -> Option<TraceId> {
+        // Nothing to take off a create's request: derived only for traces.
+        if !telemetry::enabled() {
+            return None;
+        }
         telemetry::trace_id_for_task(self.task_execution_metadata.as_ref())
     }
 
