@@ -333,13 +333,7 @@ async fn transient_failures_are_retryable(component: Component) {
     // A poll answered 503 is repeated within the call: GetTask answers the
     // run, and the executor never sees the failure it would count.
     let meta = setup.create("flaky-poll").await.expect("create");
-    let resource = setup.get(&meta).await;
-    assert_eq!(
-        resource.phase(),
-        Phase::Initializing,
-        "{}",
-        resource.message
-    );
+    assert_pending(&setup.get(&meta).await);
     assert_eq!(
         setup.fake.calls().submit,
         3,
@@ -355,6 +349,16 @@ async fn transient_failures_are_retryable(component: Component) {
     assert_eq!(retries, Some(1.0), "{metrics}");
 }
 
+/// A run's first poll answered its first state: PENDING, so INITIALIZING.
+fn assert_pending(resource: &Resource) {
+    assert_eq!(
+        resource.phase(),
+        Phase::Initializing,
+        "{}",
+        resource.message
+    );
+}
+
 /// Throttled polls wait for the workspace's `Retry-After`; a workspace that
 /// never recovers is given up inside the client's deadline, as UNAVAILABLE;
 /// a throttled submit carrying its idempotency token is repeated and starts
@@ -363,13 +367,7 @@ async fn throttling_is_absorbed_within_the_calls_deadline(component: Component) 
     let setup = Setup::allowed(component).await;
     let meta = setup.create("throttled-polls").await.expect("create");
     let started = Instant::now();
-    let resource = setup.get(&meta).await;
-    assert_eq!(
-        resource.phase(),
-        Phase::Initializing,
-        "{}",
-        resource.message
-    );
+    assert_pending(&setup.get(&meta).await);
     assert!(
         started.elapsed() >= Duration::from_secs(2),
         "two polls answered Retry-After: 1, yet GetTask took {:?}",
