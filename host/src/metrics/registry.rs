@@ -53,8 +53,16 @@ impl MetricRegistry {
             .collectors
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // Collected again only when one of its families had no series: a
+        // busy collector is not collected twice per scrape.
         let mut empty: Vec<MetricFamily> = collectors
             .iter()
+            .filter(|collector| {
+                collector
+                    .desc()
+                    .iter()
+                    .any(|desc| !exported.contains(desc.fq_name.as_str()))
+            })
             .flat_map(|collector| collector.collect())
             .filter(|family| !exported.contains(family.name()))
             .collect();

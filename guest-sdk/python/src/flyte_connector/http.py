@@ -312,7 +312,8 @@ async def _send_with_retries(
         left = _time_left()
         bound = timeout
         if left is not None:
-            bound = max(left - reserve, 0.0) if timeout is None else min(timeout, max(left - reserve, 0.0))
+            room = max(left - reserve, 0.0)
+            bound = room if timeout is None else min(timeout, room)
         failure: Optional[HttpError] = None
         response: Optional[Response] = None
         try:

@@ -11,8 +11,8 @@
 
 use wasmtime::component::Linker;
 
-use super::{InstanceHttp, OutboundHttp, labels::OTHER_HOSTS};
-use crate::runtime::capabilities::{CapabilityView, HasState, ViewOf, egress::authority, view_of};
+use super::{InstanceHttp, OutboundHttp, Target, labels::OTHER_HOSTS};
+use crate::runtime::capabilities::{CapabilityView, HasState, ViewOf, view_of};
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -34,25 +34,27 @@ pub(super) fn add_to_linker<T: HasState<OutboundHttp>>(
 /// Longest reason kept in a log line.
 const MAX_REASON: usize = 100;
 
-/// `scheme://host:port` of `origin` as the outbound metrics name hosts,
-/// if it is an http(s) origin.
-fn shown_origin(origin: &str) -> Option<(String, String, u16)> {
-    let url = url::Url::parse(origin).ok()?;
-    let scheme = match url.scheme() {
-        scheme @ ("http" | "https") => scheme.to_owned(),
-        _ => return None,
-    };
-    let host = url.host_str()?.to_owned();
-    let port = url.port_or_known_default()?;
-    Some((scheme, host, port))
+/// Where `origin` points, as the policy and the outbound metrics see a
+/// request's target, if it is an http(s) origin.
+fn target_of(origin: &str) -> Option<Target> {
+    let uri: http::Uri = origin.parse().ok()?;
+    let http = uri
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
+    let target = Target::of(&uri);
+    (http && !target.host.is_empty()).then_some(target)
 }
 
 impl wit_interface::Host for CapabilityView<'_, InstanceHttp> {
     fn retrying(&mut self, origin: String, attempt: u32, reason: String) {
         let hooks = &mut self.state.hooks;
-        let label = match shown_origin(&origin) {
-            Some((scheme, host, port)) if hooks.policy().allows(&scheme, &host, port) => {
-                let shown = format!("{scheme}://{}", authority(&host, port));
+        let label = match target_of(&origin) {
+            Some(target)
+                if hooks
+                    .policy()
+                    .allows(target.scheme(), &target.host, target.port) =>
+            {
+                let shown = target.shown();
                 let label = hooks.labels().retried(hooks.connector(), &shown);
                 // The next request to it is the repeat, which its span says.
                 hooks.announce_retry(shown, attempt);
@@ -82,15 +84,16 @@ mod tests {
 
     #[test]
     fn origins_are_shown_as_the_outbound_metrics_name_hosts() {
+        let shown = |origin: &str| target_of(origin).map(|target| target.shown());
         assert_eq!(
-            shown_origin("https://api.example.com"),
-            Some(("https".into(), "api.example.com".into(), 443))
+            shown("https://api.example.com"),
+            Some("https://api.example.com:443".into())
         );
         assert_eq!(
-            shown_origin("http://127.0.0.1:8080/ignored?x=1"),
-            Some(("http".into(), "127.0.0.1".into(), 8080))
+            shown("http://127.0.0.1:8080/ignored?x=1"),
+            Some("http://127.0.0.1:8080".into())
         );
-        assert_eq!(shown_origin("ftp://example.com"), None);
-        assert_eq!(shown_origin("not an origin"), None);
+        assert_eq!(shown("ftp://example.com"), None);
+        assert_eq!(shown("not an origin"), None);
     }
 }
