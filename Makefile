@@ -61,8 +61,19 @@ $(PY_TEST_COMPONENTS:%=$(TEST_COMPONENT_DIR)/%.wasm): $(TEST_COMPONENT_DIR)/%.wa
 	@mkdir -p $(TEST_COMPONENT_DIR)
 	$(VENV)/bin/flyte-connector build $(wildcard tests/components/$*/*_connector.py) -o $@ --quiet
 
+# Python components built for the sync world too (the SDK builds the async
+# one by default): the reuse and concurrency tests run the faulty one in
+# both, and the bench measures the examples in both.
+SYNC_WORLD_COMPONENTS := faulty-py-sync echo-py-sync databricks-py-sync
+$(TEST_COMPONENT_DIR)/faulty-py-sync.wasm: $(wildcard tests/components/faulty-py/*) $(PY_SDK_FILES) $(VENV)/.sdk-installed
+	@mkdir -p $(TEST_COMPONENT_DIR)
+	$(VENV)/bin/flyte-connector build tests/components/faulty-py/faulty_py_connector.py -o $@ --sync --quiet
+$(TEST_COMPONENT_DIR)/%-py-sync.wasm: $$(wildcard example-connectors/$$*-py/*) $(PY_SDK_FILES) $(VENV)/.sdk-installed
+	@mkdir -p $(TEST_COMPONENT_DIR)
+	$(VENV)/bin/flyte-connector build $(wildcard example-connectors/$*-py/*_connector.py) -o $@ --sync --quiet
+
 # Every component the tests load: the examples plus the misbehaving test components.
-test-components: connectors $(PY_TEST_COMPONENTS:%=$(TEST_COMPONENT_DIR)/%.wasm)
+test-components: connectors $(PY_TEST_COMPONENTS:%=$(TEST_COMPONENT_DIR)/%.wasm) $(SYNC_WORLD_COMPONENTS:%=$(TEST_COMPONENT_DIR)/%.wasm)
 	$(CARGO) build --profile wasm --target $(WASM_TARGET) $(addprefix -p ,$(TEST_COMPONENTS))
 	@mkdir -p $(TEST_COMPONENT_DIR)
 	@for c in $(TEST_COMPONENTS); do cp $(TARGET_DIR)/$(WASM_TARGET)/wasm/$$c.wasm $(TEST_COMPONENT_DIR)/$$c.wasm; done

@@ -6,6 +6,7 @@
 //! memory_mb = 256
 //! timeout_seconds = 30
 //! instance_reuse = "connection"
+//! max_concurrent_calls = 64
 //!
 //! [http]
 //! connect_timeout_seconds = 5
@@ -18,7 +19,7 @@
 //! ```
 //!
 //! This module reads the file and the keys every plugin has (`memory_mb`,
-//! `timeout_seconds`, `instance_reuse`, `[env]`). Every other key belongs to
+//! `timeout_seconds`, `instance_reuse`, `max_concurrent_calls`, `[env]`). Every other key belongs to
 //! a capability of the runtime (`allowed_hosts` and `[http]` to outbound HTTP,
 //! `[credentials]` to credentials from the pod), which parses its own
 //! section and rejects what it cannot use; a key no capability owns is an
@@ -61,8 +62,14 @@ pub enum ManifestError {
     },
 }
 
+/// How many calls of one tenant an instance of the async world serves at
+/// once unless its manifest says (`max_concurrent_calls`).
+pub const DEFAULT_CONCURRENT_CALLS: usize = 64;
+/// The most a manifest may ask for.
+const MAX_CONCURRENT_CALLS: u32 = 1024;
+
 /// What a plugin may do beyond the default sandbox.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
     /// Linear-memory cap per call, overriding the server default.
     pub memory_bytes: Option<usize>,
@@ -72,6 +79,9 @@ pub struct Manifest {
     pub env: BTreeMap<String, String>,
     /// Whether a finished call's instance may serve later calls.
     pub instance_reuse: InstanceReuse,
+    /// The most calls of one tenant one instance serves at once, for a
+    /// component of the async world with `instance_reuse = "connection"`.
+    pub max_concurrent_calls: usize,
     /// Every other top-level key, as written: the sections of the
     /// capabilities the runtime grants, each parsed by its owner.
     pub sections: toml::Table,
@@ -103,6 +113,20 @@ impl InstanceReuse {
     }
 }
 
+impl Default for Manifest {
+    fn default() -> Self {
+        Self {
+            memory_bytes: None,
+            timeout: None,
+            env: BTreeMap::new(),
+            instance_reuse: InstanceReuse::default(),
+            max_concurrent_calls: DEFAULT_CONCURRENT_CALLS,
+            sections: toml::Table::new(),
+            folder: PathBuf::new(),
+        }
+    }
+}
+
 impl Manifest {
     /// `path` as a section names it, resolved against the manifest's folder.
     pub fn resolve(&self, path: &Path) -> PathBuf {
@@ -115,6 +139,7 @@ struct ManifestFile {
     memory_mb: Option<u64>,
     timeout_seconds: Option<f64>,
     instance_reuse: Option<String>,
+    max_concurrent_calls: Option<u32>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(flatten)]
@@ -166,11 +191,21 @@ impl Manifest {
             seconds("timeout_seconds", file.timeout_seconds).map_err(ParseError::Invalid)?;
         let instance_reuse =
             InstanceReuse::parse(file.instance_reuse.as_deref()).map_err(ParseError::Invalid)?;
+        let max_concurrent_calls = match file.max_concurrent_calls {
+            None => DEFAULT_CONCURRENT_CALLS,
+            Some(calls @ 1..=MAX_CONCURRENT_CALLS) => calls as usize,
+            Some(calls) => {
+                return Err(ParseError::Invalid(format!(
+                    "max_concurrent_calls = {calls}: expected 1 to {MAX_CONCURRENT_CALLS}"
+                )));
+            }
+        };
         Ok(Self {
             memory_bytes,
             timeout,
             env: file.env,
             instance_reuse,
+            max_concurrent_calls,
             sections: file.sections,
             folder,
         })

@@ -3,12 +3,14 @@
 
 mod bigquery;
 mod cli;
+mod concurrency;
 mod confinement;
 mod contract;
 mod databricks;
 mod egress;
 mod egress_guard;
 mod errors;
+mod faulty_guests;
 mod isolation;
 mod lifecycle;
 mod limits;

@@ -1,250 +1,15 @@
 //! Instance reuse (`instance_reuse = "connection"`): a finished call's
 //! instance may serve later calls with the same connection map, and no
 //! other; without the manifest key every call is fresh. Each test runs for
-//! a Rust and a Python component that remember what they saw (the faulty
-//! components' `tally`: an instance id, the calls it served, the tenants of
-//! the earlier ones).
+//! the Rust component and the Python one of each world (see
+//! `faulty_guests`).
 
-use std::time::Duration;
+use flyte_connect::proto::connector::CreateTaskRequest;
+use flyte_connect_e2e::{Server, eventually, metric_value};
 
-use flyte_connect::proto::{
-    connector::CreateTaskRequest,
-    core::{Connection, SimpleType},
+use crate::faulty_guests::{
+    Guest, REUSE, WITHIN, each_guest, idle, instances, parse_tally, tally, tally_at_once, tenant,
 };
-use flyte_connect_e2e::{
-    Server, Workspace, eventually,
-    literals::{self, TypedInputs, int, simple, string},
-    metric_value,
-};
-use serde_json::Value;
-
-/// How long a change may take to show on a slow CI machine.
-const WITHIN: Duration = Duration::from_secs(15);
-
-#[derive(Clone, Copy, Debug)]
-enum Guest {
-    Rust,
-    Python,
-}
-
-/// What one `tally` call reported of its instance.
-#[derive(Debug)]
-struct Tally {
-    instance: String,
-    calls: u64,
-    seen: Vec<String>,
-}
-
-impl Guest {
-    fn component(self) -> &'static str {
-        match self {
-            Self::Rust => "faulty",
-            Self::Python => "faulty-py",
-        }
-    }
-
-    fn connector(self) -> &'static str {
-        match self {
-            Self::Rust => "Faulty Connector",
-            Self::Python => "Faulty Connector (Python)",
-        }
-    }
-
-    /// Serves the component with `manifest` and the server flags `extra`.
-    fn serve(self, manifest: &str, extra: &[&str]) -> (Workspace, Server) {
-        let plugins = Workspace::new();
-        let name = self.component();
-        plugins.add_component(name, &format!("{name}.wasm"));
-        plugins.write(&format!("{name}.toml"), manifest.as_bytes());
-        let dir = plugins.path().display().to_string();
-        let mut args = vec!["--plugin-dir", dir.as_str()];
-        args.extend_from_slice(extra);
-        let server = Server::start(&args, plugins.path());
-        (plugins, server)
-    }
-
-    /// A create of the guest's task type with its inputs and `connection`.
-    fn create(
-        self,
-        rust_task: &str,
-        python_fault: &str,
-        inputs: Vec<(
-            &'static str,
-            flyte_connect::proto::core::Literal,
-            SimpleType,
-        )>,
-        connection: &Connection,
-    ) -> CreateTaskRequest {
-        let (task_type, mut typed) = match self {
-            Self::Rust => (rust_task, Vec::new()),
-            Self::Python => (
-                "faulty_py",
-                vec![("fault", string(python_fault), simple(SimpleType::String))],
-            ),
-        };
-        typed.extend(
-            inputs
-                .into_iter()
-                .map(|(name, literal, kind)| (name, literal, simple(kind))),
-        );
-        CreateTaskRequest {
-            connection: Some(connection.clone()),
-            ..literals::create_request(task_type, &TypedInputs(typed))
-        }
-    }
-
-    /// A `tally` call that keeps `keep_kib` more KiB and takes `wait_ms`.
-    fn tally_request(
-        self,
-        connection: &Connection,
-        keep_kib: i64,
-        wait_ms: i64,
-    ) -> CreateTaskRequest {
-        let wait = match self {
-            Self::Rust => ("ms", int(wait_ms), SimpleType::Integer),
-            Self::Python => (
-                "seconds",
-                string(&format!("{}", wait_ms as f64 / 1000.0)),
-                SimpleType::String,
-            ),
-        };
-        self.create(
-            "tally",
-            "tally",
-            vec![("keep_kib", int(keep_kib), SimpleType::Integer), wait],
-            connection,
-        )
-    }
-
-    /// A call that never returns: the deadline stops it.
-    fn runaway(self, connection: &Connection) -> CreateTaskRequest {
-        self.create("sleep", "loop", Vec::new(), connection)
-    }
-
-    /// A call that allocates until the memory cap stops it.
-    fn hoard(self, connection: &Connection) -> CreateTaskRequest {
-        self.create("memory", "memory", Vec::new(), connection)
-    }
-}
-
-/// A connection of tenant `tenant` (a secret), with `configs`.
-fn tenant(tenant: &str, configs: &[(&str, &str)]) -> Connection {
-    Connection {
-        secrets: [("tenant".to_owned(), tenant.to_owned())].into(),
-        configs: configs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        ..Default::default()
-    }
-}
-
-fn parse_tally(meta: &[u8]) -> Tally {
-    let value: Value = serde_json::from_slice(meta).expect("the meta is JSON");
-    // The Python component nests its report as JSON text.
-    let value = match value.get("tally").and_then(Value::as_str) {
-        Some(text) => serde_json::from_str(text).expect("the tally is JSON"),
-        None => value,
-    };
-    Tally {
-        instance: value["instance"]
-            .as_str()
-            .expect("an instance id")
-            .to_owned(),
-        calls: value["calls"].as_u64().expect("a call count"),
-        seen: value["seen"]
-            .as_array()
-            .expect("the tenants seen")
-            .iter()
-            .map(|t| t.as_str().unwrap_or_default().to_owned())
-            .collect(),
-    }
-}
-
-async fn tally(
-    server: &Server,
-    guest: Guest,
-    connection: &Connection,
-    keep_kib: i64,
-    wait_ms: i64,
-) -> Tally {
-    match server
-        .tasks()
-        .await
-        .create_task(guest.tally_request(connection, keep_kib, wait_ms))
-        .await
-    {
-        Ok(response) => parse_tally(&response.into_inner().resource_meta),
-        Err(status) => panic!(
-            "a tally call failed: {status:?}\nthe server printed:\n{}",
-            server.output.text()
-        ),
-    }
-}
-
-/// Tally calls of `tenants` (one each) all in flight at once, each holding
-/// its instance `wait_ms`; their answers in the order of `tenants`.
-async fn tally_at_once<'t>(
-    server: &Server,
-    guest: Guest,
-    tenants: &[&'t str],
-    wait_ms: i64,
-) -> Vec<(&'t str, Tally)> {
-    let mut calls = Vec::new();
-    for &name in tenants {
-        let request = guest.tally_request(&tenant(name, &[]), 0, wait_ms);
-        let mut client = server.tasks().await;
-        calls.push(tokio::spawn(
-            async move { client.create_task(request).await },
-        ));
-    }
-    let mut answers = Vec::new();
-    for (&name, call) in tenants.iter().zip(calls) {
-        match call.await.expect("a call's task") {
-            Ok(response) => answers.push((name, parse_tally(&response.into_inner().resource_meta))),
-            Err(status) => panic!(
-                "a tally call of tenant {name} failed: {status:?}\nthe server printed:\n{}",
-                server.output.text()
-            ),
-        }
-    }
-    answers
-}
-
-fn instances(server: &Server, guest: Guest, start: &str) -> f64 {
-    metric_value(
-        &server.metrics_text(),
-        "flyte_connector_instances_total",
-        &[("connector", guest.connector()), ("start", start)],
-    )
-    .unwrap_or(0.0)
-}
-
-fn idle(server: &Server) -> f64 {
-    metric_value(
-        &server.metrics_text(),
-        "flyte_connector_idle_instances",
-        &[],
-    )
-    .unwrap_or(-1.0)
-}
-
-const REUSE: &str = "instance_reuse = \"connection\"\n";
-
-/// Runs `body` for the Rust and then the Python component.
-macro_rules! both_guests {
-    ($rust:ident, $python:ident, $body:ident) => {
-        #[tokio::test]
-        async fn $rust() {
-            $body(Guest::Rust).await;
-        }
-
-        #[tokio::test]
-        async fn $python() {
-            $body(Guest::Python).await;
-        }
-    };
-}
 
 async fn fresh_by_default(guest: Guest) {
     let (_plugins, server) = guest.serve("", &[]);
@@ -262,9 +27,10 @@ async fn fresh_by_default(guest: Guest) {
     assert_eq!(instances(&server, guest, "reused"), 0.0);
     assert_eq!(idle(&server), 0.0);
 }
-both_guests!(
+each_guest!(
     rust_calls_are_fresh_by_default,
     python_calls_are_fresh_by_default,
+    python_sync_calls_are_fresh_by_default,
     fresh_by_default
 );
 
@@ -302,9 +68,10 @@ async fn reuse_within_a_tenant_only(guest: Guest) {
     );
     assert!(instances(&server, guest, "reused") >= 5.0);
 }
-both_guests!(
+each_guest!(
     rust_reuse_stays_within_a_tenant,
     python_reuse_stays_within_a_tenant,
+    python_sync_reuse_stays_within_a_tenant,
     reuse_within_a_tenant_only
 );
 
@@ -323,9 +90,10 @@ async fn concurrent_tenants_never_share(guest: Guest) {
     }
     assert!(instances(&server, guest, "reused") > 0.0);
 }
-both_guests!(
+each_guest!(
     rust_concurrent_tenants_never_share,
     python_concurrent_tenants_never_share,
+    python_sync_concurrent_tenants_never_share,
     concurrent_tenants_never_share
 );
 
@@ -377,9 +145,10 @@ async fn failed_instances_are_dropped(guest: Guest) {
     );
     assert_eq!(tally(&server, guest, &a, 0, 0).await.calls, 1);
 }
-both_guests!(
+each_guest!(
     rust_failed_instances_are_dropped,
     python_failed_instances_are_dropped,
+    python_sync_failed_instances_are_dropped,
     failed_instances_are_dropped
 );
 
@@ -401,15 +170,18 @@ async fn reload_starts_fresh(guest: Guest) {
     .await;
     assert_eq!(tally(&server, guest, &a, 0, 0).await.calls, 1);
 }
-both_guests!(
+each_guest!(
     rust_reload_starts_fresh,
     python_reload_starts_fresh,
+    python_sync_reload_starts_fresh,
     reload_starts_fresh
 );
 
+/// `--max-instance-reuse-count` bounds the calls an instance serves (in
+/// the async world, that many per call it may serve at once: one here).
 async fn reuse_is_bounded(guest: Guest) {
     let (_plugins, server) = guest.serve(
-        REUSE,
+        &format!("{REUSE}max_concurrent_calls = 1\n"),
         &[
             "--max-instance-reuse-count",
             "3",
@@ -435,34 +207,38 @@ async fn reuse_is_bounded(guest: Guest) {
     .await;
     assert_eq!(tally(&server, guest, &a, 0, 0).await.calls, 1);
 }
-both_guests!(
+each_guest!(
     rust_reuse_is_bounded,
     python_reuse_is_bounded,
+    python_sync_reuse_is_bounded,
     reuse_is_bounded
 );
 
 /// By default a component keeps as many idle instances as it just had
 /// calls in flight, more than the floor of twice the workers, so a steady
-/// load of waiting calls finds an instance for each call.
+/// load of waiting calls finds an instance for each call — each its own in
+/// the sync world; in the async world the eight share one.
 async fn idle_instances_follow_the_calls_in_flight(guest: Guest) {
     let (_plugins, server) =
         guest.serve(REUSE, &["--worker", "1", "--idle-instance-timeout", "30"]);
     let tenants = ["a"; 8];
+    let instances_needed = if guest.concurrent() { 1.0 } else { 8.0 };
     tally_at_once(&server, guest, &tenants, 500).await;
     assert_eq!(
         idle(&server),
-        8.0,
+        instances_needed,
         "eight calls ran at once, above the floor of two"
     );
-    // Eight at once again: each finds one of them, none starts afresh.
+    // Eight at once again: each finds an instance, none starts afresh.
     let again = tally_at_once(&server, guest, &tenants, 300).await;
     assert!(again.iter().all(|(_, tally)| tally.calls >= 2), "{again:?}");
-    assert_eq!(instances(&server, guest, "fresh"), 8.0);
-    assert_eq!(instances(&server, guest, "reused"), 8.0);
+    assert_eq!(instances(&server, guest, "fresh"), instances_needed);
+    assert_eq!(instances(&server, guest, "reused"), 16.0 - instances_needed);
 }
-both_guests!(
+each_guest!(
     rust_idle_instances_follow_the_calls_in_flight,
     python_idle_instances_follow_the_calls_in_flight,
+    python_sync_idle_instances_follow_the_calls_in_flight,
     idle_instances_follow_the_calls_in_flight
 );
 

@@ -1,5 +1,7 @@
 """`flyte-connector build` names what is wrong with a connector module
-before componentize-py runs (these cases never reach it)."""
+before componentize-py runs (these cases never reach it), and hands a good
+one to componentize-py for the world asked: the async one by default, the
+sync one with `--sync`."""
 
 from __future__ import annotations
 
@@ -112,3 +114,57 @@ def test_dependencies_come_only_from_the_named_folders(tmp_path):
     # not, so the check must not find it either.
     module = write(tmp_path, "job_connector.py", "import grpc\n" + GOOD + "\nConnectorRegistry.register(JobConnector())\n")
     assert "cannot import 'grpc'" in build_error(module)
+
+
+def componentize(monkeypatch, tmp_path, *extra: str):
+    """Runs the command line on a good module with componentize-py stood in
+    for: the command it would run and the app module it would build."""
+    module = write(tmp_path, "job_connector.py", GOOD + "\nConnectorRegistry.register(JobConnector())\n")
+    seen = {}
+
+    def componentize_py(command, env):
+        scratch = Path(command[command.index("-p") + 1])
+        seen.update(command=command, app=(scratch / f"{build.APP_MODULE}.py").read_text())
+        Path(command[command.index("-o") + 1]).write_bytes(b"\0asm")
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(build.subprocess, "run", componentize_py)
+    monkeypatch.setattr(build, "check", lambda module, python_path: module.stem)
+    assert build.main(["build", str(module), "-o", str(tmp_path / "job.wasm"), "-q", *extra]) == 0
+    command = seen["command"]
+    return command[command.index("-w") + 1], seen["app"]
+
+
+def test_the_async_world_is_built_by_default(monkeypatch, tmp_path):
+    world, app = componentize(monkeypatch, tmp_path)
+    assert world == build.ASYNC_WORLD == "python-async-plugin"
+    lines = app.splitlines()
+    # The export first (timers and log streams ready for the connector's module), the freeze last.
+    assert lines[0].startswith("from flyte_connector._guest_async import AsyncConnector")
+    assert lines[1].startswith("import job_connector")
+    assert lines[-1].startswith("import flyte_connector._snapshot")
+
+
+def test_sync_builds_the_sync_world(monkeypatch, tmp_path):
+    world, app = componentize(monkeypatch, tmp_path, "--sync")
+    assert world == build.SYNC_WORLD == "python-plugin"
+    lines = app.splitlines()
+    assert lines[0].startswith("import job_connector")
+    assert lines[1].startswith("from flyte_connector._guest import Connector")
+    assert lines[-1].startswith("import flyte_connector._snapshot")
+
+
+def test_the_help_names_the_switch_and_both_worlds():
+    finished = subprocess.run(
+        [sys.executable, "-m", "flyte_connector", "build", "--help"], capture_output=True, text=True, check=True
+    )
+    text = " ".join(finished.stdout.split())
+    assert "--sync" in text and build.SYNC_WORLD in text and build.ASYNC_WORLD in text
+
+
+def test_the_worlds_are_in_the_shipped_wit_and_the_contract_is_the_hosts():
+    python_wit = (build.WIT_DIR / "python.wit").read_text()
+    assert f"package flyte:connector@{build.CONTRACT};" in python_wit
+    assert f"world {build.SYNC_WORLD} {{" in python_wit and f"world {build.ASYNC_WORLD} {{" in python_wit
+    shipped = (build.WIT_DIR / "connector.wit").read_bytes()
+    assert shipped == (Path(__file__).resolve().parents[3] / "wit" / "connector.wit").read_bytes()

@@ -55,3 +55,25 @@ def test_the_cache_keeps_at_most_its_capacity():
     assert len(cache._entries) == cache.CAPACITY
     assert cache.get_or_make(0, lambda: "made again") == "made again"
     assert cache.get_or_make(cache.CAPACITY + 4, lambda: "made again") == cache.CAPACITY + 4
+
+
+def test_calls_that_interleave_each_get_a_whole_value_and_the_last_made_is_kept():
+    """As calls of the async world run at once in one instance: both miss,
+    each makes its own value (neither waits on the other's), and the cache
+    keeps the one made last."""
+    clock, order = Clock(), []
+
+    async def call(name: str, delay: float):
+        async def make():
+            order.append(f"{name} makes")
+            await asyncio.sleep(delay)
+            return f"token of {name}"
+
+        return await cache.get_or_make_async("token", make, ttl_seconds=60, clock=clock)
+
+    async def both():
+        return await asyncio.gather(call("slow", 0.02), call("quick", 0.01))
+
+    assert asyncio.run(both()) == ["token of slow", "token of quick"]
+    assert order == ["slow makes", "quick makes"]
+    assert cache.get_or_make("token", lambda: "made again", clock=clock) == "token of slow"

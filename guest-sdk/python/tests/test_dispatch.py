@@ -1,6 +1,8 @@
 """The component's calls, dispatched under plain CPython: WIT records in,
 WIT records (or WIT errors) out, with bindings componentize-py generates
-from the SDK's own WIT, as in a build."""
+from the SDK's own WIT, as in a build. Each call is served in both worlds
+(`serve`): run on a `PollLoop` as the sync export runs it, and as a task of
+componentize-py's loop on a component host as the async export runs it."""
 
 from __future__ import annotations
 
@@ -134,6 +136,16 @@ class FlyteStyleEchoConnector(AsyncConnector):
         return None
 
 
+@pytest.fixture(params=["sync", "async"])
+def serve(request, wit, dispatch):
+    """`serve(operation, request)`: the answer to the call, or its WIT error
+    raised as `Err`, from the sync world's export or the async world's."""
+    if request.param == "sync":
+        return lambda operation, call: dispatch.run(getattr(dispatch, operation)(wit, call))
+    host = request.getfixturevalue("component")
+    return lambda operation, call: host.serve(getattr(host.guest.AsyncConnector(), operation)(call))
+
+
 @pytest.fixture
 def connector(monkeypatch, dispatch):
     monkeypatch.setattr(_loop, "default_clock", NoClock)
@@ -166,9 +178,9 @@ def test_metadata_names_the_connector_and_its_task_type(wit, dispatch, connector
     assert [c.name for c in dispatch.metadata(wit).task_categories] == ["job_py"]
 
 
-def test_create_gets_flyte_arguments_and_returns_the_encoded_meta(wit, dispatch, connector):
-    meta = dispatch.create(
-        wit,
+def test_create_gets_flyte_arguments_and_returns_the_encoded_meta(wit, dispatch, serve, connector):
+    meta = serve(
+        "create",
         create_request(
             wit, {"n": 3, "at": "2024-01-02T03:04:05+00:00"}, {"n": {"simple": "INTEGER"}, "at": {"simple": "DATETIME"}}
         ),
@@ -185,11 +197,11 @@ def test_create_gets_flyte_arguments_and_returns_the_encoded_meta(wit, dispatch,
     assert seen["kwargs"] == {"token": "s3cr3t", "region": "eu"}
 
 
-def test_get_returns_the_resource_with_typed_outputs(wit, dispatch, connector):
+def test_get_returns_the_resource_with_typed_outputs(wit, dispatch, serve, connector):
     request = wit.GetRequest(
         task_category=wit.TaskCategory("job", 2), resource_meta=b'{"job_id": "j-1", "attempt": 2}', output_prefix="", connection=[]
     )
-    resource = dispatch.get(wit, request)
+    resource = serve("get", request)
     assert resource.phase == wit.Phase.SUCCEEDED and resource.message == "done"
     assert [(l.name, l.uri, l.link_type) for l in resource.log_links] == [
         ("Console", "https://svc/jobs/j-1", wit.LinkType.DASHBOARD)
@@ -213,48 +225,50 @@ def test_get_returns_the_resource_with_typed_outputs(wit, dispatch, connector):
         ("said", "Error_Failed", "the workspace refused the token"),
     ],
 )
-def test_exceptions_become_the_wit_error_the_client_should_see(wit, dispatch, connector, behaviour, variant, message):
+def test_exceptions_become_the_wit_error_the_client_should_see(
+    wit, dispatch, serve, connector, behaviour, variant, message
+):
     from componentize_py_types import Err
 
     connector.behaviour = behaviour
     with pytest.raises(Err) as raised:
-        dispatch.create(wit, create_request(wit, {}, {}))
+        serve("create", create_request(wit, {}, {}))
     assert type(raised.value.value).__name__ == variant
     assert raised.value.value.value == message
 
 
-def test_an_input_that_does_not_fit_its_type_is_an_invalid_request(wit, dispatch, connector):
+def test_an_input_that_does_not_fit_its_type_is_an_invalid_request(wit, dispatch, serve, connector):
     from componentize_py_types import Err
 
     with pytest.raises(Err) as raised:
-        dispatch.create(wit, create_request(wit, {"n": "three"}, {"n": {"simple": "INTEGER"}}))
+        serve("create", create_request(wit, {"n": "three"}, {"n": {"simple": "INTEGER"}}))
     assert isinstance(raised.value.value, wit.Error_InvalidRequest)
     assert raised.value.value.value.startswith("input 'n': ")
 
 
-def test_a_meta_that_is_not_the_connectors_is_an_invalid_request(wit, dispatch, connector):
+def test_a_meta_that_is_not_the_connectors_is_an_invalid_request(wit, dispatch, serve, connector):
     from componentize_py_types import Err
 
     request = wit.DeleteRequest(task_category=wit.TaskCategory("job", 2), resource_meta=b'{"run": 1}', connection=[])
     with pytest.raises(Err) as raised:
-        dispatch.delete(wit, request)
+        serve("delete", request)
     assert isinstance(raised.value.value, wit.Error_InvalidRequest)
     assert "JobMeta" in raised.value.value.value
 
 
-def test_metrics_and_logs_a_connector_lacks_are_not_implemented(wit, dispatch, connector):
+def test_metrics_and_logs_a_connector_lacks_are_not_implemented(wit, dispatch, serve, connector):
     from componentize_py_types import Err
 
     category = wit.TaskCategory("job", 2)
     with pytest.raises(Err) as raised:
-        dispatch.get_metrics(wit, wit.MetricsRequest(category, b'{"job_id": "j"}', ["cpu"], None, None, None, []))
+        serve("get_metrics", wit.MetricsRequest(category, b'{"job_id": "j"}', ["cpu"], None, None, None, []))
     assert isinstance(raised.value.value, wit.Error_NotImplemented)
     with pytest.raises(Err) as raised:
-        dispatch.get_logs(wit, wit.LogsRequest(category, b'{"job_id": "j"}', 10, "", []))
+        serve("get_logs", wit.LogsRequest(category, b'{"job_id": "j"}', 10, "", []))
     assert isinstance(raised.value.value, wit.Error_NotImplemented)
 
 
-def test_a_meta_that_keeps_the_inputs_is_encoded_and_echoed(wit, dispatch, monkeypatch):
+def test_a_meta_that_keeps_the_inputs_is_encoded_and_echoed(wit, dispatch, serve, monkeypatch):
     monkeypatch.setattr(_loop, "default_clock", NoClock)
     monkeypatch.delenv(dispatch.TASK_TYPE_VARIABLE, raising=False)
     ConnectorRegistry._clear()
@@ -267,13 +281,13 @@ def test_a_meta_that_keeps_the_inputs_is_encoded_and_echoed(wit, dispatch, monke
             "ids": {"collectionType": {"simple": "INTEGER"}},
             "conf": {"mapValueType": {"simple": "FLOAT"}},
         }
-        meta = dispatch.create(wit, create_request(wit, inputs, types))
+        meta = serve("create", create_request(wit, inputs, types))
         # Byte for byte what flyte's ResourceMeta.encode writes for the same meta.
         assert meta == json.dumps({"job_id": "echo-n-name-ids-conf", "inputs": inputs}).encode()
         request = wit.GetRequest(
             task_category=wit.TaskCategory("echo", 0), resource_meta=meta, output_prefix="", connection=[]
         )
-        resource = dispatch.get(wit, request)
+        resource = serve("get", request)
         assert resource.phase == wit.Phase.SUCCEEDED
         assert {o.name: json.loads(o.value) for o in resource.outputs} == inputs
     finally:
@@ -284,14 +298,14 @@ NOT_RUN = {"not": "run"}
 
 
 @pytest.mark.parametrize("key", ["task_template", "output_prefix", "inputs", "task_execution_metadata", "self"])
-def test_a_connection_key_named_like_a_create_argument_is_an_invalid_request(wit, dispatch, connector, key):
+def test_a_connection_key_named_like_a_create_argument_is_an_invalid_request(wit, dispatch, serve, connector, key):
     from componentize_py_types import Err
 
     JobConnector.seen = NOT_RUN
     request = create_request(wit, {"n": 3}, {"n": {"simple": "INTEGER"}})
     request.connection = [("token", "s3cr3t"), (key, "v4lue")]
     with pytest.raises(Err) as raised:
-        dispatch.create(wit, request)
+        serve("create", request)
     assert isinstance(raised.value.value, wit.Error_InvalidRequest)
     assert raised.value.value.value == (
         f"connection key '{key}' clashes with create's argument of the same name (a connection's secrets and "
@@ -302,7 +316,9 @@ def test_a_connection_key_named_like_a_create_argument_is_an_invalid_request(wit
 
 @pytest.mark.parametrize("operation", ["get", "delete"])
 @pytest.mark.parametrize("key", ["resource_meta", "self"])
-def test_a_connection_key_named_like_the_meta_argument_is_an_invalid_request(wit, dispatch, connector, operation, key):
+def test_a_connection_key_named_like_the_meta_argument_is_an_invalid_request(
+    wit, dispatch, serve, connector, operation, key
+):
     from componentize_py_types import Err
 
     JobConnector.seen = NOT_RUN
@@ -314,7 +330,7 @@ def test_a_connection_key_named_like_the_meta_argument_is_an_invalid_request(wit
     else:
         request = wit.DeleteRequest(task_category=category, resource_meta=meta, connection=connection)
     with pytest.raises(Err) as raised:
-        getattr(dispatch, operation)(wit, request)
+        serve(operation, request)
     assert isinstance(raised.value.value, wit.Error_InvalidRequest)
     assert raised.value.value.value == (
         f"connection key '{key}' clashes with {operation}'s argument of the same name (a connection's secrets "
@@ -323,13 +339,13 @@ def test_a_connection_key_named_like_the_meta_argument_is_an_invalid_request(wit
     assert JobConnector.seen is NOT_RUN, f"the connector's {operation} ran"
 
 
-def test_several_clashing_keys_are_named_together_and_no_value_is(wit, dispatch, connector):
+def test_several_clashing_keys_are_named_together_and_no_value_is(wit, dispatch, serve, connector):
     from componentize_py_types import Err
 
     request = create_request(wit, {}, {})
     request.connection = [("inputs", "s3cr3t-1"), ("region", "eu"), ("output_prefix", "s3cr3t-2")]
     with pytest.raises(Err) as raised:
-        dispatch.create(wit, request)
+        serve("create", request)
     message = raised.value.value.value
     assert message.startswith(
         "connection keys 'inputs' and 'output_prefix' clash with create's arguments of the same names"
@@ -337,17 +353,17 @@ def test_several_clashing_keys_are_named_together_and_no_value_is(wit, dispatch,
     assert "s3cr3t" not in message
 
 
-def test_other_connection_keys_reach_get_and_delete_as_keyword_arguments(wit, dispatch, connector):
+def test_other_connection_keys_reach_get_and_delete_as_keyword_arguments(wit, dispatch, serve, connector):
     category = wit.TaskCategory("job", 2)
     connection = [("token", "s3cr3t"), ("meta", "m")]
-    dispatch.get(wit, wit.GetRequest(category, b'{"job_id": "j-1"}', "", connection))
+    serve("get", wit.GetRequest(category, b'{"job_id": "j-1"}', "", connection))
     assert JobConnector.seen["kwargs"] == {"token": "s3cr3t", "meta": "m"}
     assert JobConnector.seen["meta"] == JobMeta(job_id="j-1")
-    dispatch.delete(wit, wit.DeleteRequest(category, b'{"job_id": "j-2"}', connection))
+    serve("delete", wit.DeleteRequest(category, b'{"job_id": "j-2"}', connection))
     assert JobConnector.seen == dict(meta=JobMeta(job_id="j-2"), kwargs={"token": "s3cr3t", "meta": "m"})
 
 
-def test_the_pods_credentials_reach_metrics_and_logs_as_keyword_arguments(wit, dispatch, monkeypatch):
+def test_the_pods_credentials_reach_metrics_and_logs_as_keyword_arguments(wit, dispatch, serve, monkeypatch):
     monkeypatch.setattr(_loop, "default_clock", NoClock)
     seen = {}
 
@@ -366,8 +382,8 @@ def test_the_pods_credentials_reach_metrics_and_logs_as_keyword_arguments(wit, d
         category = wit.TaskCategory("job", 2)
         connection = [("ssh_private_key", "k")]
         meta = b'{"job_id": "j"}'
-        dispatch.get_metrics(wit, wit.MetricsRequest(category, meta, ["cpu"], None, None, None, connection))
-        dispatch.get_logs(wit, wit.LogsRequest(category, meta, 10, "", connection))
+        serve("get_metrics", wit.MetricsRequest(category, meta, ["cpu"], None, None, None, connection))
+        serve("get_logs", wit.LogsRequest(category, meta, 10, "", connection))
     finally:
         ConnectorRegistry._clear()
     assert seen == {"metrics": {"ssh_private_key": "k"}, "logs": {"ssh_private_key": "k"}}

@@ -26,6 +26,106 @@ wasmtime::component::bindgen!({
 
 pub(super) use flyte::connector::types as wit;
 
+/// The async world, `flyte:connector/async-plugin` (since 1.3.0): the same
+/// types, its operations exported as `async` functions, so that calls may
+/// be entered concurrently (`call::concurrent`).
+pub(super) mod async_world {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "flyte:connector/async-plugin",
+        exports: { default: async },
+        with: {
+            "flyte:connector/types": super::flyte::connector::types,
+            "flyte:connector/call": crate::runtime::capabilities::call_interface,
+            "flyte:connector/http-retries": crate::runtime::capabilities::http_retries_interface,
+            "flyte:connector/waits": crate::runtime::capabilities::waits_interface,
+        },
+    });
+}
+
+pub(super) use async_world::{AsyncPlugin, AsyncPluginPre};
+
+/// The exports of an instance, of whichever world its component targets.
+pub(super) enum Exports {
+    /// `plugin`: one call at a time.
+    Sync(Plugin),
+    /// `async-plugin`: calls of one tenant at once.
+    Async(AsyncPlugin),
+}
+
+/// A component pre-linked, of whichever world it targets.
+#[derive(Clone)]
+pub(super) enum ExportsPre {
+    /// `plugin`.
+    Sync(PluginPre<super::capabilities::HostState>),
+    /// `async-plugin`.
+    Async(AsyncPluginPre<super::capabilities::HostState>),
+}
+
+impl ExportsPre {
+    /// The component's world's exports, linked by `pre`.
+    pub(super) fn new(
+        pre: wasmtime::component::InstancePre<super::capabilities::HostState>,
+        concurrent: bool,
+    ) -> wasmtime::Result<Self> {
+        Ok(if concurrent {
+            Self::Async(AsyncPluginPre::new(pre)?)
+        } else {
+            Self::Sync(PluginPre::new(pre)?)
+        })
+    }
+
+    /// Whether its calls may share an instance at once.
+    pub(super) fn is_concurrent(&self) -> bool {
+        matches!(self, Self::Async(_))
+    }
+
+    /// Instantiates it in `store`.
+    pub(super) async fn instantiate_async(
+        &self,
+        store: &mut wasmtime::Store<super::capabilities::HostState>,
+    ) -> wasmtime::Result<Exports> {
+        Ok(match self {
+            Self::Sync(pre) => Exports::Sync(pre.instantiate_async(store).await?),
+            Self::Async(pre) => Exports::Async(pre.instantiate_async(store).await?),
+        })
+    }
+}
+
+impl Exports {
+    /// The connector's metadata (a sync export in both worlds).
+    pub(super) async fn call_metadata(
+        &self,
+        store: &mut wasmtime::Store<super::capabilities::HostState>,
+    ) -> wasmtime::Result<wit::Metadata> {
+        match self {
+            Self::Sync(plugin) => {
+                plugin
+                    .flyte_connector_connector()
+                    .call_metadata(store)
+                    .await
+            }
+            Self::Async(plugin) => {
+                plugin
+                    .flyte_connector_async_connector()
+                    .call_metadata(store)
+                    .await
+            }
+        }
+    }
+
+    /// The sync world's exports; an error for a component of the async
+    /// world, whose calls the host makes concurrently.
+    pub(super) fn sync(&self) -> wasmtime::Result<&Plugin> {
+        match self {
+            Self::Sync(plugin) => Ok(plugin),
+            Self::Async(_) => Err(wasmtime::format_err!(
+                "a component of the async world called as one of the sync world"
+            )),
+        }
+    }
+}
+
 fn category_to_wit(category: &TaskCategory) -> wit::TaskCategory {
     wit::TaskCategory {
         name: category.name.clone(),

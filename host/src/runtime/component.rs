@@ -4,7 +4,11 @@
 
 use async_trait::async_trait;
 
-use super::{bindings, call::Caller, return_limits::ReturnLimits};
+use super::{
+    bindings,
+    call::{Caller, GuestCall, enter},
+    return_limits::ReturnLimits,
+};
 use crate::{
     connector::{
         Connector, ConnectorError, ConnectorInfo, CreateRequest, Deadline, DeleteRequest,
@@ -28,12 +32,31 @@ pub struct WasmConnector {
 
 /// Calls export `$function` of the guest's connector interface with
 /// `$request`, for `$tenant` (see [`Caller::complete_connection`]), mapping
-/// the guest's own error variant to a [`ConnectorError`].
+/// the guest's own error variant to a [`ConnectorError`]: alone in its
+/// instance for a component of the sync world, or among others of its
+/// tenant for one of the async world (the same export, `async`).
 macro_rules! call_guest {
     ($self:ident, $operation:expr, $deadline:ident, $tenant:expr, $function:ident, $request:expr) => {{
         let request = $request;
         let held = bindings::CallRequest::held_bytes(&request);
         let output_prefix = bindings::CallRequest::output_prefix(&request);
+        let call = if $self.caller.is_concurrent() {
+            GuestCall::Concurrent(Box::new(move |accessor, plugin, call| {
+                Box::pin(async move {
+                    let func = plugin.flyte_connector_async_connector().$function();
+                    let (result,) = enter(accessor, func, (request,), call).await?;
+                    Ok(result.map_err(bindings::error))
+                })
+            }))
+        } else {
+            GuestCall::Sync(Box::new(move |store, exports| {
+                Box::pin(async move {
+                    let func = exports.sync()?.flyte_connector_connector().$function();
+                    let (result,) = func.call_async(&mut *store, (&request,)).await?;
+                    Ok(result.map_err(bindings::error))
+                })
+            }))
+        };
         $self
             .caller
             .call(
@@ -41,15 +64,7 @@ macro_rules! call_guest {
                 $deadline,
                 $tenant,
                 (held, output_prefix),
-                Box::new(move |store, plugin| {
-                    Box::pin(async move {
-                        let result = plugin
-                            .flyte_connector_connector()
-                            .$function(store, &request)
-                            .await?;
-                        Ok(result.map_err(bindings::error))
-                    })
-                }),
+                call,
             )
             .await
     }};
@@ -80,7 +95,7 @@ impl Connector for WasmConnector {
             Operation::Create,
             deadline,
             tenant,
-            call_create,
+            func_create,
             bindings::create_request(request)
         )?;
         self.return_limits.check_resource_meta(&meta)?;
@@ -98,7 +113,7 @@ impl Connector for WasmConnector {
             Operation::Get,
             deadline,
             tenant,
-            call_get,
+            func_get,
             bindings::get_request(request)
         )?;
         self.return_limits.check_resource(&resource)?;
@@ -116,7 +131,7 @@ impl Connector for WasmConnector {
             Operation::Delete,
             deadline,
             tenant,
-            call_delete,
+            func_delete,
             bindings::delete_request(request)
         )
     }
@@ -134,7 +149,7 @@ impl Connector for WasmConnector {
             Operation::GetMetrics,
             deadline,
             None,
-            call_get_metrics,
+            func_get_metrics,
             bindings::metrics_request(request)
         )?;
         self.return_limits.check_metrics(&results)?;
@@ -152,7 +167,7 @@ impl Connector for WasmConnector {
             Operation::GetLogs,
             deadline,
             None,
-            call_get_logs,
+            func_get_logs,
             bindings::logs_request(request)
         )?;
         self.return_limits.check_log_page(&page)?;

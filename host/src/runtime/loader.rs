@@ -7,8 +7,8 @@ use std::{path::Path, sync::Arc};
 use wasmtime::component::{Component, Linker};
 
 use super::{
-    bindings::{self, PluginPre},
-    call::{Admission, CallLimits, CallPool, Caller, WarmPool},
+    bindings::{self, ExportsPre},
+    call::{Admission, CallLimits, CallPool, Caller, ConcurrentInstances, GuestCall, WarmPool},
     capabilities::{Capabilities, Grants, HostState},
     component::WasmConnector,
     config::RuntimeConfig,
@@ -25,10 +25,27 @@ use crate::{
 
 struct Shared {
     pool: Arc<CallPool>,
-    linker: Linker<HostState>,
+    /// The capabilities' imports, one linker per engine (see [`Engines`]).
+    linkers: Linkers,
     capabilities: Capabilities,
     instance_metrics: InstanceMetrics,
     config: RuntimeConfig,
+}
+
+/// A linker per engine: the capabilities' imports, the same in both.
+struct Linkers {
+    sync: Linker<HostState>,
+    concurrent: Linker<HostState>,
+}
+
+impl Linkers {
+    fn of(&self, concurrent: bool) -> &Linker<HostState> {
+        if concurrent {
+            &self.concurrent
+        } else {
+            &self.sync
+        }
+    }
 }
 
 /// Compiles and runs connector components. Cheap to clone.
@@ -50,14 +67,17 @@ impl Runtime {
         metrics
             .queue_capacity
             .set(i64::try_from(config.max_queued_calls).unwrap_or(i64::MAX));
-        let engine = engine::build(&engine::EngineSettings {
+        let engines = engine::build_both(&engine::EngineSettings {
             slots: u32::try_from(call_slots).unwrap_or(u32::MAX),
             budget: config.slot_budget,
             memory_keep_resident: config.memory_keep_resident,
             max_memory_bytes: config.max_memory_bytes,
             cache_dir: config.cache_dir.clone(),
         })?;
-        let linker = Capabilities::linker(&engine)?;
+        let linkers = Linkers {
+            sync: Capabilities::linker(&engines.sync)?,
+            concurrent: Capabilities::linker(&engines.concurrent)?,
+        };
         let budget = memory_budget(&config, &metrics);
         let warm = WarmPool::new(config.reuse)?;
         let evictable = Arc::downgrade(&warm);
@@ -65,7 +85,7 @@ impl Runtime {
             evictable.upgrade().is_some_and(|warm| warm.evict_oldest())
         }));
         let pool = CallPool {
-            engine,
+            engines,
             admission: Admission::new(call_slots, config.max_queued_calls),
             budget,
             warm,
@@ -73,7 +93,7 @@ impl Runtime {
         Ok(Self {
             shared: Arc::new(Shared {
                 pool: Arc::new(pool),
-                linker,
+                linkers,
                 capabilities,
                 instance_metrics: metrics.instances.clone(),
                 config,
@@ -95,14 +115,15 @@ impl Runtime {
         };
         let (grants, files_read) = self.grant(path, manifest)?;
         let limits = self.limits_for(manifest).map_err(limits_error)?;
-        let component = self.compile(path).await?;
-        let contract = contract_of(&component, &self.shared.pool.engine, path)?;
+        let (contract, component) = self.compile(path).await?;
+        let concurrent = contract.world == World::Async;
         let slots = self.slots_per_call(&component).map_err(limits_error)?;
         let pre = self
             .shared
-            .linker
+            .linkers
+            .of(concurrent)
             .instantiate_pre(&component)
-            .and_then(PluginPre::new)
+            .and_then(|pre| ExportsPre::new(pre, concurrent))
             .map_err(|err| LoadError::Link {
                 path: shown.clone(),
                 message: format!("{err:#}"),
@@ -119,7 +140,8 @@ impl Runtime {
             slots,
             memory: Arc::new(MemoryEstimate::new(initial_memory(&component))),
             label: file_name,
-            owner: self.shared.pool.warm.owner(),
+            owner: Arc::new(self.shared.pool.warm.owner()),
+            concurrent: Arc::new(ConcurrentInstances::new(manifest.max_concurrent_calls)),
             counters: None,
             pool: Arc::clone(&self.shared.pool),
         };
@@ -179,23 +201,35 @@ impl Runtime {
         Ok((grants, files_read))
     }
 
-    /// The component at `path`, compiled or from the cache, off the async
-    /// threads (compiling takes a while).
-    async fn compile(&self, path: &Path) -> Result<Component, LoadError> {
+    /// The contract the component at `path` was built against, read from
+    /// its imports and exports, and the component compiled (or from the
+    /// cache) by the engine of its world, off the async threads (compiling
+    /// takes a while).
+    async fn compile(&self, path: &Path) -> Result<(Contract, Component), LoadError> {
         let compile_error = |message| LoadError::Compile {
             path: path.display().to_string(),
             message,
         };
-        let engine = self.shared.pool.engine.clone();
+        let engines = self.shared.pool.engines.clone();
         let owned_path = path.to_owned();
         tokio::task::spawn_blocking(move || {
-            let component = Component::from_file(&engine, owned_path);
+            let bytes = std::fs::read(&owned_path).map_err(|err| LoadError::Compile {
+                path: owned_path.display().to_string(),
+                message: err.to_string(),
+            })?;
+            let contract = contract_of(&bytes, &owned_path)?;
+            let engine = engines.of(contract.world == World::Async);
+            let component = Component::new(engine, &bytes);
             return_freed_memory();
             component
+                .map(|component| (contract, component))
+                .map_err(|err| LoadError::Compile {
+                    path: owned_path.display().to_string(),
+                    message: format!("{err:#}"),
+                })
         })
         .await
         .map_err(|err| compile_error(err.to_string()))?
-        .map_err(|err| compile_error(format!("{err:#}")))
     }
 
     /// Call slots one instance of `component` takes, from the memories and
@@ -296,62 +330,147 @@ async fn ask_metadata(
             Deadline::NONE,
             None,
             (0, None),
-            Box::new(|store, plugin| {
-                Box::pin(async move {
-                    let metadata = plugin
-                        .flyte_connector_connector()
-                        .call_metadata(store)
-                        .await?;
-                    Ok(Ok(metadata))
-                })
-            }),
+            GuestCall::Sync(Box::new(|store, exports| {
+                Box::pin(async move { Ok(Ok(exports.call_metadata(store).await?)) })
+            })),
         )
         .await?;
     Ok(bindings::info(metadata))
 }
 
-/// The version of the contract `component` (at `path`) was built against,
-/// from the name of its `flyte:connector/connector` export; a major this
-/// host does not serve is refused, naming both.
-fn contract_of(
-    component: &Component,
-    engine: &wasmtime::Engine,
-    path: &Path,
-) -> Result<Contract, LoadError> {
-    let exported = component
-        .component_type()
-        .exports(engine)
-        .find_map(|(name, _)| name.strip_prefix(CONNECTOR_EXPORT).map(str::to_owned));
-    let Some(version) = exported else {
+/// The version and world of the contract the component `bytes` (at
+/// `path`) was built against, from the name of its
+/// `flyte:connector/connector` (or `async-connector`) export, read before
+/// compiling it (which engine compiles it follows from its world). A major
+/// this host does not serve is refused, naming both; so is a component of
+/// the async world importing what would stop every call of its instance
+/// while one waits.
+fn contract_of(bytes: &[u8], path: &Path) -> Result<Contract, LoadError> {
+    let shown = || path.display().to_string();
+    let names = top_level_names(bytes).map_err(|err| LoadError::Compile {
+        path: shown(),
+        message: format!("not a WebAssembly component: {err}"),
+    })?;
+    let exported = names.exports.iter().find_map(|name| {
+        let async_version = name.strip_prefix(ASYNC_CONNECTOR_EXPORT);
+        let sync_version = name.strip_prefix(CONNECTOR_EXPORT);
+        match (sync_version, async_version) {
+            (Some(version), _) => Some((version.to_owned(), World::Sync)),
+            (_, Some(version)) => Some((version.to_owned(), World::Async)),
+            _ => None,
+        }
+    });
+    let Some((version, world)) = exported else {
         return Err(LoadError::Link {
-            path: path.display().to_string(),
+            path: shown(),
             message: format!(
-                "it exports no `{CONNECTOR_EXPORT}…` interface (build it with a flyte-connector SDK)"
+                "it exports no `{CONNECTOR_EXPORT}…` or `{ASYNC_CONNECTOR_EXPORT}…` interface \
+                 (build it with a flyte-connector SDK)"
             ),
         });
     };
     let major = version.split('.').next().unwrap_or_default();
     if major != SERVED_MAJOR {
         return Err(LoadError::Contract {
-            path: path.display().to_string(),
+            path: shown(),
             version,
             served_major: SERVED_MAJOR,
         });
     }
-    Ok(Contract(version))
+    if world == World::Async
+        && let Some(import) = names.imports.iter().find(|name| {
+            BLOCKING_IMPORTS
+                .iter()
+                .any(|blocking| name.starts_with(blocking))
+        })
+    {
+        return Err(LoadError::Link {
+            path: shown(),
+            message: format!(
+                "it targets the async world but imports `{import}`, whose waits would stop \
+                 every call of its instance; reach HTTP through `flyte:connector/waits`, or \
+                 build it for the sync world"
+            ),
+        });
+    }
+    Ok(Contract { version, world })
 }
 
-/// The name of the interface every connector exports, up to its version.
+/// The names a component imports and exports at its top level.
+struct TopLevelNames {
+    imports: Vec<String>,
+    exports: Vec<String>,
+}
+
+/// Reads the top-level import and export names of the component `bytes`,
+/// skipping the modules and components nested in it.
+fn top_level_names(bytes: &[u8]) -> Result<TopLevelNames, wasmparser::BinaryReaderError> {
+    use wasmparser::{ComponentExternName, Parser, Payload};
+    fn full(name: ComponentExternName<'_>) -> String {
+        format!("{}{}", name.name, name.version_suffix.unwrap_or_default())
+    }
+    let mut names = TopLevelNames {
+        imports: Vec::new(),
+        exports: Vec::new(),
+    };
+    // Nesting: each nested module or component's payloads end with an `End`.
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    names.imports.push(full(import?.name));
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 0 => {
+                for export in reader {
+                    names.exports.push(full(export?.name));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
+/// The name of the interface a connector of the sync world exports, up to
+/// its version.
 const CONNECTOR_EXPORT: &str = "flyte:connector/connector@";
+/// The same of the async world (since 1.3.0).
+const ASYNC_CONNECTOR_EXPORT: &str = "flyte:connector/async-connector@";
+/// Imports a component of the async world may not have: each waits on the
+/// network with the whole store held.
+const BLOCKING_IMPORTS: &[&str] = &[
+    "wasi:http/outgoing-handler@",
+    "flyte:connector/ssh@",
+    "flyte:connector/storage@",
+];
 /// The major version of the contract this host serves (`wit/connector.wit`).
 const SERVED_MAJOR: &str = "1";
 
-/// The contract version a component was built against.
-struct Contract(String);
+/// Which world of the contract a component targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum World {
+    /// `plugin`: one call per instance at a time.
+    Sync,
+    /// `async-plugin`: calls of one tenant at once.
+    Async,
+}
+
+/// The contract version and world a component was built against.
+struct Contract {
+    version: String,
+    world: World,
+}
 
 impl std::fmt::Display for Contract {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "flyte:connector@{}", self.0)
+        match self.world {
+            World::Sync => write!(f, "flyte:connector@{}", self.version),
+            World::Async => write!(f, "flyte:connector@{} (async)", self.version),
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::memory::InstanceMemory;
+use super::{capabilities::ConcurrentCalls, memory::InstanceMemory};
 
 /// The data of one instance's store; `S` holds the capabilities' states.
 pub(super) struct InstanceState<S> {
@@ -17,6 +17,7 @@ pub(super) struct InstanceState<S> {
     table: ResourceTable,
     memory: InstanceMemory,
     capabilities: S,
+    calls: ConcurrentCalls,
 }
 
 impl<S> InstanceState<S> {
@@ -26,6 +27,7 @@ impl<S> InstanceState<S> {
             table: ResourceTable::new(),
             memory,
             capabilities,
+            calls: ConcurrentCalls::default(),
         }
     }
 
@@ -39,9 +41,22 @@ impl<S> InstanceState<S> {
         &mut self.memory
     }
 
-    /// The capabilities' states and the resource table.
-    pub(super) fn capabilities_and_table(&mut self) -> (&mut S, &mut ResourceTable) {
-        (&mut self.capabilities, &mut self.table)
+    /// The capabilities' states, the resource table and the calls served
+    /// at once.
+    pub(super) fn capabilities_and_table(
+        &mut self,
+    ) -> (&mut S, &mut ResourceTable, &ConcurrentCalls) {
+        (&mut self.capabilities, &mut self.table, &self.calls)
+    }
+
+    /// The calls of the async world the instance serves now.
+    pub(super) fn calls(&self) -> &ConcurrentCalls {
+        &self.calls
+    }
+
+    /// The same, to register or forget one.
+    pub(super) fn calls_mut(&mut self) -> &mut ConcurrentCalls {
+        &mut self.calls
     }
 }
 

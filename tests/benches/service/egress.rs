@@ -11,7 +11,9 @@
 //!    `--ca-file`;
 //! 2. flyte-connect, `databricks-py.wasm` (Python SDK), the same; row 2r
 //!    again with `instance_reuse = "connection"`, as its shipped manifest
-//!    says (issue 17);
+//!    says (issue 17), where its calls share instances (the async world,
+//!    issue 28); row 2s the same built for the sync world
+//!    (`databricks-py-sync.wasm`), one call per instance;
 //! 3. flyte-connect, `databricks.wasm`, plain HTTP;
 //! 4. with `BENCH_BASELINE_BIN`: that build with its own `databricks.wasm`
 //!    over plain HTTP (a build from before pooling trusts no private CA);
@@ -23,7 +25,8 @@
 //! p50, p99, the CPU time of the server's own process per call (`utime +
 //! stime` of `/proc/PID/stat`; the fake and the load generator run in this
 //! process, so neither is counted) and the connections the fake accepted per
-//! 100 calls. `-- --egress` runs only these rows.
+//! 100 calls; each row, the server's resident set after its last level and
+//! the instances it started. `-- --egress` runs only these rows.
 
 use std::{
     collections::BTreeMap,
@@ -71,6 +74,7 @@ const RUST_HTTPS: &str = "(1) flyte-connect, databricks.wasm, HTTPS";
 const PYTHON_GUEST_HTTPS: &str = "(2) flyte-connect, databricks-py.wasm, HTTPS";
 const PYTHON_GUEST_REUSE_HTTPS: &str =
     "(2r) flyte-connect, databricks-py.wasm, HTTPS, instance_reuse = \"connection\"";
+const PYTHON_GUEST_SYNC_REUSE_HTTPS: &str = "(2s) flyte-connect, databricks-py-sync.wasm (the sync world), HTTPS, instance_reuse = \"connection\"";
 const RUST_PLAIN: &str = "(3) flyte-connect, databricks.wasm, plain HTTP";
 const BASELINE_PLAIN: &str = "(4) baseline build, its databricks.wasm, plain HTTP";
 const ANCHOR: &str = "(5) Python c0, flyteplugins Databricks connector, HTTPS";
@@ -112,6 +116,10 @@ pub struct Row {
     pub ready_after: Duration,
     /// Why the row has no levels (its CreateTask failed).
     pub failure: Option<String>,
+    /// The server's resident set after its last level, in KiB.
+    pub rss_after_kib: Option<u64>,
+    /// Instances flyte-connect started afresh over the row.
+    pub fresh_instances: Option<f64>,
 }
 
 impl Row {
@@ -184,6 +192,8 @@ async fn measure_row(target: Target, fake: &Endpoint, instance: &str, seconds: D
         versions: Vec::new(),
         ready_after: target.ready_after,
         failure: None,
+        rss_after_kib: None,
+        fresh_instances: None,
     };
     match create(target.addr, instance).await {
         Ok(meta) => {
@@ -201,6 +211,8 @@ async fn measure_row(target: Target, fake: &Endpoint, instance: &str, seconds: D
             ));
         }
     }
+    row.rss_after_kib = flyte_connect_e2e::status_kib(target.pid(), "VmRSS");
+    row.fresh_instances = target.fresh_instances();
     for accepted in fake.connections().iter().skip(first_connection) {
         if let Some(version) = accepted.version
             && !row.versions.contains(&version)
@@ -264,6 +276,11 @@ pub async fn measure(seconds: Duration, venv: &Path) -> Vec<Row> {
         (
             PYTHON_GUEST_REUSE_HTTPS,
             "databricks-py",
+            super::REUSE_MANIFEST,
+        ),
+        (
+            PYTHON_GUEST_SYNC_REUSE_HTTPS,
+            "databricks-py-sync",
             super::REUSE_MANIFEST,
         ),
     ] {
@@ -386,7 +403,10 @@ pub fn report(rows: &[Row], seconds: Duration) {
         }
     }
     println!();
-    println!("| server | HTTP on its connections | ready after |\n| --- | --- | ---: |");
+    println!(
+        "| server | HTTP on its connections | ready after | RSS after 64 clients | instances \
+         started |\n| --- | --- | ---: | ---: | ---: |"
+    );
     for row in rows {
         let versions = row
             .versions
@@ -395,9 +415,14 @@ pub fn report(rows: &[Row], seconds: Duration) {
             .collect::<Vec<_>>()
             .join(", ");
         println!(
-            "| {} | {versions} | {} |",
+            "| {} | {versions} | {} | {} | {} |",
             row.name,
-            super::ms(row.ready_after)
+            super::ms(row.ready_after),
+            row.rss_after_kib.map_or("?".to_owned(), |kib| format!(
+                "{:.1} MiB",
+                kib as f64 / 1024.0
+            )),
+            row.fresh_instances.map_or("—".to_owned(), super::thousands),
         );
     }
     for row in rows {
@@ -454,6 +479,28 @@ pub fn report(rows: &[Row], seconds: Duration) {
                 ratio(cpu(find(this), n), cpu(anchor, n))
             );
         }
+    }
+    let rss = |row: Option<&Row>| row?.rss_after_kib.map(|kib| kib as f64);
+    println!(
+        "| RSS after 64 clients, (2r) Python guest with reuse / (5) Python server | {} | ≤ 1x |",
+        ratio(rss(find(PYTHON_GUEST_REUSE_HTTPS)), rss(anchor))
+    );
+    println!(
+        "| RSS after 64 clients, (2r) the async world / (2s) the sync world | {} | |",
+        ratio(
+            rss(find(PYTHON_GUEST_REUSE_HTTPS)),
+            rss(find(PYTHON_GUEST_SYNC_REUSE_HTTPS))
+        )
+    );
+    for n in LEVELS {
+        println!(
+            "| {}, GetTask/s, (2r) the async world / (2s) the sync world | {} | |",
+            clients(n),
+            ratio(
+                rate(find(PYTHON_GUEST_REUSE_HTTPS), n),
+                rate(find(PYTHON_GUEST_SYNC_REUSE_HTTPS), n)
+            )
+        );
     }
     if let Some(baseline) = find(BASELINE_PLAIN) {
         let this = find(RUST_PLAIN);

@@ -49,6 +49,8 @@ const RUST_ECHO: &str = "(a) flyte-connect, echo.wasm";
 const PYTHON_ECHO: &str = "(e) flyte-connect, echo-py.wasm (Python guest)";
 const PYTHON_ECHO_REUSE: &str = "(f) flyte-connect, echo-py.wasm, instance_reuse = \"connection\"";
 const RUST_ECHO_REUSE: &str = "(g) flyte-connect, echo.wasm, instance_reuse = \"connection\"";
+const PYTHON_ECHO_SYNC_REUSE: &str =
+    "(i) flyte-connect, echo-py-sync.wasm (the sync world), instance_reuse = \"connection\"";
 const RUST_ECHO_TRACED: &str =
     "(h) flyte-connect, echo.wasm, traces exported (OTLP to a loopback collector, 100% sampled)";
 const BASELINE_RUST_ECHO: &str = "(a′) baseline build, its echo.wasm";
@@ -94,9 +96,13 @@ const WARM_UP: Duration = Duration::from_secs(1);
 struct Measured {
     name: &'static str,
     levels: Vec<LoadReport>,
+    /// The server process's CPU time (utime + stime) in each level.
+    cpu: Vec<Option<Duration>>,
     peak_rss_kib: Option<u64>,
     /// Resident set right after the last (256-client) level.
     rss_after_kib: Option<u64>,
+    /// Instances flyte-connect started afresh over the run (warm-up included).
+    fresh_instances: Option<f64>,
     ready_after: Duration,
 }
 
@@ -104,20 +110,39 @@ impl Measured {
     fn at(&self, clients: usize) -> Option<&LoadReport> {
         self.levels.iter().find(|r| r.clients == clients)
     }
+
+    /// The server's CPU time per successful cycle at `clients`.
+    fn cpu_per_cycle(&self, clients: usize) -> Option<Duration> {
+        let at = self.levels.iter().position(|r| r.clients == clients)?;
+        let cycles = u32::try_from(self.levels[at].cycles)
+            .ok()
+            .filter(|&n| n > 0)?;
+        Some((*self.cpu.get(at)?)? / cycles)
+    }
 }
 
 async fn measure(target: Target, seconds: Duration) -> Measured {
     eprintln!("measuring {} ...", target.name);
     load::run(target.addr, target.task_type, 16, WARM_UP).await;
     let mut levels = Vec::new();
+    let mut cpu = Vec::new();
     for clients in LEVELS {
+        let before = servers::cpu_time(target.pid());
         levels.push(load::run(target.addr, target.task_type, clients, seconds).await);
+        let after = servers::cpu_time(target.pid());
+        cpu.push(
+            after
+                .zip(before)
+                .map(|(after, before)| after.saturating_sub(before)),
+        );
     }
     Measured {
         name: target.name,
         levels,
+        cpu,
         peak_rss_kib: target.peak_rss_kib(),
         rss_after_kib: status_kib(target.pid(), "VmRSS"),
+        fresh_instances: target.fresh_instances(),
         ready_after: target.ready_after,
     }
 }
@@ -240,6 +265,8 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
         ms(five.1)
     );
 
+    python_guests_table(results);
+
     let find = |prefix: &str| results.iter().find(|m| m.name.starts_with(prefix));
     let (
         Some(wasm),
@@ -270,6 +297,7 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
     let rss = |m: &Measured| m.peak_rss_kib.map(|k| k as f64);
     let rss_after = |m: &Measured| m.rss_after_kib.map(|k| k as f64);
     let traced = find("(h)");
+    let sync_reuse = find("(i)");
     let rows = [
         (
             "256 clients, throughput, (h) traced / (a) untraced",
@@ -344,12 +372,40 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
         (
             "256 clients, throughput, (f) Python guest with reuse / (b) Python server",
             ratio(rate(python_reuse, 256), rate(python, 256)),
-            "≥ 1x",
+            "≥ 3x",
         ),
         (
             "RSS after 256 clients, (f) Python guest with reuse / (b) Python server",
             ratio(rss_after(python_reuse), rss_after(python)),
-            "≤ 2x",
+            "≤ 1x",
+        ),
+        (
+            "1 client, throughput, (f) the async world / (i) the sync world, both with reuse",
+            ratio(rate(python_reuse, 1), sync_reuse.and_then(|m| rate(m, 1))),
+            "",
+        ),
+        (
+            "16 clients, throughput, (f) the async world / (i) the sync world",
+            ratio(rate(python_reuse, 16), sync_reuse.and_then(|m| rate(m, 16))),
+            "",
+        ),
+        (
+            "256 clients, throughput, (f) the async world / (i) the sync world",
+            ratio(
+                rate(python_reuse, 256),
+                sync_reuse.and_then(|m| rate(m, 256)),
+            ),
+            "",
+        ),
+        (
+            "RSS after 256 clients, (f) the async world / (i) the sync world",
+            ratio(rss_after(python_reuse), sync_reuse.and_then(rss_after)),
+            "",
+        ),
+        (
+            "256 clients, throughput, (i) the sync world with reuse / (b) Python server",
+            ratio(sync_reuse.and_then(|m| rate(m, 256)), rate(python, 256)),
+            "",
         ),
         (
             "16 clients, throughput, (f) with reuse / (e) without",
@@ -387,6 +443,50 @@ fn report(results: &[Measured], five: (Duration, Duration), seconds: Duration) {
     for m in [wasm, python_reuse, rust_reuse] {
         let errors: u64 = m.levels.iter().map(LoadReport::error_count).sum();
         println!("| errors of {}, all levels | {errors} | 0 |", &m.name[..3]);
+    }
+}
+
+/// The Python guest's rows beside the Python server's: throughput, the
+/// server's CPU per cycle, its memory after the run and the instances it
+/// started (issue 28's figures).
+fn python_guests_table(results: &[Measured]) {
+    let rows: Vec<&Measured> = ["(b)", "(e)", "(f)", "(i)"]
+        .iter()
+        .filter_map(|prefix| results.iter().find(|m| m.name.starts_with(prefix)))
+        .collect();
+    println!();
+    println!(
+        "Python: the guest in each world beside the Python server (CPU is the server process's \
+         utime + stime per cycle; instances are those started afresh over the run, warm-up \
+         included)"
+    );
+    println!();
+    let mut header = "| server |".to_owned();
+    let mut rule = "| --- |".to_owned();
+    for clients in LEVELS {
+        header.push_str(&format!(
+            " {clients}: cycles/s | {clients}: CPU per cycle |"
+        ));
+        rule.push_str(" ---: | ---: |");
+    }
+    println!("{header} RSS after 256 | instances started |");
+    println!("{rule} ---: | ---: |");
+    for m in rows {
+        let mut line = format!("| {} |", m.name);
+        for clients in LEVELS {
+            let rate = m
+                .at(clients)
+                .map_or("?".to_owned(), |r| thousands(r.rate()));
+            let cpu = m.cpu_per_cycle(clients).map_or("?".to_owned(), |d| {
+                format!("{:.2} ms", d.as_secs_f64() * 1e3)
+            });
+            line.push_str(&format!(" {rate} | {cpu} |"));
+        }
+        let rss = m.rss_after_kib.map_or("?".to_owned(), |kib| {
+            format!("{:.1} MiB", kib as f64 / 1024.0)
+        });
+        let instances = m.fresh_instances.map_or("—".to_owned(), thousands);
+        println!("{line} {rss} | {instances} |");
     }
 }
 
@@ -528,7 +628,7 @@ fn main() {
         results.push(measure(servers::python(&venv).await, seconds).await);
         results.push(measure(servers::this_binary("native").await, seconds).await);
         results.push(measure(servers::this_binary("bare").await, seconds).await);
-        // The Python guest's figures first: they fill the compile cache (e) starts from.
+        // The Python guest's figures first: they fill the compile cache (i) starts from.
         let python_guest = python_guest::measure(cache.path()).await;
         let python_plugins = Workspace::with_components(&["echo-py"]);
         let echo_py = servers::flyte_connect(
@@ -541,6 +641,14 @@ fn main() {
         results.push(measure(echo_py, seconds).await);
         let (_python_reuse, target) =
             with_reuse(PYTHON_ECHO_REUSE, "echo-py", "echo_py", &cache_dir).await;
+        results.push(measure(target, seconds).await);
+        let (_python_sync_reuse, target) = with_reuse(
+            PYTHON_ECHO_SYNC_REUSE,
+            "echo-py-sync",
+            "echo_py",
+            &cache_dir,
+        )
+        .await;
         results.push(measure(target, seconds).await);
         let (_rust_reuse, target) = with_reuse(RUST_ECHO_REUSE, "echo", "echo", &cache_dir).await;
         results.push(measure(target, seconds).await);

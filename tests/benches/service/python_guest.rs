@@ -1,5 +1,7 @@
 //! What a Python component (componentize-py, ~20 MB, CPython inside)
-//! costs the host, against `echo-py.wasm` and `faulty-py.wasm`:
+//! costs the host, against `echo-py-sync.wasm` and `faulty-py-sync.wasm`
+//! (built for the sync world, so that every call has an instance of its
+//! own to measure):
 //!
 //! - loading: the first start compiles it, a second start loads it from
 //!   the compile cache;
@@ -27,7 +29,7 @@ pub const IN_FLIGHT: usize = 64;
 
 /// The figures of one run.
 pub struct PythonGuestReport {
-    /// Size of `echo-py.wasm`.
+    /// Size of `echo-py-sync.wasm`.
     pub component_bytes: u64,
     /// Start to first SERVING health check, empty compile cache.
     pub cold_start: Duration,
@@ -35,7 +37,7 @@ pub struct PythonGuestReport {
     pub warm_start: Duration,
     /// Median microseconds of (instantiate, call, release), per function.
     pub parts: Vec<(String, [u64; 3])>,
-    /// RSS at rest after a first call, when the server compiled `faulty-py.wasm`.
+    /// RSS at rest after a first call, when the server compiled `faulty-py-sync.wasm`.
     pub rss_after_compile: Rss,
     /// RSS at rest after a first call, when it loaded it from the cache.
     pub rss_idle: Rss,
@@ -96,18 +98,18 @@ fn sleep_request(seconds: &str) -> flyte_connect::proto::connector::CreateTaskRe
 }
 
 /// Measures with the compile cache at `cache`, which must not hold
-/// `echo-py.wasm` yet: the first start is the cold one.
+/// `echo-py-sync.wasm` yet: the first start is the cold one.
 pub async fn measure(cache: &Path) -> PythonGuestReport {
     eprintln!("measuring the Python guest ...");
     let cache_dir = cache.display().to_string();
     let args = ["--cache-dir", cache_dir.as_str()];
-    let plugins = Workspace::with_components(&["echo-py", "faulty-py"]);
-    let component_bytes = std::fs::metadata(plugins.path().join("echo-py.wasm"))
+    let plugins = Workspace::with_components(&["echo-py-sync", "faulty-py-sync"]);
+    let component_bytes = std::fs::metadata(plugins.path().join("echo-py-sync.wasm"))
         .map(|m| m.len())
         .unwrap_or(0);
 
     let name = crate::PYTHON_ECHO;
-    let echo_only = Workspace::with_components(&["echo-py"]);
+    let echo_only = Workspace::with_components(&["echo-py-sync"]);
     let cold_start = servers::flyte_connect(name, "echo_py", echo_only.path(), &args)
         .await
         .ready_after;
@@ -123,7 +125,7 @@ pub async fn measure(cache: &Path) -> PythonGuestReport {
             &[("RUST_LOG", "flyte_connect=debug")],
         )
     };
-    // This first server compiles faulty-py.wasm; the second loads it.
+    // This first server compiles faulty-py-sync.wasm; the second loads it.
     let compiling = start();
     let rss_after_compile = {
         let mut tasks = compiling.tasks().await;
@@ -193,7 +195,7 @@ pub fn report(r: &PythonGuestReport) {
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
     println!();
     println!(
-        "Python guest (`echo-py.wasm`, {:.1} MB): first start, compiling it: {}; \
+        "Python guest (`echo-py-sync.wasm`, {:.1} MB): first start, compiling it: {}; \
          start from the compile cache: {}",
         r.component_bytes as f64 / 1e6,
         ms(r.cold_start),
@@ -208,9 +210,14 @@ pub fn report(r: &PythonGuestReport) {
         mib(f(&r.rss_in_flight).saturating_sub(f(&r.rss_idle))) / IN_FLIGHT as f64
     };
     println!();
-    println!("| server (echo-py + faulty-py) | RSS | of it private |\n| --- | ---: | ---: |");
+    println!(
+        "| server (echo-py-sync + faulty-py-sync) | RSS | of it private |\n| --- | ---: | ---: |"
+    );
     for (what, rss) in [
-        ("at rest, having compiled faulty-py", r.rss_after_compile),
+        (
+            "at rest, having compiled faulty-py-sync",
+            r.rss_after_compile,
+        ),
         ("at rest, loaded from the compile cache", r.rss_idle),
         (
             "64 calls in flight (each awaiting asyncio.sleep)",

@@ -68,6 +68,25 @@ impl Target {
     pub fn peak_rss_kib(&self) -> Option<u64> {
         status_kib(self.pid(), "VmHWM")
     }
+
+    /// Instances flyte-connect has started afresh for calls so far (its
+    /// `flyte_connector_instances_total{start="fresh"}`, every connector);
+    /// none for another server.
+    pub fn fresh_instances(&self) -> Option<f64> {
+        let Process::Harness(server) = &self.process else {
+            return None;
+        };
+        let text = server.metrics_text();
+        let fresh = text
+            .lines()
+            .filter(|line| {
+                line.starts_with("flyte_connector_instances_total{")
+                    && line.contains("start=\"fresh\"")
+            })
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        Some(fresh)
+    }
 }
 
 impl Drop for Target {

@@ -18,8 +18,17 @@ Task type `faulty_py`; the input `fault` picks what `create` does:
   (JSON text): an id drawn at its first tally call (`os.urandom`, at run
   time: the `random` module's state is baked into the build snapshot), the
   number of tally calls it served, the connection value `tenant` of each
-  earlier one and this one's; keeps input `keep_kib` KiB more for good, and
-  sleeps input `seconds` (default 0);
+  earlier one and this one's, the most tally calls it had in flight at once
+  (`most`), and how many `hang` calls it saw unwind (`unwound`); keeps
+  input `keep_kib` KiB more for good, and sleeps input `seconds` (default
+  0) first;
+- `hang`: awaits a 600 s sleep; once the host gives the call up, the sleep
+  raises `CancelledError` in it (the async world), and its `finally`
+  counts it as unwound;
+- `stuck`: sleeps briefly, then awaits an `asyncio.Event` nobody sets: once
+  given up, nothing it waits on ends, so it never unwinds;
+- `abort`: sleeps input `seconds` (default 0), prints `aborting now`, then
+  aborts the process, which traps the instance;
 - anything else: succeeds.
 
 `get` succeeds with the output `slept`, except for a task created with
@@ -51,18 +60,33 @@ class FaultMeta(ResourceMeta):
 
 
 # What this instance remembers across the calls it serves (see `tally`).
-_INSTANCE = {"id": None, "calls": 0, "tenants": [], "kept": []}
+_INSTANCE = {"id": None, "calls": 0, "tenants": [], "kept": [], "in_flight": 0, "most": 0, "unwound": 0}
 
 
-def _tally(inputs: dict, connection: dict) -> str:
+async def _tally(inputs: dict, connection: dict) -> str:
     if _INSTANCE["id"] is None:
         _INSTANCE["id"] = os.urandom(8).hex()
+    _INSTANCE["in_flight"] += 1
+    _INSTANCE["most"] = max(_INSTANCE["most"], _INSTANCE["in_flight"])
+    try:
+        await asyncio.sleep(float(inputs.get("seconds", "0")))
+    finally:
+        _INSTANCE["in_flight"] -= 1
     _INSTANCE["calls"] += 1
     tenant = connection.get("tenant", "")
     seen = list(_INSTANCE["tenants"])
     _INSTANCE["tenants"].append(tenant)
     _INSTANCE["kept"].append(bytearray(int(inputs.get("keep_kib", 0)) * 1024))
-    return json.dumps({"instance": _INSTANCE["id"], "calls": _INSTANCE["calls"], "seen": seen, "tenant": tenant})
+    return json.dumps(
+        {
+            "instance": _INSTANCE["id"],
+            "calls": _INSTANCE["calls"],
+            "seen": seen,
+            "tenant": tenant,
+            "most": _INSTANCE["most"],
+            "unwound": _INSTANCE["unwound"],
+        }
+    )
 
 
 def _lookup(record: dict) -> str:
@@ -95,8 +119,19 @@ class FaultyConnector(AsyncConnector):
         elif fault == "invalid":
             raise InvalidRequest("the template asks for something this connector cannot run")
         elif fault == "tally":
+            return FaultMeta(fault=fault, tally=await _tally(inputs, kwargs))
+        elif fault == "hang":
+            try:
+                await asyncio.sleep(600)
+            finally:
+                _INSTANCE["unwound"] += 1
+        elif fault == "stuck":
+            await asyncio.sleep(0.01)
+            await asyncio.Event().wait()
+        elif fault == "abort":
             await asyncio.sleep(float(inputs.get("seconds", "0")))
-            return FaultMeta(fault=fault, tally=_tally(inputs, kwargs))
+            print("aborting now", flush=True)
+            os.abort()
         elif fault == "retry":
             raise Retryable("the service is busy, try again")
         elif fault == "sleep":

@@ -8,7 +8,10 @@ The resource meta, the resource, log links and phases are those of
 `flyte.connectors` and `flyteidl2`, with the same fields, defaults and
 encodings, so resource metas move between flyte's Python server and
 flyte-connect. `flyte-connector build my_connector.py` turns the module
-into a WebAssembly component (see `flyte_connector.build`).
+into a WebAssembly component (see `flyte_connector.build`): by default one
+whose instances may serve several calls of a tenant at once, each waiting
+on HTTP or `asyncio.sleep` while the others run; `--sync` builds one that
+serves a call at a time, for a connector not safe to run concurrently.
 """
 
 from flyte_connector import cache, http

@@ -1,15 +1,19 @@
-"""Calls from the host to the registered connector.
+"""Calls from the host to the registered connector, in either world.
 
-Each exported WIT function lands here with its request record: the request
-becomes flyte's arguments (a template view, Python input values, the meta
-decoded, connection values as keyword arguments), the connector's coroutine
-runs on a fresh `PollLoop`, and what it returns or raises becomes the WIT
-result. `wit` is the generated `connector_types` module; `_guest` passes it,
-and the tests pass bindings generated for CPython.
+Each exported WIT function lands here with its request record, as a
+coroutine (`create(wit, request)`, ...): the request becomes flyte's
+arguments (a template view, Python input values, the meta decoded,
+connection values as keyword arguments), the connector's coroutine is
+awaited, and what it returns or raises becomes the WIT result (a WIT error
+raised as `Err`). The sync world's export (`_guest`) runs that coroutine on
+a fresh `PollLoop` (`run`); the async world's (`_guest_async`) awaits it as
+the call's own task. `wit` is the generated `connector_types` module; the
+guests pass it, and the tests pass bindings generated for CPython.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -58,12 +62,11 @@ def metadata(wit: Any) -> Any:
     )
 
 
-def create(wit: Any, request: Any) -> bytes:
-    connector = ConnectorRegistry.get_connector()
-
-    def arguments() -> Dict[str, Any]:
+async def create(wit: Any, request: Any) -> bytes:
+    async def serve() -> bytes:
+        connector = ConnectorRegistry.get_connector()
         connection = _connection(request.connection, "create", CREATE_ARGUMENTS)
-        return dict(
+        meta = await connector.create(
             task_template=TaskTemplate(_json_object(request.template, "template")),
             output_prefix=request.output_prefix,
             inputs=_inputs(request.inputs, request.input_types),
@@ -72,78 +75,67 @@ def create(wit: Any, request: Any) -> bytes:
             ),
             **connection,
         )
-
-    def finish(meta: Any) -> bytes:
         if not isinstance(meta, ResourceMeta):
             raise TypeError(f"create returned {type(meta).__name__}, not a ResourceMeta")
         return meta.encode()
 
-    return _call(wit, lambda: connector.create(**arguments()), finish)
+    return await _answer(wit, serve)
 
 
-def get(wit: Any, request: Any) -> Any:
-    connector = ConnectorRegistry.get_connector()
-    return _call(
-        wit,
-        lambda: connector.get(
+async def get(wit: Any, request: Any) -> Any:
+    async def serve() -> Any:
+        connector = ConnectorRegistry.get_connector()
+        resource = await connector.get(
             _meta(connector, request.resource_meta), **_connection(request.connection, "get", META_ARGUMENTS)
-        ),
-        lambda resource: _resource(wit, resource),
-    )
+        )
+        return _resource(wit, resource)
+
+    return await _answer(wit, serve)
 
 
-def delete(wit: Any, request: Any) -> None:
-    connector = ConnectorRegistry.get_connector()
-    _call(
-        wit,
-        lambda: connector.delete(
+async def delete(wit: Any, request: Any) -> None:
+    async def serve() -> None:
+        connector = ConnectorRegistry.get_connector()
+        await connector.delete(
             _meta(connector, request.resource_meta), **_connection(request.connection, "delete", META_ARGUMENTS)
-        ),
-        _none,
-    )
+        )
+
+    return await _answer(wit, serve)
 
 
-def get_metrics(wit: Any, request: Any) -> List[Any]:
-    connector = ConnectorRegistry.get_connector()
-    _require(wit, connector, "get_metrics")
-
-    def finish(results: Any) -> List[Any]:
-        items = results.items() if isinstance(results, dict) else ((r.metric, r.data) for r in results)
-        return [wit.MetricResult(metric=metric, data=_dumps(data)) for metric, data in items]
-
-    return _call(
-        wit,
-        lambda: connector.get_metrics(
+async def get_metrics(wit: Any, request: Any) -> List[Any]:
+    async def serve() -> List[Any]:
+        connector = ConnectorRegistry.get_connector()
+        _require(wit, connector, "get_metrics")
+        results = await connector.get_metrics(
             _meta(connector, request.resource_meta),
             list(request.queries),
             start_time=request.start_time,
             end_time=request.end_time,
             step=request.step,
             **_connection(request.connection, "get_metrics", METRICS_ARGUMENTS),
-        ),
-        finish,
-    )
+        )
+        items = results.items() if isinstance(results, dict) else ((r.metric, r.data) for r in results)
+        return [wit.MetricResult(metric=metric, data=_dumps(data)) for metric, data in items]
+
+    return await _answer(wit, serve)
 
 
-def get_logs(wit: Any, request: Any) -> Any:
-    connector = ConnectorRegistry.get_connector()
-    _require(wit, connector, "get_logs")
-
-    def finish(page: Any) -> Any:
-        if not isinstance(page, LogsPage):
-            page = LogsPage(lines=list(page))
-        return wit.LogsPage(lines=[str(line) for line in page.lines], next_token=page.next_token)
-
-    return _call(
-        wit,
-        lambda: connector.get_logs(
+async def get_logs(wit: Any, request: Any) -> Any:
+    async def serve() -> Any:
+        connector = ConnectorRegistry.get_connector()
+        _require(wit, connector, "get_logs")
+        page = await connector.get_logs(
             _meta(connector, request.resource_meta),
             lines=request.lines,
             token=request.token,
             **_connection(request.connection, "get_logs", LOGS_ARGUMENTS),
-        ),
-        finish,
-    )
+        )
+        if not isinstance(page, LogsPage):
+            page = LogsPage(lines=list(page))
+        return wit.LogsPage(lines=[str(line) for line in page.lines], next_token=page.next_token)
+
+    return await _answer(wit, serve)
 
 
 # -- requests ----------------------------------------------------------------
@@ -206,10 +198,6 @@ def _require(wit: Any, connector: AsyncConnector, method: str) -> None:
 # -- results -----------------------------------------------------------------
 
 
-def _none(_: Any) -> None:
-    return None
-
-
 def _dumps(value: Any) -> str:
     return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
 
@@ -252,39 +240,54 @@ def _resource(wit: Any, resource: Any) -> Any:
     )
 
 
-# -- running -----------------------------------------------------------------
+# -- running ---------------------------------------------------------------
 
 
-def _call(wit: Any, start: Callable[[], Awaitable[T]], finish: Callable[[T], Any]) -> Any:
-    """Runs the connector's coroutine and converts its outcome; every
-    exception becomes the WIT error the client should see."""
+def run(answer: Awaitable[T]) -> T:
+    """The sync world's way to serve a call: its coroutine (`create(wit,
+    request)`, ...) run to its answer on a fresh `PollLoop`; a WIT error
+    raised as `Err`."""
+    return _loop.run(answer)
+
+
+#: The answer of a call the host gave up (async world): nobody reads it, the
+#: host has answered the client already.
+CANCELLED = "the call was cancelled (its deadline passed or its client went away)"
+
+
+async def _answer(wit: Any, serve: Callable[[], Awaitable[T]]) -> T:
+    """Runs the call's coroutine `serve` (the connector's method between
+    the request's mapping and the answer's); every exception it raises
+    becomes the WIT error the client should see, raised as `Err`. Nothing
+    else escapes: in the async world an exception leaving an export traps
+    the instance, and with it every call it serves."""
     retry.begin_call()
     try:
-        return finish(_loop.run(_coroutine(start)))
-    except Err:
-        raise
-    except errors.InvalidRequest as error:
-        raise Err(wit.Error_InvalidRequest(str(error))) from None
-    except errors.Retryable as error:
-        raise Err(wit.Error_Retryable(str(error))) from None
-    except errors.ConnectorError as error:
-        raise Err(wit.Error_Failed(str(error))) from None
-    except http.HttpError as error:
+        return await serve()
+    except BaseException as error:  # noqa: BLE001 (every failure reaches the client)
+        raise _error(wit, error) from None
+
+
+def _error(wit: Any, error: BaseException) -> Err:
+    """The WIT error a failure of the call is answered with."""
+    if isinstance(error, Err):
+        return error
+    if isinstance(error, errors.InvalidRequest):
+        return Err(wit.Error_InvalidRequest(str(error)))
+    if isinstance(error, errors.Retryable):
+        return Err(wit.Error_Retryable(str(error)))
+    if isinstance(error, errors.ConnectorError):
+        return Err(wit.Error_Failed(str(error)))
+    if isinstance(error, http.HttpError):
         variant = wit.Error_Retryable if error.retryable else wit.Error_Failed
-        raise Err(variant(str(error))) from None
-    except NotImplementedError as error:
-        if str(error):
-            raise Err(wit.Error_Failed(_last_line(error))) from None
-        raise Err(wit.Error_NotImplemented()) from None
-    except Exception as error:  # noqa: BLE001 (every failure reaches the client)
+        return Err(variant(str(error)))
+    if isinstance(error, asyncio.CancelledError):
+        return Err(wit.Error_Failed(CANCELLED))
+    if isinstance(error, NotImplementedError) and not str(error):
+        return Err(wit.Error_NotImplemented())
+    if not isinstance(error, NotImplementedError):
         traceback.print_exception(error, file=sys.stderr)
-        raise Err(wit.Error_Failed(_last_line(error))) from None
-
-
-async def _coroutine(start: Callable[[], Awaitable[T]]) -> T:
-    # The arguments are built inside the loop so their errors are sorted
-    # like the connector's own.
-    return await start()
+    return Err(wit.Error_Failed(_last_line(error)))
 
 
 def _last_line(error: BaseException) -> str:

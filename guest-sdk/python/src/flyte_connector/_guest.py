@@ -1,11 +1,12 @@
-"""The component's export: `flyte:connector/connector`, implemented by
-handing each call to `_dispatch` with the generated WIT types.
+"""The export of the sync world (`flyte-connector build --sync`):
+`flyte:connector/connector`, implemented by running each call's
+`_dispatch` coroutine on a fresh `_loop.PollLoop`, with the generated WIT
+types.
 
 Only importable inside a component build (componentize-py generates
 `wit_world`); `flyte-connector build` imports it into the app module.
 """
 
-import gc
 from typing import List
 
 from wit_world import exports
@@ -33,24 +34,16 @@ class Connector(exports.Connector):
         return _dispatch.metadata(wit)
 
     def create(self, request: wit.CreateRequest) -> bytes:
-        return _dispatch.create(wit, request)
+        return _dispatch.run(_dispatch.create(wit, request))
 
     def get(self, request: wit.GetRequest) -> wit.Resource:
-        return _dispatch.get(wit, request)
+        return _dispatch.run(_dispatch.get(wit, request))
 
     def delete(self, request: wit.DeleteRequest) -> None:
-        _dispatch.delete(wit, request)
+        _dispatch.run(_dispatch.delete(wit, request))
 
     def get_metrics(self, request: wit.MetricsRequest) -> List[wit.MetricResult]:
-        return _dispatch.get_metrics(wit, request)
+        return _dispatch.run(_dispatch.get_metrics(wit, request))
 
     def get_logs(self, request: wit.LogsRequest) -> wit.LogsPage:
-        return _dispatch.get_logs(wit, request)
-
-
-# The last module the build imports: everything the connector loaded is now
-# in the interpreter's snapshot. Freezing it keeps the garbage collector
-# from walking (and so writing to) every one of those objects in each call,
-# which would dirty pages a fresh instance must then copy.
-gc.collect()
-gc.freeze()
+        return _dispatch.run(_dispatch.get_logs(wit, request))

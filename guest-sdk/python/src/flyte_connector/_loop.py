@@ -1,4 +1,5 @@
-"""The event loop connector code runs on inside a component.
+"""The event loop connector code runs on in the sync world (`flyte-connector
+build --sync`; the async world runs on componentize-py's, see `_async_loop`).
 
 CPython's own loops need sockets and selectors, which a component does not
 have. This loop runs asyncio's tasks and futures on `wasi:io/poll` instead:

@@ -1,6 +1,6 @@
 """`flyte-connector build`: a connector module into a WebAssembly component.
 
-    flyte-connector build my_connector.py -o my_connector.wasm [-p DEPS_DIR ...]
+    flyte-connector build my_connector.py -o my_connector.wasm [-p DEPS_DIR ...] [--sync]
 
 Before handing the module to componentize-py, the build checks what it can
 name clearly: the module compiles, imports (with its dependencies, from the
@@ -8,7 +8,18 @@ module's folder and each `-p` folder), registers exactly one connector
 whose declaration is complete, and needs no native extension module (a
 component runs pure Python only). Then componentize-py bundles the module,
 its pure-Python dependencies and this SDK with CPython into one component
-targeting the `python-plugin` world of the WIT shipped in this package.
+targeting a world of the WIT shipped in this package:
+
+- by default `python-async-plugin` (flyte:connector's `async-plugin`): the
+  host may run several calls of one tenant in one instance at once, each
+  waiting (HTTP, `asyncio.sleep`) through the contract's `waits` while the
+  others run. Those calls share the module's globals, so a connector must
+  not keep one call's state in them (caches of values are fine, see
+  `flyte_connector.cache`), nor share an asyncio lock, event or future
+  between calls (a call cannot wake another one).
+- with `--sync`, `python-plugin` (`plugin`): one call per instance at a
+  time, over wasi:http. For a connector that is not safe to run
+  concurrently.
 """
 
 from __future__ import annotations
@@ -21,19 +32,26 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import flyte_connector
 
 #: The WIT this SDK targets, shipped inside the package.
 WIT_DIR = Path(flyte_connector.__file__).parent / "wit"
-WORLD = "python-plugin"
+#: The version of flyte:connector in `WIT_DIR`.
+CONTRACT = "1.3.0"
+#: The world built by default: calls may share an instance (`async-plugin`).
+ASYNC_WORLD = "python-async-plugin"
+#: The world `--sync` builds: one call per instance at a time (`plugin`).
+SYNC_WORLD = "python-plugin"
 #: Module names of imported WIT interfaces, fixed so the SDK's imports do not
-#: depend on componentize-py's clash resolution.
+#: depend on componentize-py's clash resolution. (A world without one of
+#: them ignores its name.)
 INTERFACE_NAMES = [
-    "flyte:connector/types@1.2.0=connector_types",
-    "flyte:connector/call@1.2.0=connector_call",
-    "flyte:connector/http-retries@1.2.0=connector_http_retries",
+    f"flyte:connector/types@{CONTRACT}=connector_types",
+    f"flyte:connector/call@{CONTRACT}=connector_call",
+    f"flyte:connector/http-retries@{CONTRACT}=connector_http_retries",
+    f"flyte:connector/waits@{CONTRACT}=connector_waits",
     "wasi:http/types@0.2.12=wasi_http_types",
 ]
 APP_MODULE = "flyte_connector_app"
@@ -61,25 +79,34 @@ def main(argv: Optional[List[str]] = None) -> int:
         default=[],
         help="a folder of pure-Python dependencies to bundle (repeatable)",
     )
+    build_parser.add_argument(
+        "--sync",
+        action="store_true",
+        help=(
+            f"build for the sync world ({SYNC_WORLD}: one call per instance at a time, over wasi:http) "
+            f"instead of the async one ({ASYNC_WORLD}, the default: the host may run several calls of one "
+            "tenant in one instance at once, sharing the module's globals); for a connector that is not "
+            "safe to run concurrently"
+        ),
+    )
     build_parser.add_argument("-q", "--quiet", action="store_true", help="only print errors")
     args = parser.parse_args(argv)
 
     output = args.output or args.module.with_suffix(".wasm")
     try:
-        build(args.module, output, args.python_path, quiet=args.quiet)
+        build(args.module, output, args.python_path, quiet=args.quiet, sync=args.sync)
     except BuildError as error:
         print(f"flyte-connector build: error: {error}", file=sys.stderr)
         return 1
     return 0
 
 
-def build(module: Path, output: Path, python_path: List[Path], quiet: bool = False) -> None:
-    """Checks `module` and builds it into the component `output`."""
+def build(module: Path, output: Path, python_path: List[Path], quiet: bool = False, sync: bool = False) -> None:
+    """Checks `module` and builds it into the component `output`, of the
+    async world, or of the sync one when `sync`."""
     name = check(module, python_path)
     with tempfile.TemporaryDirectory(prefix="flyte-connector-build-") as scratch:
-        (Path(scratch) / f"{APP_MODULE}.py").write_text(
-            f"import {name}  # registers the connector\nfrom flyte_connector._guest import Connector\n"
-        )
+        (Path(scratch) / f"{APP_MODULE}.py").write_text(app_module(name, sync))
         command = componentize_py(
             *(["--quiet"] if quiet else []),
             "componentize",
@@ -93,26 +120,47 @@ def build(module: Path, output: Path, python_path: List[Path], quiet: bool = Fal
             str(SDK_ROOT),
             "-o",
             str(output),
+            worlds=[SYNC_WORLD if sync else ASYNC_WORLD],
         )
         output.parent.mkdir(parents=True, exist_ok=True)
         finished = subprocess.run(command, env=_without_virtual_env())
         if finished.returncode != 0:
             raise BuildError(f"componentize-py failed (exit {finished.returncode}) building {module}; its output is above")
     if not quiet:
-        print(f"built {output} ({output.stat().st_size / 1e6:.1f} MB)")
+        world = SYNC_WORLD if sync else ASYNC_WORLD
+        print(f"built {output} ({output.stat().st_size / 1e6:.1f} MB, world {world})")
 
 
-def componentize_py(*args: str) -> List[str]:
+def app_module(name: str, sync: bool) -> str:
+    """The module componentize-py builds: the connector module `name`, the
+    export of the world, and last the snapshot's freeze. In the async world
+    the export's module comes first, so that the connector's module already
+    finds the timers and the calls' log streams (a `logging.StreamHandler`
+    it makes keeps the `sys.stderr` it found)."""
+    if sync:
+        lines = [
+            f"import {name}  # registers the connector",
+            "from flyte_connector._guest import Connector",
+        ]
+    else:
+        lines = [
+            "from flyte_connector._guest_async import AsyncConnector  # first: timers, log streams",
+            f"import {name}  # registers the connector",
+        ]
+    return "\n".join([*lines, "import flyte_connector._snapshot  # last", ""])
+
+
+def componentize_py(*args: str, worlds: Sequence[str]) -> List[str]:
     """The command line running componentize-py (with this Python) on the
-    SDK's WIT and world, its interface module names pinned, then `args`."""
+    SDK's WIT and `worlds` (several are merged), its interface module names
+    pinned, then `args`."""
     return [
         sys.executable,
         "-c",
         "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
         "-d",
         str(WIT_DIR),
-        "-w",
-        WORLD,
+        *(arg for world in worlds for arg in ("-w", world)),
         *(arg for interface in INTERFACE_NAMES for arg in ("--import-interface-name", interface)),
         *args,
     ]

@@ -9,6 +9,13 @@ very same connection map (secrets and configs) and no others, so what one
 call cached is found by the next calls of that connection only. The same
 holds for a connector's own module globals and `functools.lru_cache`.
 
+In the async world (the default build) the host may also run several calls
+of one tenant in one instance at once; they share the cache as they share
+the module. Each sees a whole value or none: the cache is only read and
+written between awaits. Calls that miss the same key together each make the
+value (none waits on another's `make`: a call cannot wake another), and the
+last one made is kept.
+
     from flyte_connector import cache
 
     async def token(secret: str) -> str:

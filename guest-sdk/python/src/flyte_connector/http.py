@@ -1,4 +1,6 @@
-"""An async HTTP client over `wasi:http/outgoing-handler`.
+"""An async HTTP client over the host's outbound HTTP: `waits.send` in the
+async world (the default build), `wasi:http/outgoing-handler` in the sync
+world (`flyte-connector build --sync`). Everything below holds in both.
 
     from flyte_connector import http
 
@@ -44,7 +46,9 @@ A failure's message names the URL (without its query) and the wasi:http
 `internal-error` (why a TLS handshake or a proxy failed, naming the host) is
 shown as the host wrote it: `cannot reach https://api.example.com/x: TLS
 handshake with api.example.com:443 failed: the certificate is not trusted
-(unknown issuer)`.
+(unknown issuer)`. In the async world the host names the case in
+`http-failure.code` and writes the rest in its `message`; a call the host
+gave up raises `asyncio.CancelledError` from the request instead.
 """
 
 from __future__ import annotations
@@ -52,12 +56,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json as jsonlib
+import math
 import os
+import re
 import time
 import urllib.parse
 from typing import Any, Iterator, List, Mapping, Optional, Tuple, Union
 
-from flyte_connector import _loop
+from flyte_connector import _async_loop, _loop
 from flyte_connector import retry as _retry
 from flyte_connector.retry import NO_RETRY, Retry
 
@@ -380,7 +386,63 @@ def _without_query(url: str) -> str:
 
 
 async def _send(method: str, url: str, pairs: List[Tuple[str, str]], body: bytes, timeout: Optional[float]) -> Response:
-    """One exchange over wasi:http, within `timeout` seconds when given.
+    """One exchange, within `timeout` seconds when given: through
+    `waits.send` in the async world, over wasi:http in the sync one."""
+    if _async_loop.installed():
+        return await _send_waits(method, url, pairs, body, timeout)
+    return await _send_wasi(method, url, pairs, body, timeout)
+
+
+def _target(method: str, url: str) -> Tuple[str, urllib.parse.SplitResult, str]:
+    """The URL as errors show it (no query), its parts and its host;
+    `RequestInvalid` when it is not an http(s) URL."""
+    shown_url = _without_query(url)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise RequestInvalid(f"{method} {shown_url}: not an http(s) URL")
+    return shown_url, parts, parts.netloc.rsplit("@", 1)[-1]
+
+
+#: The `http-failure.code` of a request whose call has ended (given up).
+_CANCELLED = "cancelled"
+
+
+async def _send_waits(
+    method: str, url: str, pairs: List[Tuple[str, str]], body: bytes, timeout: Optional[float]
+) -> Response:
+    """One exchange through `waits.send` (the async world), bodies whole.
+
+    The host bounds connecting and the first byte by `timeout`; the whole
+    exchange, the body included, races a timer. A request the timer
+    abandons runs on at the host (a host wait cannot be cancelled) until it
+    is answered or its call ends, and its answer is dropped. A call the
+    host gave up raises `asyncio.CancelledError` here (`_async_loop`)."""
+    from componentize_py_types import Err
+    from wit_world.imports import connector_waits as waits
+
+    shown_url, _, host = _target(method, url)
+    nanos = None if timeout is None else max(1, math.ceil(timeout * _NANOS))
+    request = waits.HttpRequest(
+        method=method, url=url, headers=pairs, body=body, first_byte_timeout=nanos, connect_timeout=nanos
+    )
+    exchange = _async_loop.host_wait(lambda: waits.send(request))
+    try:
+        answer = await (exchange if timeout is None else asyncio.wait_for(exchange, max(timeout, 0.0)))
+    except asyncio.TimeoutError:
+        raise Timeout(shown_url, f"no complete answer within {timeout:g}s") from None
+    except Err as error:
+        failure = error.value
+        if failure.code == _CANCELLED:
+            _async_loop.give_up()
+            raise asyncio.CancelledError(_async_loop.GIVEN_UP) from None
+        raise _failed(failure.code, failure.message, method, shown_url, host) from None
+    return Response(method, shown_url, answer.status, Headers(list(answer.headers)), bytes(answer.body))
+
+
+async def _send_wasi(
+    method: str, url: str, pairs: List[Tuple[str, str]], body: bytes, timeout: Optional[float]
+) -> Response:
+    """One exchange over wasi:http (the sync world).
 
     The deadline is the loop's: every wait races its pollable against it,
     and reads that never wait check it too. Child resources (a stream, a
@@ -392,11 +454,7 @@ async def _send(method: str, url: str, pairs: List[Tuple[str, str]], body: bytes
     from wit_world.imports import outgoing_handler, streams
     from wit_world.imports import wasi_http_types as wasi
 
-    shown_url = _without_query(url)
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise RequestInvalid(f"{method} {shown_url}: not an http(s) URL")
-    host = parts.netloc.rsplit("@", 1)[-1]
+    shown_url, parts, host = _target(method, url)
     loop = _loop.current()
     deadline = None if timeout is None else loop.time() + timeout
 
@@ -608,26 +666,52 @@ def _classify(code: Any, method: str, url: str, host: str) -> HttpError:
     """Sorts a wasi:http error code into what a connector can act on: the
     kinds `wit/fixtures/http.json` gives each code; the error keeps the
     code's case name (what retries are judged by)."""
-    error = _sorted(code, method, url, host)
-    error.case = _case(code)
-    return error
-
-
-def _sorted(code: Any, method: str, url: str, host: str) -> HttpError:
     case = _case(code)
+    limit = getattr(code, "value", None) if case == "HTTP-response-body-size" else None
+    return _sorted(case, _code_text(code), limit, method, url, host)
+
+
+_BODY_SIZE = re.compile(r"HTTP-response-body-size \((\d+)\)")
+
+
+def _failed(code: str, message: str, method: str, url: str, host: str) -> HttpError:
+    """A `waits.send` failure, sorted as the wasi:http error code it names
+    (`code`) is. The host writes `message` as `_code_text` writes a code
+    (`DNS-error (rcode NXDOMAIN)`; an `internal-error`'s text alone);
+    where it does not lead with the case name, the case name is added."""
+    if not message:
+        text = code
+    elif code == "internal-error" or message.startswith(code):
+        text = message
+    else:
+        text = f"{code} ({message})"
+    limit = None
+    if code == "HTTP-response-body-size":
+        found = _BODY_SIZE.fullmatch(message)
+        limit = int(found.group(1)) if found else None
+    return _sorted(code, text, limit, method, url, host)
+
+
+def _sorted(case: str, text: str, limit: Optional[int], method: str, url: str, host: str) -> HttpError:
+    """The error of an exchange that failed with the wasi:http error code
+    `case`, `text` saying what happened, `limit` the response size a
+    `HTTP-response-body-size` names."""
+    error: HttpError
     if case == "HTTP-request-denied":
-        return Denied(host)
-    if case in _TIMEOUTS:
-        return Timeout(url, _code_text(code))
-    if case == "HTTP-response-body-size":
-        limit = getattr(code, "value", None)
+        error = Denied(host)
+    elif case in _TIMEOUTS:
+        error = Timeout(url, text)
+    elif case == "HTTP-response-body-size":
         allowed = f"{limit} bytes; " if limit is not None else ""
-        return ConnectionFailed(
+        error = ConnectionFailed(
             url, f"the response is larger than the host allows ({allowed}max_response_mb in the connector's manifest)"
         )
-    if case in ("HTTP-request-URI-invalid", "HTTP-request-method-invalid"):
-        return RequestInvalid(f"{method} {url}: {_code_text(code)}")
-    return ConnectionFailed(url, _code_text(code))
+    elif case in ("HTTP-request-URI-invalid", "HTTP-request-method-invalid"):
+        error = RequestInvalid(f"{method} {url}: {text}")
+    else:
+        error = ConnectionFailed(url, text)
+    error.case = case
+    return error
 
 
 def _stream_error(error: Any, method: str, url: str, host: str) -> HttpError:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import calendar
 import dataclasses
 import re
+from contextvars import ContextVar
 from typing import Optional, Tuple
 
 __all__ = ["CALL_BUDGET", "NO_RETRY", "Retry"]
@@ -113,16 +114,27 @@ def retry_after(value: Optional[str], now: int) -> Optional[float]:
 class _CallRetries:
     """The running call's retries, across its requests."""
 
-    made = 0
+    def __init__(self) -> None:
+        self.made = 0
+
+
+#: The running call's retries. Calls of the async world share the module
+#: but each runs in a context of its own, which the tasks it starts copy:
+#: so a call's requests share one count, and no call sees another's.
+_call_retries: ContextVar[_CallRetries] = ContextVar("flyte_connector_call_retries")
 
 
 def begin_call() -> None:
-    """Starts a call's budget afresh: an instance may serve several calls."""
-    _CallRetries.made = 0
+    """Starts the running call's budget afresh."""
+    _call_retries.set(_CallRetries())
 
 
 def take_call_retry() -> bool:
     """Takes one retry of the call's budget, if any is left."""
-    made = _CallRetries.made
-    _CallRetries.made = made + 1
+    retries = _call_retries.get(None)
+    if retries is None:
+        begin_call()
+        retries = _call_retries.get()
+    made = retries.made
+    retries.made = made + 1
     return made < CALL_BUDGET

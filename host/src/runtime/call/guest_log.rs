@@ -62,6 +62,11 @@ impl GuestLog {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Writes `text` as the guest wrote it (`waits.log` of the async world).
+    pub(in crate::runtime) fn write_text(&self, text: &str) {
+        self.write(text.as_bytes());
+    }
+
     fn write(&self, bytes: &[u8]) {
         let mut state = self.lock();
         for &byte in bytes {

@@ -18,7 +18,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use super::{admission::Slots, guest_log::GuestLog};
 use crate::connector::Deadline;
 use crate::runtime::{
-    bindings::Plugin,
+    bindings::Exports,
     capabilities::{CallScope, Grants, HostState, InstanceScope},
     memory::{Charge, InstanceMemory},
     store::InstanceState,
@@ -74,7 +74,7 @@ pub(in crate::runtime) struct Instance {
     // Declared (so dropped) before the slots: the next call admitted finds
     // the pool's resources free.
     store: Store<HostState>,
-    plugin: Plugin,
+    exports: Exports,
     log: GuestLog,
     calls: u32,
     _slots: Slots,
@@ -83,13 +83,13 @@ pub(in crate::runtime) struct Instance {
 impl Instance {
     pub(in crate::runtime) fn new(
         store: Store<HostState>,
-        plugin: Plugin,
+        exports: Exports,
         log: GuestLog,
         slots: Slots,
     ) -> Self {
         Self {
             store,
-            plugin,
+            exports,
             log,
             calls: 0,
             _slots: slots,
@@ -130,21 +130,29 @@ impl Instance {
         timeout: Duration,
         client: Deadline,
         output_prefix: Option<Arc<str>>,
-    ) -> (&mut Store<HostState>, &Plugin) {
+    ) -> (&mut Store<HostState>, &Exports) {
         self.calls = self.calls.saturating_add(1);
         arm_deadline(&mut self.store, timeout);
-        let ends = Instant::now().checked_add(timeout);
-        let deadline = match (ends, client.instant()) {
-            (Some(ends), Some(client)) => Some(ends.min(client)),
-            (ends, client) => ends.or(client),
-        };
         let scope = CallScope {
-            deadline,
+            deadline: super::call_deadline(timeout, client),
             output_prefix,
         };
-        let (capabilities, _) = self.store.data_mut().capabilities_and_table();
+        let (capabilities, _, _) = self.store.data_mut().capabilities_and_table();
         capabilities.begin_call(&scope);
-        (&mut self.store, &self.plugin)
+        (&mut self.store, &self.exports)
+    }
+
+    /// Its store, to arm before a driver runs it (see `concurrent`).
+    pub(in crate::runtime) fn store_mut(&mut self) -> &mut Store<HostState> {
+        &mut self.store
+    }
+
+    /// Its store, its exports and its count of calls, for the driver that
+    /// runs calls in it at once; each call there brings its own scope.
+    pub(in crate::runtime) fn parts_for_driver(
+        &mut self,
+    ) -> (&mut Store<HostState>, &Exports, &mut u32) {
+        (&mut self.store, &self.exports, &mut self.calls)
     }
 }
 

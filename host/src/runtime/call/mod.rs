@@ -9,8 +9,11 @@
 //!   installs on it.
 //! - `warm`: idle instances kept for later calls of the same tenant.
 //! - `guest_log`: a guest's stdout and stderr, into the host's log.
+//! - `concurrent`: calls of the async world, several of one tenant in one
+//!   instance at once.
 
 mod admission;
+mod concurrent;
 mod guest_log;
 mod instance;
 mod warm;
@@ -23,23 +26,26 @@ use std::{
 };
 
 use tracing::Instrument as _;
-use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
 
 pub use self::warm::{IdleLimit, ReuseLimits};
 pub(in crate::runtime) use self::{
     admission::Admission,
+    concurrent::{ConcurrentBody, ConcurrentInstances, enter},
+    guest_log::GuestLog,
     instance::Instance,
     warm::{Owner, WarmPool},
 };
 use self::{
     admission::Slots,
-    guest_log::GuestLog,
+    concurrent::{DriverContext, Stop},
     instance::{DeadlineHit, InstanceRecipe, arm_deadline},
     warm::TenantKey,
 };
 use super::{
-    bindings::{self, Plugin, PluginPre},
-    capabilities::{CallArgs, Grants, HostState},
+    bindings::{self, Exports, ExportsPre},
+    capabilities::{CallArgs, CallEnd, CallScope, ConcurrentCall, Grants, HostState},
+    engine::Engines,
     memory::{BudgetError, MemoryBudget, MemoryEstimate, OverCap},
 };
 use crate::{
@@ -51,7 +57,7 @@ use crate::{
 /// What every call of every component shares: the engine, the call slots
 /// and their queue, the memory budget, and the warm instances.
 pub(in crate::runtime) struct CallPool {
-    pub(in crate::runtime) engine: Engine,
+    pub(in crate::runtime) engines: Engines,
     pub(in crate::runtime) admission: Admission,
     pub(in crate::runtime) budget: MemoryBudget,
     pub(in crate::runtime) warm: Arc<WarmPool<Instance>>,
@@ -66,19 +72,27 @@ pub(in crate::runtime) struct CallLimits {
     pub(in crate::runtime) reuse: InstanceReuse,
 }
 
-/// The body of a call: what to do with the instance.
+/// The body of a call of the sync world: what to do with the instance.
 pub(in crate::runtime) type CallBody<T> = Box<
     dyn for<'a> FnOnce(
             &'a mut Store<HostState>,
-            &'a Plugin,
+            &'a Exports,
         ) -> Pin<
             Box<dyn Future<Output = wasmtime::Result<Result<T, ConnectorError>>> + Send + 'a>,
         > + Send,
 >;
 
+/// A call, as its component's world makes it.
+pub(in crate::runtime) enum GuestCall<T> {
+    /// Alone in its instance (the sync world; the metadata call of both).
+    Sync(CallBody<T>),
+    /// Among others of its tenant (the async world).
+    Concurrent(ConcurrentBody<T>),
+}
+
 /// Runs calls of one component.
 pub(in crate::runtime) struct Caller {
-    pub(in crate::runtime) pre: PluginPre<HostState>,
+    pub(in crate::runtime) pre: ExportsPre,
     pub(in crate::runtime) limits: CallLimits,
     /// What the plugin's manifest grants, built once at load.
     pub(in crate::runtime) grants: Arc<Grants>,
@@ -89,7 +103,9 @@ pub(in crate::runtime) struct Caller {
     /// Connector name (or file name before the name is known), for logs.
     pub(in crate::runtime) label: Arc<str>,
     /// This loaded version of the component, as the warm pool knows it.
-    pub(in crate::runtime) owner: Owner<Instance>,
+    pub(in crate::runtime) owner: Arc<Owner<Instance>>,
+    /// Its instances serving calls at once (the async world).
+    pub(in crate::runtime) concurrent: Arc<ConcurrentInstances>,
     /// Fresh and reused instances, counted by connector (not for the
     /// metadata call of a load).
     pub(in crate::runtime) counters: Option<InstanceCounters>,
@@ -108,6 +124,51 @@ enum Start {
     },
 }
 
+impl Start {
+    /// The log of the instance it is or will be.
+    fn log(&self) -> &GuestLog {
+        match self {
+            Self::Warm(instance) => instance.log(),
+            Self::Fresh { log, .. } => log,
+        }
+    }
+}
+
+/// Gives its call up when dropped (its client left, its time ran out):
+/// the call's waits in the guest end at once, and no call joins its
+/// instance until it has unwound. A call that answered is ended already,
+/// and stays so.
+struct GiveUpOnDrop {
+    call: Arc<ConcurrentCall>,
+    driver: Arc<concurrent::Driver>,
+    instances: Arc<ConcurrentInstances>,
+}
+
+impl Drop for GiveUpOnDrop {
+    fn drop(&mut self) {
+        if self.call.ended().is_some() {
+            return;
+        }
+        // Counted before the call ends: once it has, its guest may unwind
+        // and its driver count it unwound at once.
+        self.instances.given_up(&self.driver);
+        if !self.call.end(CallEnd::GivenUp) {
+            // It answered meanwhile: it was not given up after all.
+            self.instances.unwound(&self.driver);
+        }
+    }
+}
+
+/// When a call's time is up: its `timeout` from now, or the client's
+/// `deadline` if sooner.
+fn call_deadline(timeout: Duration, client: Deadline) -> Option<Instant> {
+    let ends = Instant::now().checked_add(timeout);
+    match (ends, client.instant()) {
+        (Some(ends), Some(client)) => Some(ends.min(client)),
+        (ends, client) => ends.or(client),
+    }
+}
+
 impl Caller {
     /// Lets the capabilities complete the call's merged connection map (the
     /// pod's credentials fill in what it lacks), then says who the call is
@@ -124,60 +185,55 @@ impl Caller {
         }
     }
 
-    /// Runs `body` within the plugin's limits: for a `tenant` (see
-    /// [`Self::complete_connection`]), in a warm instance of this component version that
-    /// served the same tenant if one is idle, and the instance is kept for
-    /// the tenant's next call after; else in a fresh instance once the pool
-    /// admits the call, and that instance serves no other call. `function`
-    /// names the call in logs; `output_prefix` is where its task's outputs
-    /// go, when the request says.
+    /// Whether calls of this component may share an instance at once (it
+    /// targets the async world).
+    pub(in crate::runtime) fn is_concurrent(&self) -> bool {
+        self.pre.is_concurrent()
+    }
+
+    /// Runs `call` within the plugin's limits: for a `tenant` (see
+    /// [`Self::complete_connection`]), in an instance of this component
+    /// version that served the same tenant if one is idle — or, in the
+    /// async world, is serving it now with room for one more call — and the
+    /// instance is kept for the tenant's next call after; else in a fresh
+    /// instance once the pool admits the call, and that instance serves no
+    /// other tenant. `function` names the call in logs; `output_prefix` is
+    /// where its task's outputs go, when the request says.
     pub(in crate::runtime) async fn call<T: Send + 'static>(
         &self,
         function: &'static str,
         deadline: Deadline,
         key: Option<TenantKey>,
         (request_bytes, output_prefix): (u64, Option<Arc<str>>),
-        body: CallBody<T>,
+        call: GuestCall<T>,
     ) -> Result<T, ConnectorError> {
         // The request is in memory already: charged from now to the end.
         let _request = self.pool.budget.charge_request(request_bytes)?;
         // How many idle instances the component may keep follows this.
         let _in_flight = key.map(|_| self.owner.call_started());
-        let warm = key.and_then(|key| self.pool.warm.take(&self.owner, key));
-        let (start, log) = match warm {
-            Some(mut instance) => {
-                if let Some(counters) = &self.counters {
-                    counters.reused.inc();
-                }
-                instance.set_running(true);
-                let log = instance.log().clone();
-                (Start::Warm(instance), log)
+        match call {
+            GuestCall::Sync(body) => {
+                self.call_alone(function, deadline, key, output_prefix, body)
+                    .await
             }
-            None => {
-                // Waiting for a call slot and for memory of the budget.
-                let (slots, charge) = async {
-                    let slots = self.admit(deadline).await?;
-                    let charge = self
-                        .pool
-                        .budget
-                        .reserve(self.memory.reservation(), deadline)
-                        .await?;
-                    Ok::<_, ConnectorError>((slots, charge))
-                }
-                .instrument(crate::trace_span!("queue"))
-                .await?;
-                if let Some(counters) = &self.counters {
-                    counters.fresh.inc();
-                }
-                let (store, log) = self.recipe().store(charge);
-                let start = Start::Fresh {
-                    store,
-                    log: log.clone(),
-                    slots,
-                };
-                (start, log)
+            GuestCall::Concurrent(body) => {
+                self.call_among_others(function, deadline, key, output_prefix, body)
+                    .await
             }
-        };
+        }
+    }
+
+    /// A call of the sync world: the instance is its own until it answers.
+    async fn call_alone<T: Send + 'static>(
+        &self,
+        function: &'static str,
+        deadline: Deadline,
+        key: Option<TenantKey>,
+        output_prefix: Option<Arc<str>>,
+        body: CallBody<T>,
+    ) -> Result<T, ConnectorError> {
+        let start = self.start(deadline, key).await?;
+        let log = start.log().clone();
         log.begin(function);
         let running = self.pool.admission.start_running();
         let timeout = self.limits.timeout;
@@ -201,6 +257,167 @@ impl Caller {
         }
     }
 
+    /// A call of the async world: it joins a running instance of its
+    /// tenant with room, else starts one (see `concurrent`), and answers
+    /// when its task does; given up when its time is up or its client
+    /// leaves (the future is dropped), which ends its waits in the guest.
+    async fn call_among_others<T: Send + 'static>(
+        &self,
+        function: &'static str,
+        deadline: Deadline,
+        key: Option<TenantKey>,
+        output_prefix: Option<Arc<str>>,
+        body: ConcurrentBody<T>,
+    ) -> Result<T, ConnectorError> {
+        // Its time counts from now, in the host as in the guest.
+        let arrived = tokio::time::Instant::now();
+        let timeout = self.limits.timeout;
+        let log = GuestLog::new(Arc::clone(&self.label));
+        log.begin(function);
+        let scope = CallScope {
+            deadline: call_deadline(timeout, deadline),
+            output_prefix,
+        };
+        let call = Arc::new(ConcurrentCall::new(scope, log.clone()));
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = concurrent::job(body, Arc::clone(&call), reply);
+        let driver = match self.concurrent.join(key, job) {
+            Ok(driver) => {
+                if let Some(counters) = &self.counters {
+                    counters.reused.inc();
+                }
+                driver
+            }
+            Err(job) => {
+                let max_calls = self.pool.warm.limits().max_calls_per_instance;
+                let (driver, opening) = self.concurrent.open(key, max_calls, job);
+                let instance = match self.start(deadline, key).await {
+                    Ok(start) => self
+                        .instance(start)
+                        .await
+                        .map_err(|(trap, printed)| classify_trap(&trap, timeout, &printed)),
+                    Err(error) => Err(error),
+                };
+                match instance {
+                    Ok(instance) => {
+                        let context = DriverContext {
+                            pool: Arc::clone(&self.pool),
+                            owner: Arc::clone(&self.owner),
+                            instances: Arc::clone(&self.concurrent),
+                            memory: Arc::clone(&self.memory),
+                            label: Arc::clone(&self.label),
+                        };
+                        opening.run(instance, context);
+                    }
+                    Err(error) => {
+                        opening.refuse(error.clone());
+                        return Err(error);
+                    }
+                }
+                driver
+            }
+        };
+        let give_up = GiveUpOnDrop {
+            call: Arc::clone(&call),
+            driver: Arc::clone(&driver),
+            instances: Arc::clone(&self.concurrent),
+        };
+        let running = self.pool.admission.start_running();
+        let outcome = tokio::time::timeout_at(arrived + timeout, answer)
+            .instrument(crate::trace_span!("guest_call", function))
+            .await;
+        drop(running);
+        match outcome {
+            Ok(Ok(Ok(answer))) => {
+                log.finish();
+                answer
+            }
+            Ok(Ok(Err(trap))) => Err(classify_trap(&trap, timeout, &log.finish())),
+            // The driver stopped before answering: its instance trapped,
+            // or could not be had.
+            Ok(Err(_dropped)) => {
+                let printed = log.finish();
+                match driver.stopped().await {
+                    Stop::NotStarted(error) => Err(error),
+                    Stop::Trap(trap)
+                        if trap.downcast_ref::<DeadlineHit>().is_some()
+                            && !call.overdue(Instant::now()) =>
+                    {
+                        Err(ConnectorError::Crashed(
+                            "another call in its instance ran past its deadline without \
+                             waiting, and the instance was stopped"
+                                .to_owned(),
+                        ))
+                    }
+                    Stop::Trap(trap) => Err(classify_trap(&trap, timeout, &printed)),
+                }
+            }
+            Err(_elapsed) => {
+                drop(give_up);
+                log.finish();
+                Err(ConnectorError::DeadlineExceeded(timeout))
+            }
+        }
+    }
+
+    /// What a call starts from: an idle instance of `key`'s tenant, or
+    /// (once the pool admits the call, by its `deadline`) slots, memory
+    /// and a store for a fresh one.
+    async fn start(
+        &self,
+        deadline: Deadline,
+        key: Option<TenantKey>,
+    ) -> Result<Start, ConnectorError> {
+        if let Some(mut instance) = key.and_then(|key| self.pool.warm.take(&self.owner, key)) {
+            if let Some(counters) = &self.counters {
+                counters.reused.inc();
+            }
+            instance.set_running(true);
+            return Ok(Start::Warm(instance));
+        }
+        // Waiting for a call slot and for memory of the budget.
+        let (slots, charge) = async {
+            let slots = self.admit(deadline).await?;
+            let charge = self
+                .pool
+                .budget
+                .reserve(self.memory.reservation(), deadline)
+                .await?;
+            Ok::<_, ConnectorError>((slots, charge))
+        }
+        .instrument(crate::trace_span!("queue"))
+        .await?;
+        if let Some(counters) = &self.counters {
+            counters.fresh.inc();
+        }
+        let (store, log) = self.recipe().store(charge);
+        Ok(Start::Fresh { store, log, slots })
+    }
+
+    /// The instance a call runs in: the warm one, or the fresh one
+    /// instantiated; or the instantiation's error and what it printed.
+    async fn instance(&self, start: Start) -> Result<Instance, (wasmtime::Error, Vec<String>)> {
+        let reused = matches!(start, Start::Warm(_));
+        let instantiating = crate::trace_span!(
+            "instantiate",
+            start = if reused { "reused" } else { "fresh" }
+        );
+        match start {
+            Start::Warm(instance) => Ok(instance),
+            Start::Fresh {
+                mut store,
+                log,
+                slots,
+            } => {
+                arm_deadline(&mut store, self.limits.timeout);
+                match self.instantiate(&mut store).instrument(instantiating).await {
+                    Ok(exports) => Ok(Instance::new(store, exports, log, slots)),
+                    Err(err) => Err((err, log.finish())),
+                }
+            }
+        }
+    }
+
     /// Runs the call in its instance, then keeps the instance for `key` if
     /// it may serve another call, or drops it. Returns the answer and the
     /// last lines the call printed.
@@ -214,27 +431,13 @@ impl Caller {
     ) -> (wasmtime::Result<Result<T, ConnectorError>>, Vec<String>) {
         let started = Instant::now();
         let reused = matches!(start, Start::Warm(_));
-        let instantiating = crate::trace_span!(
-            "instantiate",
-            start = if reused { "reused" } else { "fresh" }
-        );
-        let mut instance = match start {
-            Start::Warm(instance) => instance,
-            Start::Fresh {
-                mut store,
-                log,
-                slots,
-            } => {
-                arm_deadline(&mut store, self.limits.timeout);
-                match self.instantiate(&mut store).instrument(instantiating).await {
-                    Ok(plugin) => Instance::new(store, plugin, log, slots),
-                    Err(err) => return (Err(err), log.finish()),
-                }
-            }
+        let mut instance = match self.instance(start).await {
+            Ok(instance) => instance,
+            Err((err, printed)) => return (Err(err), printed),
         };
         let instantiated = started.elapsed();
-        let (store, plugin) = instance.begin_call(self.limits.timeout, deadline, output_prefix);
-        let answer = body(store, plugin)
+        let (store, exports) = instance.begin_call(self.limits.timeout, deadline, output_prefix);
+        let answer = body(store, exports)
             .instrument(crate::trace_span!("guest_call", function))
             .await;
         let called = started.elapsed();
@@ -294,7 +497,7 @@ impl Caller {
 
     fn recipe(&self) -> InstanceRecipe<'_> {
         InstanceRecipe {
-            engine: &self.pool.engine,
+            engine: self.pool.engines.of(self.is_concurrent()),
             grants: &self.grants,
             connector: &self.label,
             env: &self.limits.env,
@@ -308,7 +511,7 @@ impl Caller {
     /// call waits for running calls to give theirs back, as it waits for a
     /// busy slot, until its own deadline stops it. Alone in the pool, it
     /// never will fit: that is an error.
-    async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Plugin> {
+    async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Exports> {
         let mut backoff = Duration::from_millis(1);
         loop {
             match self.pre.instantiate_async(&mut *store).await {

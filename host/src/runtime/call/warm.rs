@@ -94,6 +94,14 @@ impl IdleLimit {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(in crate::runtime) struct TenantKey([u8; 32]);
 
+#[cfg(test)]
+impl TenantKey {
+    /// A key of `byte`s, for tests of what keys it.
+    pub(in crate::runtime) fn for_tests(byte: u8) -> Self {
+        Self([byte; 32])
+    }
+}
+
 impl std::fmt::Debug for TenantKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Nothing of the map, nor the whole hash, in any output.

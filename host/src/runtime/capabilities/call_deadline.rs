@@ -8,18 +8,20 @@
 
 use std::time::Instant;
 
-use wasmtime::component::Linker;
+use wasmtime::component::{Access, Linker};
 
 use super::capability::{
     CallScope, Capability, CapabilityView, GrantError, HasState, InstanceScope, LoadScope, ViewOf,
     view_of,
 };
+use super::concurrent_calls::call_of;
 use super::config_error::ConfigError;
 
 mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
-        interfaces: "import flyte:connector/call@1.2.0;",
+        interfaces: "import flyte:connector/call@1.3.0;",
+        imports: { default: store },
     });
 }
 
@@ -78,9 +80,17 @@ impl Capability for CallDeadline {
     }
 }
 
-impl wit_interface::Host for CapabilityView<'_, InstanceDeadline> {
-    fn time_left(&mut self) -> u64 {
-        match self.state.deadline {
+impl wit_interface::Host for CapabilityView<'_, InstanceDeadline> {}
+
+impl<T> wit_interface::HostWithStore<T> for ViewOf<CallDeadline> {
+    /// The calling call's time: in the async world, the call of the guest
+    /// task that asks (0 once it has ended); in the sync world, the call
+    /// the instance serves.
+    fn time_left(mut access: Access<'_, T, Self>) -> u64 {
+        if let Some(call) = call_of(&mut access) {
+            return call.time_left();
+        }
+        match access.get().state.deadline {
             // A call without a deadline has all the time there is.
             None => u64::MAX,
             Some(deadline) => {

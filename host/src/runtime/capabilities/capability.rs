@@ -22,6 +22,7 @@ use std::{fmt::Debug, path::Path, sync::Arc};
 use serde::de::DeserializeOwned;
 use wasmtime::component::{Linker, ResourceTable};
 
+use super::concurrent_calls::ConcurrentCalls;
 use super::config_error::ConfigError;
 use super::credential_roots::{CredentialRoots, Refusal};
 use crate::{connector::ConnectionMap, file_stamp::FileRead, manifest::Manifest};
@@ -85,6 +86,9 @@ pub struct CapabilityView<'a, S> {
     pub state: &'a mut S,
     /// The resource table all imports share.
     pub table: &'a mut ResourceTable,
+    /// The calls the instance serves at once (async world only; see
+    /// [`super::concurrent_calls::call_of`]).
+    pub calls: &'a ConcurrentCalls,
 }
 
 /// The `HasData` of a capability whose host functions work on its

@@ -24,6 +24,7 @@
 
 mod call_deadline;
 mod capability;
+mod concurrent_calls;
 mod config_error;
 mod credential_roots;
 mod egress;
@@ -38,7 +39,8 @@ pub use self::call_deadline::wit_interface as call_interface;
 pub(in crate::runtime) use self::capability::{
     CallArgs, CallScope, CapabilityView, HasState, InstanceScope, LoadScope, ViewOf, view_of,
 };
-pub use self::outbound_http::http_retries_interface;
+pub(in crate::runtime) use self::concurrent_calls::{CallEnd, ConcurrentCall, ConcurrentCalls};
+pub use self::outbound_http::{http_retries_interface, waits_interface};
 pub use self::ssh::wit_interface as ssh_interface;
 pub use self::storage::wit_interface as storage_interface;
 use self::{
@@ -114,10 +116,11 @@ macro_rules! capabilities {
         $(
             impl HasState<$capability> for InstanceState<States> {
                 fn view(&mut self) -> CapabilityView<'_, <$capability as Capability>::State> {
-                    let (states, table) = self.capabilities_and_table();
+                    let (states, table, calls) = self.capabilities_and_table();
                     CapabilityView {
                         state: &mut states.$field,
                         table,
+                        calls,
                     }
                 }
             }

@@ -28,8 +28,10 @@ mod policy;
 mod proxy;
 mod retries;
 mod trust;
+mod waits;
 
 pub use self::retries::wit_interface as http_retries_interface;
+pub use self::waits::wit_interface as waits_interface;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -396,7 +398,13 @@ impl Capability for OutboundHttp {
         );
         linker.allow_shadowing(false);
         defined?;
-        retries::add_to_linker(linker)
+        retries::add_to_linker(linker)?;
+        // Only the async world waits through `waits`, and only its engine
+        // runs concurrent host functions.
+        if linker.engine().get_concurrency_support() {
+            waits::add_to_linker(linker)?;
+        }
+        Ok(())
     }
 
     fn instance_state(grant: &Self::Grant, instance: &InstanceScope) -> Self::State {

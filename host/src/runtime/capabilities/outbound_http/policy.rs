@@ -131,6 +131,11 @@ impl InstanceHooks {
         self.announced_retry = Some((origin, attempt));
     }
 
+    /// The requests one call may have open at once, none open yet.
+    pub(super) fn open_requests(&self) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(self.policy.limits().max_concurrent_requests))
+    }
+
     pub(super) fn new(policy: OutboundPolicy, connector: Arc<str>) -> Self {
         let open_requests = Arc::new(Semaphore::new(policy.limits().max_concurrent_requests));
         Self {
@@ -190,16 +195,32 @@ impl WasiHttpHooks for InstanceHooks {
 
     fn send_request(
         &mut self,
-        mut request: http::Request<WasiBody>,
+        request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _body_errors: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = Sent> + Send> {
+        let open_requests = Arc::clone(&self.open_requests);
+        self.send_counted(request, options, open_requests)
+    }
+}
+
+impl InstanceHooks {
+    /// Sends `request` if the policy allows it, holding one of
+    /// `open_requests` until its response body is done: the instance's
+    /// (one call at a time in the sync world), or the calling call's (the
+    /// async world's `waits.send`).
+    pub(super) fn send_counted(
+        &mut self,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        open_requests: Arc<Semaphore>,
     ) -> Box<dyn Future<Output = Sent> + Send> {
         let target = Target::of(request.uri());
         let shown = target.shown();
         if let Err(refusal) = self.judge(&request, &target) {
             return self.refuse(request, &shown, refusal);
         }
-        let Ok(permit) = Arc::clone(&self.open_requests).try_acquire_owned() else {
+        let Ok(permit) = open_requests.try_acquire_owned() else {
             let limit = self.policy.limits().max_concurrent_requests;
             let message = format!(
                 "the call already has {limit} outbound requests open, the most its plugin \

@@ -17,7 +17,7 @@ use crate::runtime::capabilities::{CapabilityView, HasState, ViewOf, view_of};
 mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
-        interfaces: "import flyte:connector/http-retries@1.2.0;",
+        interfaces: "import flyte:connector/http-retries@1.3.0;",
     });
 }
 

@@ -22,7 +22,7 @@ use crate::runtime::capabilities::{CapabilityView, HasState, ViewOf, view_of};
 mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
-        interfaces: "import flyte:connector/ssh@1.2.0;",
+        interfaces: "import flyte:connector/ssh@1.3.0;",
         imports: { default: async | trappable },
         with: { "flyte:connector/ssh.session": super::Session },
     });

@@ -16,7 +16,7 @@ use crate::runtime::capabilities::{CapabilityView, HasState, ViewOf, ssh::Sessio
 mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
-        interfaces: "import flyte:connector/storage@1.2.0;",
+        interfaces: "import flyte:connector/storage@1.3.0;",
         imports: { default: async | trappable },
         with: { "flyte:connector/ssh": crate::runtime::capabilities::ssh_interface },
     });
