@@ -184,27 +184,30 @@ async fn a_client_that_leaves_cancels_its_call_in_the_guest() {
     let (_plugins, server) = guest.serve(REUSE, &[]);
     let a = tenant("a", &[]);
     let first = tally(&server, guest, &a, 0, 0).await;
-    // Beside a long call, so the instance stays driven meanwhile.
+    // Beside a long call, so the instance stays driven meanwhile; both
+    // hanging calls are in it before either is given up (a call given up
+    // keeps others from joining until it has unwound).
     let holder = send(&server, fault(guest, "tally", 6.0, &a)).await;
     in_flight(&server, 1).await;
     let left = send_within(
         &server,
         fault(guest, "hang", 0.0, &a),
-        Duration::from_secs(1),
+        Duration::from_secs(3),
     )
-    .await
-    .await
-    .expect("the call's task")
-    .expect_err("the client gave up");
+    .await;
+    // One whose client drops it without a deadline.
+    let dropped = send(&server, fault(guest, "hang", 0.0, &a)).await;
+    in_flight(&server, 3).await;
+    dropped.abort();
+    let left = left
+        .await
+        .expect("the call's task")
+        .expect_err("the client gave up");
     // The client's own timer may answer first (tonic: CANCELLED).
     assert!(
         matches!(left.code(), Code::DeadlineExceeded | Code::Cancelled),
         "{left:?}"
     );
-    // One whose client drops it without a deadline, once it is in the guest.
-    let dropped = send(&server, fault(guest, "hang", 0.0, &a)).await;
-    in_flight(&server, 2).await;
-    dropped.abort();
     let held = holder.await.expect("the call's task").expect("it answers");
     assert_eq!(held.instance, first.instance);
     eventually(WITHIN, "both calls unwound in the guest", || async {

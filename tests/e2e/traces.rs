@@ -10,8 +10,8 @@ use std::time::Duration;
 use flyte_connect::proto::{
     connector::{CreateTaskRequest, TaskExecutionMetadata},
     core::{
-        NodeExecutionIdentifier, TaskExecutionIdentifier, WorkflowExecutionIdentifier,
-        task_execution::Phase,
+        NodeExecutionIdentifier, TaskExecutionIdentifier, TaskTemplate,
+        WorkflowExecutionIdentifier, task_execution::Phase,
     },
 };
 use flyte_connect_e2e::{
@@ -70,25 +70,48 @@ fn children<'a>(spans: &'a [RecordedSpan], parent: &RecordedSpan) -> Vec<&'a Rec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_databricks_task_is_a_span_tree_per_call_in_the_runs_trace() {
+    span_tree_per_call("databricks", "databricks", "").await;
+}
+
+/// The same of the Python connector, of the async world: its requests are
+/// made through `waits` by the instance's driver, under each call's span
+/// all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_connectors_calls_of_the_async_world_are_span_trees_too() {
+    span_tree_per_call(
+        "databricks-py",
+        "databricks_py",
+        "[env]\nFLYTE_CONNECTOR_TASK_TYPE = \"databricks_py\"\n",
+    )
+    .await;
+}
+
+/// A create → get → delete of `component` (task type `task_type`, its
+/// manifest saying `manifest_extra` beside the allow-list): three root
+/// spans in the run's trace, each with its parts and one request.
+async fn span_tree_per_call(component: &str, task_type: &'static str, manifest_extra: &str) {
     let collector = Collector::start().await;
     let fake = FakeDatabricks::start(TOKEN).await;
-    let manifest = format!("allowed_hosts = [\"http://{}\"]\n", fake.addr());
+    let manifest = format!(
+        "allowed_hosts = [\"http://{}\"]\n{manifest_extra}",
+        fake.addr()
+    );
     let mut env: Vec<(&str, String)> = collector.env();
     env.push(("RUST_LOG", "info".into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let hosted = HostedConnector::start_with_args(
-        "databricks",
-        "databricks",
+        component,
+        task_type,
         &manifest,
         &["--log-format", "json"],
         &env,
     );
     let with_token = connection(&[(SECRET, TOKEN)]);
     let request = CreateTaskRequest {
-        template: Some(fake_databricks::task_template(
-            &fake.base_url(),
-            fake_databricks::job_conf("traced"),
-        )),
+        template: Some(TaskTemplate {
+            r#type: task_type.to_owned(),
+            ..fake_databricks::task_template(&fake.base_url(), fake_databricks::job_conf("traced"))
+        }),
         task_execution_metadata: Some(run_metadata()),
         connection: Some(with_token.clone()),
         ..Default::default()
@@ -134,7 +157,7 @@ async fn a_databricks_task_is_a_span_tree_per_call_in_the_runs_trace() {
         // A root of the run's trace, beside the task's own spans.
         assert_eq!(call.trace_id, RUN_TRACE_ID, "{call:#?}");
         assert_eq!(call.parent_span_id, "", "{call:#?}");
-        assert_eq!(call.attribute("task_type"), Some("databricks"));
+        assert_eq!(call.attribute("task_type"), Some(task_type));
         assert_eq!(call.attribute("operation"), Some(operation));
         assert_eq!(call.attribute("outcome"), Some("ok"));
         assert_eq!(call.attribute("rpc.grpc.status_code"), Some("0"));

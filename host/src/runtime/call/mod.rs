@@ -278,7 +278,8 @@ impl Caller {
             deadline: call_deadline(timeout, deadline),
             output_prefix,
         };
-        let call = Arc::new(ConcurrentCall::new(scope, log.clone()));
+        let guest_call = crate::trace_span!("guest_call", function);
+        let call = Arc::new(ConcurrentCall::new(scope, log.clone(), guest_call.clone()));
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = concurrent::job(body, Arc::clone(&call), reply);
         let driver = match self.concurrent.join(key, job) {
@@ -324,7 +325,7 @@ impl Caller {
         };
         let running = self.pool.admission.start_running();
         let outcome = tokio::time::timeout_at(arrived + timeout, answer)
-            .instrument(crate::trace_span!("guest_call", function))
+            .instrument(guest_call)
             .await;
         drop(running);
         match outcome {

@@ -37,6 +37,10 @@ pub(in crate::runtime) enum CallEnd {
 pub(in crate::runtime) struct ConcurrentCall {
     scope: CallScope,
     log: GuestLog,
+    /// The span of the call's RPC and its `guest_call` span (a span only
+    /// traces have): what its imports do (an HTTP request's span, a log
+    /// line) belongs under them, though the driver's task runs it.
+    spans: (tracing::Span, tracing::Span),
     end: watch::Sender<Option<CallEnd>>,
     /// The permits of its outbound requests open at once (its own, as a
     /// call of the sync world has its instance's), made at its first.
@@ -44,11 +48,17 @@ pub(in crate::runtime) struct ConcurrentCall {
 }
 
 impl ConcurrentCall {
-    /// A call with `scope`, whose guest lines go to `log`.
-    pub(in crate::runtime) fn new(scope: CallScope, log: GuestLog) -> Self {
+    /// A call with `scope`, whose guest lines go to `log`, made in the span
+    /// of its RPC; its imports' spans go under `guest_call`.
+    pub(in crate::runtime) fn new(
+        scope: CallScope,
+        log: GuestLog,
+        guest_call: tracing::Span,
+    ) -> Self {
         Self {
             scope,
             log,
+            spans: (tracing::Span::current(), guest_call),
             end: watch::Sender::new(None),
             open_requests: OnceLock::new(),
         }
@@ -65,6 +75,13 @@ impl ConcurrentCall {
     /// Its log.
     pub(in crate::runtime) fn log(&self) -> &GuestLog {
         &self.log
+    }
+
+    /// Runs `work` of its imports in its spans: its RPC's (which logs
+    /// show) and within it its `guest_call` (which traces show).
+    pub(in crate::runtime) fn in_scope<R>(&self, work: impl FnOnce() -> R) -> R {
+        let (rpc, guest_call) = &self.spans;
+        rpc.in_scope(|| guest_call.in_scope(work))
     }
 
     /// Nanoseconds left before its deadline; 0 once it has ended.

@@ -60,7 +60,9 @@ impl<T> wit_interface::HostWithStore<T> for ViewOf<OutboundHttp> {
             let sent = prepare(request).map(|(request, options)| {
                 let hooks = &mut access.get().state.hooks;
                 let open_requests = call.open_requests(|| hooks.open_requests());
-                Box::into_pin(hooks.send_counted(request, Some(options), open_requests))
+                let sent =
+                    call.in_scope(|| hooks.send_counted(request, Some(options), open_requests));
+                Box::into_pin(sent)
             });
             Some((call, sent))
         });
@@ -108,7 +110,9 @@ impl<T> wit_interface::HostWithStore<T> for ViewOf<OutboundHttp> {
 
     fn log(mut access: Access<'_, T, Self>, text: String) {
         match call_of(&mut access) {
-            Some(call) if call.ended() != Some(CallEnd::GivenUp) => call.log().write_text(&text),
+            Some(call) if call.ended() != Some(CallEnd::GivenUp) => {
+                call.in_scope(|| call.log().write_text(&text));
+            }
             // Written outside a call, or after it was given up (its log is
             // finished): logged for the connector alone.
             _ if text.trim().is_empty() => {}
