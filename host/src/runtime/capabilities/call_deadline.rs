@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use wasmtime::component::{Access, Linker};
 
+use super::capability::nanos_left;
 use super::capability::{
     CallScope, Capability, CapabilityView, GrantError, HasState, InstanceScope, LoadScope, ViewOf,
     view_of,
@@ -90,13 +91,6 @@ impl<T> wit_interface::HostWithStore<T> for ViewOf<CallDeadline> {
         if let Some(call) = call_of(&mut access) {
             return call.time_left();
         }
-        match access.get().state.deadline {
-            // A call without a deadline has all the time there is.
-            None => u64::MAX,
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                u64::try_from(left.as_nanos()).unwrap_or(u64::MAX)
-            }
-        }
+        nanos_left(access.get().state.deadline)
     }
 }

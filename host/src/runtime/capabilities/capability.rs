@@ -122,6 +122,18 @@ pub struct CallScope {
     pub output_prefix: Option<Arc<str>>,
 }
 
+/// Nanoseconds left before `deadline` (`call.time-left`): all there is
+/// without one, 0 once it has passed.
+pub(in crate::runtime) fn nanos_left(deadline: Option<std::time::Instant>) -> u64 {
+    match deadline {
+        None => u64::MAX,
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            u64::try_from(left.as_nanos()).unwrap_or(u64::MAX)
+        }
+    }
+}
+
 /// A call's arguments as capabilities may shape them.
 pub struct CallArgs<'a> {
     /// The merged connection map (secrets and configs).

@@ -21,7 +21,7 @@ use wasmtime::{
     component::{Access, GuestTaskId},
 };
 
-use super::capability::{CallScope, Capability, CapabilityView, ViewOf};
+use super::capability::{CallScope, Capability, CapabilityView, ViewOf, nanos_left};
 use crate::runtime::call::GuestLog;
 
 /// How a call ended, as its remaining waits learn it.
@@ -89,13 +89,7 @@ impl ConcurrentCall {
         if self.end.borrow().is_some() {
             return 0;
         }
-        match self.scope.deadline {
-            None => u64::MAX,
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                u64::try_from(left.as_nanos()).unwrap_or(u64::MAX)
-            }
-        }
+        nanos_left(self.scope.deadline)
     }
 
     /// Whether its deadline has passed by `now`.

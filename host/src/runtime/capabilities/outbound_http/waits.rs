@@ -57,13 +57,15 @@ impl<T> wit_interface::HostWithStore<T> for ViewOf<OutboundHttp> {
     ) -> Result<HttpResponse, HttpFailure> {
         let sent = accessor.with(|mut access| {
             let call = call_of(&mut access)?;
-            let sent = prepare(request).map(|(request, options)| {
-                let hooks = &mut access.get().state.hooks;
-                let open_requests = call.open_requests(|| hooks.open_requests());
-                let sent =
-                    call.in_scope(|| hooks.send_counted(request, Some(options), open_requests));
-                Box::into_pin(sent)
-            });
+            let hooks = &mut access.get().state.hooks;
+            let sent = prepare(request, |name| hooks.is_forbidden_header(name)).map(
+                |(request, options)| {
+                    let open_requests = call.open_requests(|| hooks.open_requests());
+                    let sent =
+                        call.in_scope(|| hooks.send_counted(request, Some(options), open_requests));
+                    Box::into_pin(sent)
+                },
+            );
             Some((call, sent))
         });
         let Some((call, sent)) = sent else {
@@ -125,9 +127,11 @@ impl<T> wit_interface::HostWithStore<T> for ViewOf<OutboundHttp> {
 }
 
 /// `request` as the hooks take it, with the timeouts it asks for; or why
-/// it cannot be sent.
+/// it cannot be sent (a header `is_forbidden`, as the hooks judge the
+/// headers of a `wasi:http` request).
 fn prepare(
     request: HttpRequest,
+    mut is_forbidden: impl FnMut(&HeaderName) -> bool,
 ) -> Result<(http::Request<wasmtime_wasi_http::WasiBody>, RequestOptions), HttpFailure> {
     let invalid = |code: &str, message: String| HttpFailure {
         code: code.to_owned(),
@@ -188,16 +192,6 @@ fn prepare(
         )
     })?;
     Ok((request, options))
-}
-
-/// Headers only the host's HTTP client speaks (wasi:http forbids them too).
-fn is_forbidden(name: &HeaderName) -> bool {
-    use http::header::{CONNECTION, HOST, TRANSFER_ENCODING, UPGRADE};
-    [CONNECTION, HOST, TRANSFER_ENCODING, UPGRADE].contains(name)
-        || matches!(
-            name.as_str(),
-            "keep-alive" | "proxy-connection" | "http2-settings"
-        )
 }
 
 /// The failure a call sees once it has ended.
@@ -388,6 +382,10 @@ mod tests {
         }
     }
 
+    fn forbidden(name: &HeaderName) -> bool {
+        wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+    }
+
     #[test]
     fn only_absolute_http_urls_with_valid_parts_are_sent() {
         let request = |method: &str, url: &str, headers: &[(&str, &str)]| HttpRequest {
@@ -401,11 +399,10 @@ mod tests {
             first_byte_timeout: Some(2_000_000_000),
             connect_timeout: None,
         };
-        let (sent, options) = prepare(request(
-            "POST",
-            "https://api.example.com/x?y=1",
-            &[("a", "b")],
-        ))
+        let (sent, options) = prepare(
+            request("POST", "https://api.example.com/x?y=1", &[("a", "b")]),
+            forbidden,
+        )
         .expect("valid");
         assert_eq!(sent.method(), Method::POST);
         assert_eq!(sent.headers()["a"], "b");
@@ -430,7 +427,7 @@ mod tests {
                 "internal-error",
             ),
         ] {
-            let failure = prepare(bad).expect_err("refused");
+            let failure = prepare(bad, forbidden).expect_err("refused");
             assert_eq!(failure.code, code, "{}", failure.message);
         }
     }
