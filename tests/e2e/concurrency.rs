@@ -146,11 +146,14 @@ async fn an_out_of_range_concurrency_keeps_the_plugin_out() {
 /// its wait raises there and its `finally` runs, while the calls beside it
 /// answer and the instance serves on.
 async fn a_call_past_its_deadline_is_cancelled(guest: Guest) {
-    let (_plugins, server) = guest.serve(&format!("{REUSE}timeout_seconds = 1\n"), &[]);
+    let (_plugins, server) = guest.serve(&format!("{REUSE}timeout_seconds = 2\n"), &[]);
     let a = tenant("a", &[]);
     let first = tally(&server, guest, &a, 0, 0).await;
     let hang = send(&server, fault(guest, "hang", 0.0, &a)).await;
     let beside = send_all(&server, (0..3).map(|_| fault(guest, "tally", 0.3, &a))).await;
+    // All in before the hanging call is given up (none joins after, until
+    // it has unwound).
+    in_flight(&server, 4).await;
     let hung = hang.await.expect("the call's task").expect_err("it hangs");
     assert_eq!(hung.code(), Code::DeadlineExceeded, "{hung:?}");
     for call in beside {
