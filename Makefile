@@ -24,7 +24,7 @@ TEST_COMPONENT_DIR := $(TARGET_DIR)/test-components
 SERVER_BIN         := $(TARGET_DIR)/release/flyte-connect
 VENV               := .venv
 
-.PHONY: all build connectors rust-connectors python-connectors test-components run image test test-rust test-python lint fmt bench wasm-target clean system-tools contract-fixtures
+.PHONY: all build test-build connectors rust-connectors python-connectors test-components run image test test-rust test-python lint fmt bench wasm-target clean system-tools contract-fixtures
 
 all: build connectors
 
@@ -140,16 +140,22 @@ system-tools:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-# Connector crates build for the host too, so their unit tests run natively.
-RUST_TEST_ARGS := --release --workspace --exclude flyte-connector-sdk
-test-rust: build test-components $(WHEELHOUSE)/.downloaded $(VENV)/.installed system-tools
-	$(CARGO) test $(RUST_TEST_ARGS)
-	$(CARGO) test --release -p flyte-connector-sdk --all-features
+# What the tests run of Rust, in one release build: the server, the
+# harness's fake services and every test binary (connector crates build for
+# the host too, so their unit tests run natively). One cargo invocation gives
+# every crate the features cargo unifies for all of them; a narrower one
+# (`make build`'s `-p flyte-connect`) turns fewer features of shared crates on
+# (serde_json, digest, ...) and so compiles wasmtime and all above it a second
+# time, eight minutes on two cores. The tests serve this build's server; it
+# differs from `make build`'s only in those crates' extra features.
+RUST_TEST_ARGS := --release --workspace --all-features
+test-build:
+	$(CARGO) build $(RUST_TEST_ARGS) --lib --bins --tests
 
-# `--no-run` builds the harness's fake-services binary exactly as test-rust
-# builds it, so after test-rust this is a no-op.
-test-python: build test-components $(VENV)/.installed system-tools
-	$(CARGO) test $(RUST_TEST_ARGS) --no-run
+test-rust: test-build test-components $(WHEELHOUSE)/.downloaded $(VENV)/.installed system-tools
+	$(CARGO) test $(RUST_TEST_ARGS)
+
+test-python: test-build test-components $(VENV)/.installed system-tools
 	$(VENV)/bin/python -m pytest -q tests/python
 	$(VENV)/bin/python -m pytest -q guest-sdk/python
 
