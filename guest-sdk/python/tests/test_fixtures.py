@@ -72,6 +72,39 @@ def test_nested_dataclasses_are_rebuilt_and_unknown_fields_refused():
         WithNote.decode(b'{"job_id": "j", "note": {"text": "t", "stars": 1}, "surprise": 1}')
 
 
+def test_a_meta_is_encoded_as_json_dumps_of_asdict_at_every_depth():
+    @dataclass
+    class Deep(ResourceMeta):
+        job_id: str
+        note: Note
+        notes: List[Note]
+        by_name: Dict[str, Any]
+        pair: tuple
+
+    meta = Deep(
+        job_id="ü",
+        note=Note(text="t", stars=3),
+        notes=[Note(text="a", stars=1), Note(text="b", stars=2)],
+        by_name={"n": Note(text="c", stars=4), "plain": {"x": [1.5, None, True]}},
+        pair=(Note(text="d", stars=5), "e"),
+    )
+    assert meta.encode() == json.dumps(dataclasses.asdict(meta)).encode("utf-8")
+    # Nothing of the meta changed while it was encoded (asdict copies).
+    assert meta.by_name["n"] == Note(text="c", stars=4)
+
+
+def test_a_meta_json_cannot_write_fails_as_json_fails_it():
+    @dataclass
+    class Odd(ResourceMeta):
+        job_id: str
+        tags: set
+
+    with pytest.raises(TypeError, match="Object of type set is not JSON serializable"):
+        Odd(job_id="j", tags={"a"}).encode()
+    with pytest.raises(TypeError, match="Object of type type is not JSON serializable"):
+        Odd(job_id="j", tags=Note).encode()  # a dataclass class, not an instance
+
+
 def test_phases_are_numbered_as_flyteidl2_numbers_them():
     execution_pb2 = pytest.importorskip("flyteidl2.core.execution_pb2")
     for phase in Phase:

@@ -4,10 +4,11 @@ resource `get` reports, and the log links shown beside the task."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import typing
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Self
+from typing import Any, Dict, List, Optional, Self, Tuple
 
 from flyte_connector.phases import Phase
 
@@ -21,7 +22,9 @@ class ResourceMeta:
         """The meta's bytes, as flyte's `ResourceMeta.encode` writes them."""
         if not dataclasses.is_dataclass(self):
             raise TypeError(f"{type(self).__name__} must be a dataclass to be encoded")
-        return json.dumps(dataclasses.asdict(self)).encode("utf-8")
+        # What `asdict` would make, without its deep copy: dataclasses met
+        # at any depth become dicts of their fields as json writes them.
+        return json.dumps(self, default=_fields_of).encode("utf-8")
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
@@ -30,15 +33,41 @@ class ResourceMeta:
         return _dataclass_from_dict(cls, json.loads(data.decode("utf-8")))
 
 
-def _dataclass_from_dict(cls: type, values: Dict[str, Any]) -> Any:
+def _fields_of(value: Any) -> Dict[str, Any]:
+    """A dataclass met while encoding a meta, as the dict `asdict` makes of
+    it (json encodes its values in turn); anything else json cannot write
+    fails as json fails it."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: getattr(value, name) for name in _field_names(type(value))}
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+@functools.cache
+def _field_names(cls: type) -> Tuple[str, ...]:
+    return tuple(field.name for field in dataclasses.fields(cls))
+
+
+@functools.cache
+def _field_types(cls: type) -> Dict[str, Optional[type]]:
+    """The fields of dataclass `cls`: name → the dataclass a field holds
+    (rebuilt from its dict), or None. Read once per class: resolving type
+    hints is most of what decoding a small meta costs."""
     hints = typing.get_type_hints(cls)
-    fields = {field.name: hints.get(field.name, field.type) for field in dataclasses.fields(cls)}
+    types = {}
+    for field in dataclasses.fields(cls):
+        declared = hints.get(field.name, field.type)
+        types[field.name] = declared if dataclasses.is_dataclass(declared) else None
+    return types
+
+
+def _dataclass_from_dict(cls: type, values: Dict[str, Any]) -> Any:
+    fields = _field_types(cls)
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ValueError(f"{cls.__name__} has no field {', '.join(unknown)}")
     return cls(
         **{
-            name: _dataclass_from_dict(fields[name], value) if dataclasses.is_dataclass(fields[name]) else value
+            name: value if fields[name] is None else _dataclass_from_dict(fields[name], value)
             for name, value in values.items()
         }
     )
