@@ -1,7 +1,7 @@
 """Calls from the host to the registered connector, in either world.
 
-Each exported WIT function lands here with its request record, as a
-coroutine (`create(wit, request)`, ...): the request becomes flyte's
+Each exported WIT function lands here with its request record, and gets
+the call's coroutine (`create(wit, request)`, ...): the request becomes flyte's
 arguments (a template view, Python input values, the meta decoded,
 connection values as keyword arguments), the connector's coroutine is
 awaited, and what it returns or raises becomes the WIT result (a WIT error
@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Awaitable, Callable, Dict, List, Tuple, TypeVar
+from typing import Any, Awaitable, Dict, List, Tuple, TypeVar
 
 from componentize_py_types import Err
 
@@ -62,80 +62,85 @@ def metadata(wit: Any) -> Any:
     )
 
 
-async def create(wit: Any, request: Any) -> bytes:
-    async def serve() -> bytes:
-        connector = ConnectorRegistry.get_connector()
-        connection = _connection(request.connection, "create", CREATE_ARGUMENTS)
-        meta = await connector.create(
-            task_template=TaskTemplate(_json_object(request.template, "template")),
-            output_prefix=request.output_prefix,
-            inputs=_inputs(request.inputs, request.input_types),
-            task_execution_metadata=TaskExecutionMetadata(
-                _json_object(request.task_execution_metadata, "task execution metadata")
-            ),
-            **connection,
-        )
-        if not isinstance(meta, ResourceMeta):
-            raise TypeError(f"create returned {type(meta).__name__}, not a ResourceMeta")
-        return meta.encode()
-
-    return await _answer(wit, serve)
+def create(wit: Any, request: Any) -> Awaitable[bytes]:
+    return _answer(wit, _create(wit, request))
 
 
-async def get(wit: Any, request: Any) -> Any:
-    async def serve() -> Any:
-        connector = ConnectorRegistry.get_connector()
-        resource = await connector.get(
-            _meta(connector, request.resource_meta), **_connection(request.connection, "get", META_ARGUMENTS)
-        )
-        return _resource(wit, resource)
-
-    return await _answer(wit, serve)
-
-
-async def delete(wit: Any, request: Any) -> None:
-    async def serve() -> None:
-        connector = ConnectorRegistry.get_connector()
-        await connector.delete(
-            _meta(connector, request.resource_meta), **_connection(request.connection, "delete", META_ARGUMENTS)
-        )
-
-    return await _answer(wit, serve)
+async def _create(wit: Any, request: Any) -> bytes:
+    connector = ConnectorRegistry.get_connector()
+    connection = _connection(request.connection, "create", CREATE_ARGUMENTS)
+    meta = await connector.create(
+        task_template=TaskTemplate(_json_object(request.template, "template")),
+        output_prefix=request.output_prefix,
+        inputs=_inputs(request.inputs, request.input_types),
+        task_execution_metadata=TaskExecutionMetadata(
+            _json_object(request.task_execution_metadata, "task execution metadata")
+        ),
+        **connection,
+    )
+    if not isinstance(meta, ResourceMeta):
+        raise TypeError(f"create returned {type(meta).__name__}, not a ResourceMeta")
+    return meta.encode()
 
 
-async def get_metrics(wit: Any, request: Any) -> List[Any]:
-    async def serve() -> List[Any]:
-        connector = ConnectorRegistry.get_connector()
-        _require(wit, connector, "get_metrics")
-        results = await connector.get_metrics(
-            _meta(connector, request.resource_meta),
-            list(request.queries),
-            start_time=request.start_time,
-            end_time=request.end_time,
-            step=request.step,
-            **_connection(request.connection, "get_metrics", METRICS_ARGUMENTS),
-        )
-        items = results.items() if isinstance(results, dict) else ((r.metric, r.data) for r in results)
-        return [wit.MetricResult(metric=metric, data=_dumps(data)) for metric, data in items]
-
-    return await _answer(wit, serve)
+def get(wit: Any, request: Any) -> Awaitable[Any]:
+    return _answer(wit, _get(wit, request))
 
 
-async def get_logs(wit: Any, request: Any) -> Any:
-    async def serve() -> Any:
-        connector = ConnectorRegistry.get_connector()
-        _require(wit, connector, "get_logs")
-        page = await connector.get_logs(
-            _meta(connector, request.resource_meta),
-            lines=request.lines,
-            token=request.token,
-            **_connection(request.connection, "get_logs", LOGS_ARGUMENTS),
-        )
-        if not isinstance(page, LogsPage):
-            page = LogsPage(lines=list(page))
-        return wit.LogsPage(lines=[str(line) for line in page.lines], next_token=page.next_token)
+async def _get(wit: Any, request: Any) -> Any:
+    connector = ConnectorRegistry.get_connector()
+    resource = await connector.get(
+        _meta(connector, request.resource_meta), **_connection(request.connection, "get", META_ARGUMENTS)
+    )
+    return _resource(wit, resource)
 
-    return await _answer(wit, serve)
+
+def delete(wit: Any, request: Any) -> Awaitable[None]:
+    return _answer(wit, _delete(wit, request))
+
+
+async def _delete(wit: Any, request: Any) -> None:
+    connector = ConnectorRegistry.get_connector()
+    await connector.delete(
+        _meta(connector, request.resource_meta), **_connection(request.connection, "delete", META_ARGUMENTS)
+    )
+
+
+def get_metrics(wit: Any, request: Any) -> Awaitable[List[Any]]:
+    return _answer(wit, _get_metrics(wit, request))
+
+
+async def _get_metrics(wit: Any, request: Any) -> List[Any]:
+    connector = ConnectorRegistry.get_connector()
+    _require(wit, connector, "get_metrics")
+    results = await connector.get_metrics(
+        _meta(connector, request.resource_meta),
+        list(request.queries),
+        start_time=request.start_time,
+        end_time=request.end_time,
+        step=request.step,
+        **_connection(request.connection, "get_metrics", METRICS_ARGUMENTS),
+    )
+    items = results.items() if isinstance(results, dict) else ((r.metric, r.data) for r in results)
+    return [wit.MetricResult(metric=metric, data=_dumps(data)) for metric, data in items]
+
+
+def get_logs(wit: Any, request: Any) -> Awaitable[Any]:
+    return _answer(wit, _get_logs(wit, request))
+
+
+async def _get_logs(wit: Any, request: Any) -> Any:
+    connector = ConnectorRegistry.get_connector()
+    _require(wit, connector, "get_logs")
+    page = await connector.get_logs(
+        _meta(connector, request.resource_meta),
+        lines=request.lines,
+        token=request.token,
+        **_connection(request.connection, "get_logs", LOGS_ARGUMENTS),
+    )
+    if not isinstance(page, LogsPage):
+        page = LogsPage(lines=list(page))
+    return wit.LogsPage(lines=[str(line) for line in page.lines], next_token=page.next_token)
 
 
 # -- requests ----------------------------------------------------------------
@@ -255,15 +260,15 @@ def run(answer: Awaitable[T]) -> T:
 CANCELLED = "the call was cancelled (its deadline passed or its client went away)"
 
 
-async def _answer(wit: Any, serve: Callable[[], Awaitable[T]]) -> T:
-    """Runs the call's coroutine `serve` (the connector's method between
-    the request's mapping and the answer's); every exception it raises
-    becomes the WIT error the client should see, raised as `Err`. Nothing
-    else escapes: in the async world an exception leaving an export traps
-    the instance, and with it every call it serves."""
+async def _answer(wit: Any, serve: Awaitable[T]) -> T:
+    """Awaits the call's coroutine `serve` (the connector's method between
+    the request's mapping and the answer's, which starts here); every
+    exception it raises becomes the WIT error the client should see, raised
+    as `Err`. Nothing else escapes: in the async world an exception leaving
+    an export traps the instance, and with it every call it serves."""
     retry.begin_call()
     try:
-        return await serve()
+        return await serve
     except BaseException as error:  # noqa: BLE001 (every failure reaches the client)
         raise _error(wit, error) from None
 

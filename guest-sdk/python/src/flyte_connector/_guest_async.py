@@ -11,7 +11,7 @@ module. Only importable inside a component build (componentize-py generates
 `wit_world`).
 """
 
-from typing import Awaitable, List, TypeVar
+from typing import List
 
 import componentize_py_async_support  # noqa: F401 (the loop `_async_loop` completes)
 from wit_world import exports
@@ -28,9 +28,6 @@ from wit_world.imports import (  # noqa: F401
 
 from flyte_connector import _async_loop, _call_log, _dispatch
 
-T = TypeVar("T")
-
-
 class AsyncConnector(exports.AsyncConnector):
     """Every call of the WIT interface, served by the registered connector."""
 
@@ -38,25 +35,27 @@ class AsyncConnector(exports.AsyncConnector):
         _call_log.serving()
         return _dispatch.metadata(wit)
 
+    # Each awaits `_async_loop.serve` itself: a coroutine between them
+    # would be one more frame made and torn down in every call.
     async def create(self, request: wit.CreateRequest) -> bytes:
-        return await _serve(_dispatch.create(wit, request))
+        _call_log.serving()
+        return await _async_loop.serve(_dispatch.create(wit, request))
 
     async def get(self, request: wit.GetRequest) -> wit.Resource:
-        return await _serve(_dispatch.get(wit, request))
+        _call_log.serving()
+        return await _async_loop.serve(_dispatch.get(wit, request))
 
     async def delete(self, request: wit.DeleteRequest) -> None:
-        await _serve(_dispatch.delete(wit, request))
+        _call_log.serving()
+        await _async_loop.serve(_dispatch.delete(wit, request))
 
     async def get_metrics(self, request: wit.MetricsRequest) -> List[wit.MetricResult]:
-        return await _serve(_dispatch.get_metrics(wit, request))
+        _call_log.serving()
+        return await _async_loop.serve(_dispatch.get_metrics(wit, request))
 
     async def get_logs(self, request: wit.LogsRequest) -> wit.LogsPage:
-        return await _serve(_dispatch.get_logs(wit, request))
-
-
-async def _serve(answer: Awaitable[T]) -> T:
-    _call_log.serving()
-    return await _async_loop.serve(answer)
+        _call_log.serving()
+        return await _async_loop.serve(_dispatch.get_logs(wit, request))
 
 
 _async_loop.install()
