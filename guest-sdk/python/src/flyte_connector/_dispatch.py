@@ -1,8 +1,8 @@
 """Calls from the host to the registered connector, in either world.
 
-Each exported WIT function lands here with its request record, and gets
-the call's coroutine (`create(wit, request)`, ...): the request becomes flyte's
-arguments (a template view, Python input values, the meta decoded,
+Each exported WIT function lands here with its request record and gets
+the call's coroutine (`create(wit, request)`, ...): the request becomes
+flyte's arguments (a template view, Python input values, the meta decoded,
 connection values as keyword arguments), the connector's coroutine is
 awaited, and what it returns or raises becomes the WIT result (a WIT error
 raised as `Err`). The sync world's export (`_guest`) runs that coroutine on

@@ -28,6 +28,7 @@ from wit_world.imports import (  # noqa: F401
 
 from flyte_connector import _async_loop, _call_log, _dispatch
 
+
 class AsyncConnector(exports.AsyncConnector):
     """Every call of the WIT interface, served by the registered connector."""
 
