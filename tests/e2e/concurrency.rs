@@ -15,23 +15,8 @@ use flyte_connect_e2e::{Server, eventually, literals::string, metric_value};
 use tonic::{Code, Status};
 
 use crate::faulty_guests::{
-    Guest, REUSE, Tally, WITHIN, instances, parse_tally, tally, tally_at_once, tenant,
+    Guest, REUSE, Tally, WITHIN, guest_tests, instances, parse_tally, tally, tally_at_once, tenant,
 };
-
-/// Runs `body` for the Python component of each world.
-macro_rules! both_worlds {
-    ($async_world:ident, $sync_world:ident, $body:ident) => {
-        #[tokio::test]
-        async fn $async_world() {
-            $body(Guest::Python).await;
-        }
-
-        #[tokio::test]
-        async fn $sync_world() {
-            $body(Guest::PythonSync).await;
-        }
-    };
-}
 
 /// A create of the Python faulty component doing `fault` with `seconds`.
 fn fault(guest: Guest, fault: &str, seconds: f64, connection: &Connection) -> CreateTaskRequest {
@@ -104,10 +89,10 @@ async fn one_tenants_calls_at_once(guest: Guest) {
         assert_eq!(most, 1, "never two calls in one instance: {answers:?}");
     }
 }
-both_worlds!(
-    async_world_calls_of_one_tenant_share_an_instance_at_once,
-    sync_world_calls_at_once_each_have_an_instance,
-    one_tenants_calls_at_once
+guest_tests!(
+    one_tenants_calls_at_once:
+    async_world_calls_of_one_tenant_share_an_instance_at_once => Python,
+    sync_world_calls_at_once_each_have_an_instance => PythonSync,
 );
 
 #[tokio::test]
@@ -173,10 +158,10 @@ async fn a_call_past_its_deadline_is_cancelled(guest: Guest) {
         assert_eq!(tally(&server, guest, &a, 0, 0).await.unwound, 0);
     }
 }
-both_worlds!(
-    async_world_a_call_past_its_deadline_is_cancelled_in_the_guest,
-    sync_world_a_call_past_its_deadline_drops_its_instance,
-    a_call_past_its_deadline_is_cancelled
+guest_tests!(
+    a_call_past_its_deadline_is_cancelled:
+    async_world_a_call_past_its_deadline_is_cancelled_in_the_guest => Python,
+    sync_world_a_call_past_its_deadline_drops_its_instance => PythonSync,
 );
 
 /// A client that gives up (its own deadline, then dropping the call) gets
@@ -271,10 +256,10 @@ async fn a_trap_among_calls(guest: Guest) {
         );
     }
 }
-both_worlds!(
-    async_world_a_trap_fails_every_call_in_its_instance,
-    sync_world_a_trap_fails_only_its_call,
-    a_trap_among_calls
+guest_tests!(
+    a_trap_among_calls:
+    async_world_a_trap_fails_every_call_in_its_instance => Python,
+    sync_world_a_trap_fails_only_its_call => PythonSync,
 );
 
 /// Serves the Python component of the async world; while a tally of

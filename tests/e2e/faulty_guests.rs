@@ -249,23 +249,16 @@ pub fn idle(server: &Server) -> f64 {
 
 pub const REUSE: &str = "instance_reuse = \"connection\"\n";
 
-/// Runs `body` for each faulty component, as a test of its own.
-macro_rules! each_guest {
-    ($rust:ident, $python:ident, $python_sync:ident, $body:ident) => {
-        #[tokio::test]
-        async fn $rust() {
-            $body(Guest::Rust).await;
-        }
-
-        #[tokio::test]
-        async fn $python() {
-            $body(Guest::Python).await;
-        }
-
-        #[tokio::test]
-        async fn $python_sync() {
-            $body(Guest::PythonSync).await;
-        }
+/// Runs `body` for each faulty component named, as a test of its own:
+/// `guest_tests!(body: test_name => Rust, other_test_name => Python, ...)`.
+macro_rules! guest_tests {
+    ($body:ident: $($test:ident => $guest:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $test() {
+                $body(Guest::$guest).await;
+            }
+        )+
     };
 }
-pub(crate) use each_guest;
+pub(crate) use guest_tests;

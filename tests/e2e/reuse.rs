@@ -8,7 +8,7 @@ use flyte_connect::proto::connector::CreateTaskRequest;
 use flyte_connect_e2e::{Server, eventually, metric_value};
 
 use crate::faulty_guests::{
-    Guest, REUSE, WITHIN, each_guest, idle, instances, parse_tally, tally, tally_at_once, tenant,
+    Guest, REUSE, WITHIN, guest_tests, idle, instances, parse_tally, tally, tally_at_once, tenant,
 };
 
 async fn fresh_by_default(guest: Guest) {
@@ -27,11 +27,11 @@ async fn fresh_by_default(guest: Guest) {
     assert_eq!(instances(&server, guest, "reused"), 0.0);
     assert_eq!(idle(&server), 0.0);
 }
-each_guest!(
-    rust_calls_are_fresh_by_default,
-    python_calls_are_fresh_by_default,
-    python_sync_calls_are_fresh_by_default,
-    fresh_by_default
+guest_tests!(
+    fresh_by_default:
+    rust_calls_are_fresh_by_default => Rust,
+    python_calls_are_fresh_by_default => Python,
+    python_sync_calls_are_fresh_by_default => PythonSync,
 );
 
 async fn reuse_within_a_tenant_only(guest: Guest) {
@@ -68,11 +68,11 @@ async fn reuse_within_a_tenant_only(guest: Guest) {
     );
     assert!(instances(&server, guest, "reused") >= 5.0);
 }
-each_guest!(
-    rust_reuse_stays_within_a_tenant,
-    python_reuse_stays_within_a_tenant,
-    python_sync_reuse_stays_within_a_tenant,
-    reuse_within_a_tenant_only
+guest_tests!(
+    reuse_within_a_tenant_only:
+    rust_reuse_stays_within_a_tenant => Rust,
+    python_reuse_stays_within_a_tenant => Python,
+    python_sync_reuse_stays_within_a_tenant => PythonSync,
 );
 
 async fn concurrent_tenants_never_share(guest: Guest) {
@@ -90,11 +90,11 @@ async fn concurrent_tenants_never_share(guest: Guest) {
     }
     assert!(instances(&server, guest, "reused") > 0.0);
 }
-each_guest!(
-    rust_concurrent_tenants_never_share,
-    python_concurrent_tenants_never_share,
-    python_sync_concurrent_tenants_never_share,
-    concurrent_tenants_never_share
+guest_tests!(
+    concurrent_tenants_never_share:
+    rust_concurrent_tenants_never_share => Rust,
+    python_concurrent_tenants_never_share => Python,
+    python_sync_concurrent_tenants_never_share => PythonSync,
 );
 
 /// After `fail` (a call of tenant `a` that must fail), `a`'s next call runs
@@ -145,11 +145,11 @@ async fn failed_instances_are_dropped(guest: Guest) {
     );
     assert_eq!(tally(&server, guest, &a, 0, 0).await.calls, 1);
 }
-each_guest!(
-    rust_failed_instances_are_dropped,
-    python_failed_instances_are_dropped,
-    python_sync_failed_instances_are_dropped,
-    failed_instances_are_dropped
+guest_tests!(
+    failed_instances_are_dropped:
+    rust_failed_instances_are_dropped => Rust,
+    python_failed_instances_are_dropped => Python,
+    python_sync_failed_instances_are_dropped => PythonSync,
 );
 
 async fn reload_starts_fresh(guest: Guest) {
@@ -170,11 +170,11 @@ async fn reload_starts_fresh(guest: Guest) {
     .await;
     assert_eq!(tally(&server, guest, &a, 0, 0).await.calls, 1);
 }
-each_guest!(
-    rust_reload_starts_fresh,
-    python_reload_starts_fresh,
-    python_sync_reload_starts_fresh,
-    reload_starts_fresh
+guest_tests!(
+    reload_starts_fresh:
+    rust_reload_starts_fresh => Rust,
+    python_reload_starts_fresh => Python,
+    python_sync_reload_starts_fresh => PythonSync,
 );
 
 /// `--max-instance-reuse-count` bounds the calls an instance serves (in
@@ -207,11 +207,11 @@ async fn reuse_is_bounded(guest: Guest) {
     .await;
     assert_eq!(tally(&server, guest, &a, 0, 0).await.calls, 1);
 }
-each_guest!(
-    rust_reuse_is_bounded,
-    python_reuse_is_bounded,
-    python_sync_reuse_is_bounded,
-    reuse_is_bounded
+guest_tests!(
+    reuse_is_bounded:
+    rust_reuse_is_bounded => Rust,
+    python_reuse_is_bounded => Python,
+    python_sync_reuse_is_bounded => PythonSync,
 );
 
 /// By default a component keeps as many idle instances as it just had
@@ -235,11 +235,11 @@ async fn idle_instances_follow_the_calls_in_flight(guest: Guest) {
     assert_eq!(instances(&server, guest, "fresh"), instances_needed);
     assert_eq!(instances(&server, guest, "reused"), 16.0 - instances_needed);
 }
-each_guest!(
-    rust_idle_instances_follow_the_calls_in_flight,
-    python_idle_instances_follow_the_calls_in_flight,
-    python_sync_idle_instances_follow_the_calls_in_flight,
-    idle_instances_follow_the_calls_in_flight
+guest_tests!(
+    idle_instances_follow_the_calls_in_flight:
+    rust_idle_instances_follow_the_calls_in_flight => Rust,
+    python_idle_instances_follow_the_calls_in_flight => Python,
+    python_sync_idle_instances_follow_the_calls_in_flight => PythonSync,
 );
 
 #[tokio::test]
